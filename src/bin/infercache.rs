@@ -1,0 +1,82 @@
+//! The `infercache` binary: parse flags, set up logging, bind, run.
+
+use clap::{Parser, Subcommand};
+use infercache::{config::Listen, Config, ServeArgs};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "A memoizing cache server for machine-learning model results"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTP API (KV cache, metrics) until SIGTERM or Ctrl-C.
+    Serve(ServeArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let Command::Serve(args) = Cli::parse().command;
+    let config = match Config::from_args(&args) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("cannot start the tokio runtime");
+    match runtime.block_on(serve(config)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> Result<(), String> {
+    tracing::info!(?config, "starting");
+    match config.listen.clone() {
+        Listen::Tcp(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            let local = listener.local_addr().map_err(|e| e.to_string())?;
+            tracing::info!("listening on http://{local}");
+            infercache::run(listener, config, shutdown_signal())
+                .await
+                .map_err(|e| e.to_string())
+        }
+        Listen::Unix(path) => {
+            let listener = tokio::net::UnixListener::bind(&path)
+                .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+            tracing::info!("listening on unix:{}", path.display());
+            infercache::run(listener, config, shutdown_signal())
+                .await
+                .map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("cannot install the SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term.recv() => {},
+    }
+    tracing::info!("shutdown requested");
+}

@@ -1,0 +1,358 @@
+//! One validated [`Config`], built in one place from the TOML file, the
+//! `INFERCACHE_*` environment and the command-line flags.
+//!
+//! Precedence: flag > environment > file > embedded default (clap merges
+//! flags with their environment variables; the file fills what both left
+//! out). Every problem is reported as one line naming the key, so an
+//! operator knows what to fix without reading a backtrace.
+
+use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
+
+use bytesize::ByteSize;
+use serde::Deserialize;
+
+/// Flags of `infercache serve`; every top-level setting also has an
+/// `INFERCACHE_*` variable.
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// TOML config file (see README: Configuration).
+    #[arg(long, env = "INFERCACHE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// `HOST:PORT` or `unix:/path/to.sock` [default: 127.0.0.1:7600]
+    #[arg(long, env = "INFERCACHE_LISTEN")]
+    pub listen: Option<String>,
+    /// Directory of the disk tier [default: ./infercache-data]
+    #[arg(long, env = "INFERCACHE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Memory tier size, e.g. 256MiB [default: 256MiB]
+    #[arg(long, env = "INFERCACHE_MEMORY_CAPACITY")]
+    pub memory_capacity: Option<ByteSize>,
+    /// Disk tier size, e.g. 4GiB [default: 4GiB]
+    #[arg(long, env = "INFERCACHE_DISK_CAPACITY")]
+    pub disk_capacity: Option<ByteSize>,
+    /// Largest value accepted [default: 16MiB]
+    #[arg(long, env = "INFERCACHE_MAX_VALUE_SIZE")]
+    pub max_value_size: Option<ByteSize>,
+    /// Size of the VRAM-budget semaphore in units [default: 16]
+    #[arg(long, env = "INFERCACHE_VRAM_UNITS")]
+    pub vram_units: Option<u32>,
+    /// Bearer token required on every endpoint but health checks.
+    #[arg(long, env = "INFERCACHE_AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<String>,
+    /// Bound of the disk writer's queue, in writes [default: 4096]
+    #[arg(long, env = "INFERCACHE_WRITE_QUEUE")]
+    pub write_queue: Option<usize>,
+    /// Most writes committed in one transaction [default: 1024]
+    #[arg(long, env = "INFERCACHE_WRITE_BATCH")]
+    pub write_batch: Option<usize>,
+    /// How long a commit waits for more writes, e.g. 1ms [default: 0ms]
+    #[arg(long, env = "INFERCACHE_WRITE_DELAY")]
+    pub write_delay: Option<humantime::Duration>,
+    /// How often expired disk entries are swept, e.g. 30s [default: 30s]
+    #[arg(long, env = "INFERCACHE_SWEEP_INTERVAL")]
+    pub sweep_interval: Option<humantime::Duration>,
+}
+
+/// The config file's schema. Unknown keys are errors, so a typo is caught.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    memory_capacity: Option<ByteSize>,
+    disk_capacity: Option<ByteSize>,
+    max_value_size: Option<ByteSize>,
+    vram_units: Option<u32>,
+    auth_token: Option<String>,
+    write_queue: Option<usize>,
+    write_batch: Option<usize>,
+    #[serde(default, with = "humantime_serde")]
+    write_delay: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    sweep_interval: Option<Duration>,
+}
+
+/// Where the server listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl fmt::Display for Listen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Listen::Tcp(addr) => write!(f, "{addr}"),
+            Listen::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+/// The validated configuration, passed whole to the server and the store.
+#[derive(Clone)]
+pub struct Config {
+    pub listen: Listen,
+    pub data_dir: PathBuf,
+    pub memory_capacity: u64,
+    pub disk_capacity: u64,
+    pub max_value_size: u64,
+    pub vram_units: u32,
+    pub auth_token: Option<String>,
+    pub write_queue: usize,
+    pub write_batch: usize,
+    pub write_delay: Duration,
+    pub sweep_interval: Duration,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("memory_capacity", &ByteSize(self.memory_capacity))
+            .field("disk_capacity", &ByteSize(self.disk_capacity))
+            .field("max_value_size", &ByteSize(self.max_value_size))
+            .field("vram_units", &self.vram_units)
+            .field(
+                "auth_token",
+                &self.auth_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("write_queue", &self.write_queue)
+            .field("write_batch", &self.write_batch)
+            .field("write_delay", &self.write_delay)
+            .field("sweep_interval", &self.sweep_interval)
+            .finish()
+    }
+}
+
+/// A configuration problem: which key, and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid config: {key}: {problem}")]
+pub struct ConfigError {
+    pub key: String,
+    pub problem: String,
+}
+
+fn invalid(key: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.to_string(),
+        problem: problem.into(),
+    }
+}
+
+impl Default for Config {
+    /// The embedded default of `infercache serve` with no arguments.
+    fn default() -> Self {
+        Config::from_args(&ServeArgs::default()).expect("the embedded default is valid")
+    }
+}
+
+impl Config {
+    /// Build the config from flags/environment and the file they name.
+    pub fn from_args(args: &ServeArgs) -> Result<Config, ConfigError> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let listen = args
+            .listen
+            .clone()
+            .or(file.listen)
+            .unwrap_or_else(|| "127.0.0.1:7600".into());
+        let config = Config {
+            listen: parse_listen(&listen)?,
+            data_dir: args
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .unwrap_or_else(|| "./infercache-data".into()),
+            memory_capacity: pick(args.memory_capacity, file.memory_capacity, "256MiB"),
+            disk_capacity: pick(args.disk_capacity, file.disk_capacity, "4GiB"),
+            max_value_size: pick(args.max_value_size, file.max_value_size, "16MiB"),
+            vram_units: args.vram_units.or(file.vram_units).unwrap_or(16),
+            auth_token: args.auth_token.clone().or(file.auth_token),
+            write_queue: args.write_queue.or(file.write_queue).unwrap_or(4096),
+            write_batch: args.write_batch.or(file.write_batch).unwrap_or(1024),
+            write_delay: args
+                .write_delay
+                .map(Into::into)
+                .or(file.write_delay)
+                .unwrap_or(Duration::ZERO),
+            sweep_interval: args
+                .sweep_interval
+                .map(Into::into)
+                .or(file.sweep_interval)
+                .unwrap_or(Duration::from_secs(30)),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The part of the config the two-tier store needs.
+    pub fn store_options(&self) -> crate::store::StoreOptions {
+        crate::store::StoreOptions {
+            dir: self.data_dir.clone(),
+            memory_capacity: self.memory_capacity,
+            disk_capacity: self.disk_capacity,
+            max_value_size: self.max_value_size,
+            write_queue: self.write_queue,
+            write_batch: self.write_batch,
+            write_delay: self.write_delay,
+            sweep_interval: self.sweep_interval,
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.memory_capacity == 0 {
+            return Err(invalid("memory_capacity", "must be greater than 0"));
+        }
+        if self.disk_capacity == 0 {
+            return Err(invalid("disk_capacity", "must be greater than 0"));
+        }
+        if self.max_value_size == 0 || self.max_value_size > self.disk_capacity {
+            return Err(invalid(
+                "max_value_size",
+                format!(
+                    "must be between 1 byte and disk_capacity ({})",
+                    ByteSize(self.disk_capacity)
+                ),
+            ));
+        }
+        if self.max_value_size > u64::from(u32::MAX / 2) {
+            return Err(invalid("max_value_size", "must be at most 2GiB"));
+        }
+        if self.vram_units == 0 {
+            return Err(invalid("vram_units", "must be at least 1"));
+        }
+        if self.write_queue == 0 {
+            return Err(invalid("write_queue", "must be at least 1"));
+        }
+        if self.write_batch == 0 {
+            return Err(invalid("write_batch", "must be at least 1"));
+        }
+        if self.sweep_interval.is_zero() {
+            return Err(invalid("sweep_interval", "must be greater than 0"));
+        }
+        if matches!(&self.auth_token, Some(t) if t.trim().is_empty()) {
+            return Err(invalid("auth_token", "must not be empty when set"));
+        }
+        Ok(())
+    }
+}
+
+fn pick(flag: Option<ByteSize>, file: Option<ByteSize>, default: &str) -> u64 {
+    flag.or(file)
+        .unwrap_or_else(|| default.parse().expect("valid default size"))
+        .as_u64()
+}
+
+fn parse_listen(s: &str) -> Result<Listen, ConfigError> {
+    if let Some(path) = s.strip_prefix("unix:") {
+        if path.is_empty() {
+            return Err(invalid("listen", "unix: needs a socket path"));
+        }
+        return Ok(Listen::Unix(path.into()));
+    }
+    s.parse().map(Listen::Tcp).map_err(|_| {
+        invalid(
+            "listen",
+            format!("`{s}` is neither HOST:PORT (e.g. 127.0.0.1:7600) nor unix:/path"),
+        )
+    })
+}
+
+fn read_file(path: &std::path::Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| invalid("config", format!("cannot read {}: {e}", path.display())))?;
+    toml::from_str(&text).map_err(|e| {
+        let (line, key) = match e.span() {
+            Some(span) => locate(&text, span.start),
+            None => (0, String::new()),
+        };
+        let key = if key.is_empty() { "config".into() } else { key };
+        invalid(
+            &key,
+            format!("{} (in {} line {line})", e.message().trim(), path.display()),
+        )
+    })
+}
+
+/// Line number (1-based) of `offset` and the key written on that line.
+fn locate(text: &str, offset: usize) -> (usize, String) {
+    let before = &text[..offset.min(text.len())];
+    let line_no = before.matches('\n').count() + 1;
+    let line = text.lines().nth(line_no - 1).unwrap_or("");
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim().to_string())
+        .unwrap_or_default();
+    (line_no, key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::from_args(&ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn embedded_default_matches_design() {
+        let c = Config::default();
+        assert_eq!(c.listen, Listen::Tcp("127.0.0.1:7600".parse().unwrap()));
+        assert_eq!(c.data_dir, PathBuf::from("./infercache-data"));
+        assert_eq!(c.memory_capacity, 256 << 20);
+        assert_eq!(c.disk_capacity, 4 << 30);
+        assert_eq!(c.max_value_size, 16 << 20);
+        assert_eq!(c.vram_units, 16);
+    }
+
+    #[test]
+    fn file_values_and_flag_precedence() {
+        let c = from_toml(
+            "memory_capacity = \"1MiB\"\nlisten = \"unix:/tmp/x.sock\"\nwrite_delay = \"2ms\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.memory_capacity, 1 << 20);
+        assert_eq!(c.listen, Listen::Unix("/tmp/x.sock".into()));
+        assert_eq!(c.write_delay, Duration::from_millis(2));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "memory_capacity = \"1MiB\"").unwrap();
+        let c = Config::from_args(&ServeArgs {
+            config: Some(path),
+            memory_capacity: Some(ByteSize::mib(2)),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.memory_capacity, 2 << 20);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = from_toml("memory_capacity = \"lots\"").unwrap_err();
+        assert_eq!(e.key, "memory_capacity", "{e}");
+        let e = from_toml("\nmemroy_capacity = \"1MiB\"").unwrap_err();
+        assert!(e.to_string().contains("memroy_capacity"), "{e}");
+        let e = from_toml("listen = \"nowhere\"").unwrap_err();
+        assert_eq!(e.key, "listen");
+        let e = from_toml("max_value_size = \"8GiB\"\ndisk_capacity = \"1GiB\"").unwrap_err();
+        assert_eq!(e.key, "max_value_size");
+        let e = from_toml("vram_units = 0").unwrap_err();
+        assert_eq!(e.key, "vram_units");
+        assert!(!e.to_string().contains('\n'));
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let c = from_toml("auth_token = \"s3cret\"").unwrap();
+        assert!(!format!("{c:?}").contains("s3cret"));
+    }
+}

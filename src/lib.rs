@@ -1,0 +1,25 @@
+//! infercache: a memoizing cache for machine-learning model results.
+//!
+//! The data flow, and the module that owns each step:
+//!
+//! ```text
+//! HTTP request          http::{kv, ops}      routes, one error mapping
+//!   -> memory tier      store::memory        moka, byte-weighted, TTL
+//!   -> disk tier        store::disk          redb, byte-bounded, durable
+//!   -> store            store::writer        group commit, then mirror to memory
+//! ```
+//!
+//! The same engine runs without HTTP: open a [`Store`] on a directory and
+//! `get`/`put`/`delete` (see `examples/embedded_kv.rs`).
+
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod server;
+pub mod store;
+
+pub use config::{Config, ServeArgs};
+pub use error::{Error, Result};
+pub use server::run;
+pub use store::{Entry, Key, Store, StoreOptions, Tier};

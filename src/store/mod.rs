@@ -1,0 +1,360 @@
+//! The two-tier cache: memory (moka) in front of disk (redb).
+//!
+//! Read path: memory, then disk; a disk hit is promoted to memory. Write
+//! path: every change to disk goes through the group-commit [`writer`],
+//! which mirrors committed changes into memory in commit order, so the two
+//! tiers never disagree about a key for longer than a commit.
+//!
+//! A promotion races with writes to the same key (read old value from disk,
+//! a delete commits, the old value lands in memory). [`Fences`] closes that
+//! window: the writer bumps the key's stripe before touching memory, and a
+//! promotion that sees its stripe move undoes itself.
+
+pub mod disk;
+pub mod memory;
+pub mod writer;
+
+use std::{
+    hash::{BuildHasher, Hash},
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::task::JoinHandle;
+
+use self::{
+    disk::{DiskTier, Op},
+    memory::MemoryTier,
+    writer::{Batching, Targets, Writer},
+};
+use crate::{
+    error::{Error, Result},
+    metrics::CacheMetrics,
+};
+
+/// Namespace of the plain key-value API.
+pub const KV_NAMESPACE: u32 = 0;
+
+/// A cache key: a namespace (0 for the KV API, one per model) and bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Key {
+    pub namespace: u32,
+    pub id: Bytes,
+}
+
+impl Key {
+    pub fn new(namespace: u32, id: impl AsRef<[u8]>) -> Key {
+        Key {
+            namespace,
+            id: Bytes::copy_from_slice(id.as_ref()),
+        }
+    }
+}
+
+/// A cached value with its metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub value: Bytes,
+    pub content_type: Option<Arc<str>>,
+    /// Absolute deadline in Unix milliseconds; `None` lives until evicted.
+    pub expires_at: Option<u64>,
+}
+
+impl Entry {
+    /// An entry that lives until evicted.
+    pub fn new(value: impl Into<Bytes>) -> Entry {
+        Entry {
+            value: value.into(),
+            content_type: None,
+            expires_at: None,
+        }
+    }
+
+    pub fn is_expired(&self, now_ms: u64) -> bool {
+        matches!(self.expires_at, Some(at) if at <= now_ms)
+    }
+}
+
+/// Which tier answered a read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    Memory,
+    Disk,
+}
+
+impl Tier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Memory => "memory",
+            Tier::Disk => "disk",
+        }
+    }
+}
+
+/// Wall-clock milliseconds that follow tokio's clock: anchored to the
+/// system time once, then advanced by `tokio::time::Instant`, so tests can
+/// move time with `tokio::time::pause`/`advance` while deadlines stay
+/// meaningful across restarts.
+#[derive(Debug, Clone)]
+pub struct Clock {
+    anchor_ms: u64,
+    anchor: tokio::time::Instant,
+}
+
+impl Clock {
+    pub fn new() -> Clock {
+        let anchor_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Clock {
+            anchor_ms,
+            anchor: tokio::time::Instant::now(),
+        }
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.anchor_ms + self.anchor.elapsed().as_millis() as u64
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::new()
+    }
+}
+
+/// Striped write counters that let a promotion detect a concurrent write.
+pub struct Fences {
+    stripes: [AtomicU64; 64],
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl Fences {
+    fn new() -> Fences {
+        Fences {
+            stripes: std::array::from_fn(|_| AtomicU64::new(0)),
+            hasher: Default::default(),
+        }
+    }
+
+    fn stripe(&self, key: &Key) -> &AtomicU64 {
+        let i = self.hasher.hash_one(key) as usize % self.stripes.len();
+        &self.stripes[i]
+    }
+
+    fn read(&self, key: &Key) -> u64 {
+        self.stripe(key).load(Ordering::SeqCst)
+    }
+
+    fn bump(&self, key: &Key) {
+        self.stripe(key).fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// How to open a [`Store`]. `Default` is the server's embedded default.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub dir: PathBuf,
+    pub memory_capacity: u64,
+    pub disk_capacity: u64,
+    pub max_value_size: u64,
+    pub write_queue: usize,
+    pub write_batch: usize,
+    pub write_delay: Duration,
+    pub sweep_interval: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        crate::config::Config::default().store_options()
+    }
+}
+
+/// Entries and bytes held by one tier.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Usage {
+    pub entries: u64,
+    pub bytes: u64,
+}
+
+/// The two-tier cache. Cheap to clone; all clones share one store.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    memory: MemoryTier,
+    disk: Arc<DiskTier>,
+    writer: Writer,
+    fences: Arc<Fences>,
+    clock: Clock,
+    max_value_size: u64,
+    metrics: CacheMetrics,
+    /// (writer, sweeper), taken by `close`.
+    tasks: Mutex<(Option<JoinHandle<()>>, Option<JoinHandle<()>>)>,
+}
+
+impl Store {
+    /// Open the store in `options.dir` and start its writer and sweeper.
+    /// Must be called inside a tokio runtime.
+    pub async fn open(options: StoreOptions) -> Result<Store> {
+        let clock = Clock::new();
+        let dir = options.dir.clone();
+        let disk_clock = clock.clone();
+        let disk = tokio::task::spawn_blocking(move || {
+            DiskTier::open(&dir, options.disk_capacity, disk_clock)
+        })
+        .await
+        .map_err(|e| Error::Storage(format!("opening the disk tier panicked: {e}")))??;
+        let disk = Arc::new(disk);
+        let memory = MemoryTier::new(options.memory_capacity, clock.clone());
+        let fences = Arc::new(Fences::new());
+        let (writer, writer_task) = Writer::spawn(
+            Targets {
+                disk: disk.clone(),
+                memory: memory.clone(),
+                fences: fences.clone(),
+            },
+            Batching {
+                queue: options.write_queue,
+                max_batch: options.write_batch,
+                max_delay: options.write_delay,
+            },
+        );
+        let sweeper = tokio::spawn(sweep_forever(writer.clone(), options.sweep_interval));
+        Ok(Store {
+            inner: Arc::new(Inner {
+                memory,
+                disk,
+                writer,
+                fences,
+                clock,
+                max_value_size: options.max_value_size,
+                metrics: CacheMetrics::default(),
+                tasks: Mutex::new((Some(writer_task), Some(sweeper))),
+            }),
+        })
+    }
+
+    /// The live entry under `key` and the tier that held it.
+    pub async fn get(&self, key: &Key) -> Result<Option<(Entry, Tier)>> {
+        let inner = &self.inner;
+        if let Some(entry) = inner.memory.get(key) {
+            inner.metrics.hit(Tier::Memory);
+            return Ok(Some((entry, Tier::Memory)));
+        }
+        let fence = inner.fences.read(key);
+        let disk = inner.disk.clone();
+        let owned = key.clone();
+        let found = tokio::task::spawn_blocking(move || disk.get(&owned))
+            .await
+            .map_err(|e| Error::Storage(format!("disk read panicked: {e}")))??;
+        let Some(entry) = found else {
+            inner.metrics.miss();
+            return Ok(None);
+        };
+        inner.memory.insert(key.clone(), entry.clone());
+        if inner.fences.read(key) != fence {
+            // A write to this key committed while we read: our copy may be
+            // older than it, so leave memory to the writer.
+            inner.memory.remove(key);
+        }
+        inner.metrics.hit(Tier::Disk);
+        Ok(Some((entry, Tier::Disk)))
+    }
+
+    /// Store `entry` in both tiers; returns once it is durable on disk.
+    pub async fn put(&self, key: Key, entry: Entry) -> Result<()> {
+        self.check_size(&entry)?;
+        self.inner
+            .writer
+            .write(Op::Put { key, entry })
+            .await
+            .map(drop)
+    }
+
+    /// Store `entry` in memory now and on disk in the background. Fails
+    /// only when it cannot even be queued (queue full, shutting down).
+    pub fn put_detached(&self, key: Key, entry: Entry) -> Result<()> {
+        self.check_size(&entry)?;
+        self.inner.memory.insert(key.clone(), entry.clone());
+        self.inner.writer.write_detached(Op::Put { key, entry })
+    }
+
+    /// Remove `key` from both tiers; returns once the removal is durable.
+    /// Returns whether the disk tier held it.
+    pub async fn delete(&self, key: Key) -> Result<bool> {
+        self.inner.memory.remove(&key);
+        let removed = self.inner.writer.write(Op::Delete { key }).await?;
+        Ok(removed > 0)
+    }
+
+    /// Current usage of (memory, disk).
+    pub fn usage(&self) -> (Usage, Usage) {
+        let (entries, bytes) = self.inner.memory.usage();
+        let memory = Usage { entries, bytes };
+        let (entries, bytes) = self.inner.disk.usage();
+        (memory, Usage { entries, bytes })
+    }
+
+    /// Hit and miss counters.
+    pub fn metrics(&self) -> &CacheMetrics {
+        &self.inner.metrics
+    }
+
+    /// The store's clock (Unix milliseconds, following tokio's time).
+    pub fn clock(&self) -> &Clock {
+        &self.inner.clock
+    }
+
+    pub fn max_value_size(&self) -> u64 {
+        self.inner.max_value_size
+    }
+
+    /// Commit every queued write and stop the background tasks. The redb
+    /// file is closed cleanly when the last clone of the store is dropped.
+    pub async fn close(&self) {
+        self.inner.writer.close().await;
+        let (writer, sweeper) = std::mem::take(&mut *self.inner.tasks.lock());
+        if let Some(sweeper) = sweeper {
+            sweeper.abort();
+        }
+        if let Some(writer) = writer {
+            // The writer ends once it has committed what was queued.
+            if let Err(e) = writer.await {
+                tracing::error!(error = %e, "the disk writer ended abnormally");
+            }
+        }
+    }
+
+    fn check_size(&self, entry: &Entry) -> Result<()> {
+        if entry.value.len() as u64 > self.inner.max_value_size {
+            return Err(Error::TooLarge {
+                limit: self.inner.max_value_size,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Ask the writer to sweep expired entries now and then; sweep again at
+/// once while a sweep hits its per-transaction limit.
+async fn sweep_forever(writer: Writer, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        while let Ok(swept) = writer.write(Op::Sweep).await {
+            if swept < disk::SWEEP_LIMIT as u64 {
+                break;
+            }
+        }
+    }
+}

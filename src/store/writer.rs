@@ -1,0 +1,190 @@
+//! Group-commit writer: the only code that writes to the disk tier.
+//!
+//! Writes arrive on a bounded mpsc queue. A `select!` loop gathers them
+//! until `write_batch` entries are waiting or `write_delay` has passed, then
+//! commits the whole group in one durable redb transaction on a blocking
+//! thread, so concurrent writers share one fsync. Each writer is answered
+//! over its oneshot only after the commit.
+//!
+//! After a commit the writer applies the same changes to the memory tier,
+//! in queue order, and bumps the key's [`Fences`] stripe first, so a reader
+//! promoting an older disk value at the same moment can tell and undo it.
+//! A full queue is refused at once (`Error::Overloaded`, HTTP 429).
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    disk::{DiskTier, Op},
+    memory::MemoryTier,
+    Fences,
+};
+use crate::error::{Error, Result};
+
+type Reply = oneshot::Sender<Result<u64>>;
+
+enum Msg {
+    Write(Op, Option<Reply>),
+    /// Commit what is queued, then stop taking writes.
+    Close,
+}
+
+/// How the writer batches.
+#[derive(Debug, Clone, Copy)]
+pub struct Batching {
+    pub queue: usize,
+    pub max_batch: usize,
+    pub max_delay: Duration,
+}
+
+/// Handle to the writer task; cheap to clone.
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::Sender<Msg>,
+}
+
+/// What the writer touches besides the disk.
+pub struct Targets {
+    pub disk: Arc<DiskTier>,
+    pub memory: MemoryTier,
+    pub fences: Arc<Fences>,
+}
+
+impl Writer {
+    /// Start the writer task.
+    pub fn spawn(targets: Targets, batching: Batching) -> (Writer, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(batching.queue);
+        let task = tokio::spawn(run(rx, Arc::new(targets), batching));
+        (Writer { tx }, task)
+    }
+
+    /// Queue `op` and wait until it is committed. Returns how many entries
+    /// it wrote or removed.
+    pub async fn write(&self, op: Op) -> Result<u64> {
+        let (reply, answer) = oneshot::channel();
+        self.enqueue(op, Some(reply))?;
+        answer.await.map_err(|_| Error::ShuttingDown)?
+    }
+
+    /// Queue `op` without waiting for its commit.
+    pub fn write_detached(&self, op: Op) -> Result<()> {
+        self.enqueue(op, None)
+    }
+
+    fn enqueue(&self, op: Op, reply: Option<Reply>) -> Result<()> {
+        self.tx
+            .try_send(Msg::Write(op, reply))
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => Error::Overloaded("the disk write queue"),
+                mpsc::error::TrySendError::Closed(_) => Error::ShuttingDown,
+            })
+    }
+
+    /// Ask the writer to commit everything queued and stop. Writes queued
+    /// after this are refused with `ShuttingDown`.
+    pub async fn close(&self) {
+        // A send error means the writer already stopped.
+        let _ = self.tx.send(Msg::Close).await;
+    }
+}
+
+async fn run(mut rx: mpsc::Receiver<Msg>, targets: Arc<Targets>, batching: Batching) {
+    let mut batch: Vec<(Op, Option<Reply>)> = Vec::with_capacity(batching.max_batch);
+    while let Some(first) = rx.recv().await {
+        let mut closing = false;
+        let mut take = |msg: Msg, batch: &mut Vec<_>| match msg {
+            Msg::Write(op, reply) => batch.push((op, reply)),
+            Msg::Close => closing = true,
+        };
+        take(first, &mut batch);
+        // Whatever is already queued joins this commit without waiting.
+        while batch.len() < batching.max_batch {
+            match rx.try_recv() {
+                Ok(msg) => take(msg, &mut batch),
+                Err(_) => break,
+            }
+        }
+        if !batching.max_delay.is_zero() {
+            let deadline = tokio::time::sleep(batching.max_delay);
+            tokio::pin!(deadline);
+            while batch.len() < batching.max_batch {
+                tokio::select! {
+                    biased;
+                    msg = rx.recv() => match msg {
+                        Some(msg) => take(msg, &mut batch),
+                        None => break,
+                    },
+                    _ = &mut deadline => break,
+                }
+            }
+        }
+        if closing {
+            // Refuse new writes; the loop still drains what is queued.
+            rx.close();
+        }
+        if !batch.is_empty() {
+            batch = commit(batch, targets.clone()).await;
+        }
+    }
+}
+
+/// Commit one group on a blocking thread, update memory, answer writers.
+/// Returns the (emptied) batch buffer for reuse.
+async fn commit(
+    batch: Vec<(Op, Option<Reply>)>,
+    targets: Arc<Targets>,
+) -> Vec<(Op, Option<Reply>)> {
+    let joined = tokio::task::spawn_blocking(move || {
+        let ops: Vec<&Op> = batch.iter().map(|(op, _)| op).collect();
+        let result = targets.disk.apply(&ops);
+        if result.is_ok() {
+            for (op, _) in &batch {
+                mirror_in_memory(&targets, op);
+            }
+        }
+        (batch, result)
+    })
+    .await;
+    let (mut batch, result) = match joined {
+        Ok(done) => done,
+        Err(panic) => {
+            // The batch is lost with the panicked thread; its writers see
+            // their oneshots dropped and get ShuttingDown-style errors.
+            tracing::error!(error = %panic, "disk commit panicked");
+            return Vec::new();
+        }
+    };
+    match result {
+        Ok(counts) => {
+            for ((_, reply), count) in batch.drain(..).zip(counts) {
+                if let Some(reply) = reply {
+                    let _ = reply.send(Ok(count));
+                }
+            }
+        }
+        Err(err) => {
+            tracing::error!(error = %err, writes = batch.len(), "disk commit failed");
+            for (_, reply) in batch.drain(..) {
+                if let Some(reply) = reply {
+                    let _ = reply.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+    batch
+}
+
+fn mirror_in_memory(targets: &Targets, op: &Op) {
+    match op {
+        Op::Put { key, entry } => {
+            targets.fences.bump(key);
+            targets.memory.insert(key.clone(), entry.clone());
+        }
+        Op::Delete { key } => {
+            targets.fences.bump(key);
+            targets.memory.remove(key);
+        }
+        Op::Sweep => {}
+    }
+}
