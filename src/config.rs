@@ -168,7 +168,7 @@ impl Config {
                 .unwrap_or_else(|| "./infercache-data".into()),
             memory_capacity: pick(args.memory_capacity, file.memory_capacity, "256MiB"),
             disk_capacity: pick(args.disk_capacity, file.disk_capacity, "4GiB"),
-            max_value_size: pick(args.max_value_size, file.max_value_size, "16MiB"),
+            max_value_size: 0,
             vram_units: args.vram_units.or(file.vram_units).unwrap_or(16),
             auth_token: args.auth_token.clone().or(file.auth_token),
             write_queue: args.write_queue.or(file.write_queue).unwrap_or(4096),
@@ -183,6 +183,14 @@ impl Config {
                 .map(Into::into)
                 .or(file.sweep_interval)
                 .unwrap_or(Duration::from_secs(30)),
+        };
+        // The default value limit shrinks with a small disk tier; an
+        // explicit one larger than the disk tier is an error.
+        let max_value_size = args.max_value_size.or(file.max_value_size);
+        let config = Config {
+            max_value_size: max_value_size
+                .map_or(config.disk_capacity.min(16 << 20), |size| size.as_u64()),
+            ..config
         };
         config.validate()?;
         Ok(config)

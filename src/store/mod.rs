@@ -189,6 +189,11 @@ pub struct Store {
     inner: Arc<Inner>,
 }
 
+struct Tasks {
+    writer: JoinHandle<()>,
+    sweeper: JoinHandle<()>,
+}
+
 struct Inner {
     memory: MemoryTier,
     disk: Arc<DiskTier>,
@@ -197,8 +202,8 @@ struct Inner {
     clock: Clock,
     max_value_size: u64,
     metrics: CacheMetrics,
-    /// (writer, sweeper), taken by `close`.
-    tasks: Mutex<(Option<JoinHandle<()>>, Option<JoinHandle<()>>)>,
+    /// Background tasks, taken by `close`.
+    tasks: Mutex<Option<Tasks>>,
 }
 
 impl Store {
@@ -238,7 +243,10 @@ impl Store {
                 clock,
                 max_value_size: options.max_value_size,
                 metrics: CacheMetrics::default(),
-                tasks: Mutex::new((Some(writer_task), Some(sweeper))),
+                tasks: Mutex::new(Some(Tasks {
+                    writer: writer_task,
+                    sweeper,
+                })),
             }),
         })
     }
@@ -322,15 +330,13 @@ impl Store {
     /// file is closed cleanly when the last clone of the store is dropped.
     pub async fn close(&self) {
         self.inner.writer.close().await;
-        let (writer, sweeper) = std::mem::take(&mut *self.inner.tasks.lock());
-        if let Some(sweeper) = sweeper {
-            sweeper.abort();
-        }
-        if let Some(writer) = writer {
-            // The writer ends once it has committed what was queued.
-            if let Err(e) = writer.await {
-                tracing::error!(error = %e, "the disk writer ended abnormally");
-            }
+        let Some(tasks) = self.inner.tasks.lock().take() else {
+            return;
+        };
+        tasks.sweeper.abort();
+        // The writer ends once it has committed what was queued.
+        if let Err(e) = tasks.writer.await {
+            tracing::error!(error = %e, "the disk writer ended abnormally");
         }
     }
 

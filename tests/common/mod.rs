@@ -1,0 +1,132 @@
+//! Shared test harness: the real server on 127.0.0.1:0 with a temp data
+//! dir, in-process (through `infercache::run`) or as a child process.
+
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use infercache::{Config, ServeArgs};
+use tokio::{sync::oneshot, task::JoinHandle};
+
+/// A server running inside the test's runtime.
+pub struct TestServer {
+    pub base: String,
+    pub client: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<infercache::Result<()>>>,
+}
+
+impl TestServer {
+    /// Start on `dir` with `tweak` applied to the flags.
+    pub async fn start(dir: &Path, tweak: impl FnOnce(&mut ServeArgs)) -> TestServer {
+        let mut args = ServeArgs {
+            data_dir: Some(dir.to_path_buf()),
+            listen: Some("127.0.0.1:0".into()),
+            ..Default::default()
+        };
+        tweak(&mut args);
+        let config = Config::from_args(&args).expect("valid test config");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(infercache::run(listener, config, async {
+            let _ = rx.await;
+        }));
+        TestServer {
+            base,
+            client: reqwest::Client::new(),
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Graceful stop; panics if the server failed.
+    pub async fn stop(mut self) {
+        let _ = self.shutdown.take().unwrap().send(());
+        self.task.take().unwrap().await.unwrap().unwrap();
+    }
+}
+
+/// The real binary as a child process, for signals and crashes.
+pub struct ChildServer {
+    pub base: String,
+    pub child: Child,
+}
+
+impl ChildServer {
+    pub fn spawn(dir: &Path, extra: &[&str]) -> ChildServer {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_infercache"))
+            .arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(dir)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the infercache binary");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !sent {
+                    if let Some(at) = line.find("listening on http://") {
+                        let _ = tx.send(line[at + "listening on ".len()..].trim().to_string());
+                        sent = true;
+                    }
+                }
+            }
+        });
+        let base = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the server printed its address");
+        ChildServer { base, child }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Send a signal to the process by its PID.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid has no memory effects.
+        let rc = unsafe { libc::kill(self.child.id() as i32, signal) };
+        assert_eq!(rc, 0, "kill failed");
+    }
+
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn temp_dir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+pub fn redb_file(dir: &Path) -> PathBuf {
+    dir.join("infercache.redb")
+}
+
+/// Percent-encode every byte, so any byte string is a valid path segment.
+pub fn encode_key(key: &[u8]) -> String {
+    key.iter().map(|b| format!("%{b:02X}")).collect()
+}
