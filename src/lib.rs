@@ -4,22 +4,30 @@
 //!
 //! ```text
 //! HTTP request          http::{kv, ops}      routes, one error mapping
+//!   -> key              key                  blake3 over model, input, params
+//!   -> read path        memo                 tiers, then coalesce, then compute
 //!   -> memory tier      store::memory        moka, byte-weighted, TTL
 //!   -> disk tier        store::disk          redb, byte-bounded, durable
+//!   -> coalesce         coalesce             one computation per key, fan-out
 //!   -> store            store::writer        group commit, then mirror to memory
 //! ```
 //!
 //! The same engine runs without HTTP: open a [`Store`] on a directory and
-//! `get`/`put`/`delete` (see `examples/embedded_kv.rs`).
+//! `get`/`put`/`delete` (see `examples/embedded_kv.rs`), or wrap it in a
+//! [`Memo`] and `get_or_compute` (see `examples/memoize.rs`).
 
+pub mod coalesce;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod key;
+pub mod memo;
 pub mod metrics;
 pub mod server;
 pub mod store;
 
 pub use config::{Config, ServeArgs};
 pub use error::{Error, Result};
+pub use memo::{CacheStatus, Lookup, Memo, Policy};
 pub use server::run;
 pub use store::{Entry, Key, Store, StoreOptions, Tier};

@@ -19,36 +19,76 @@ pub struct TierLabel {
     pub tier: &'static str,
 }
 
-/// Hit and miss counters of the two-tier cache.
-#[derive(Clone, Debug, Default)]
+/// Counters of the cache's read path: hits per tier (counted by the
+/// store), misses, coalesced waits and running computations (counted by the
+/// memoizer, and by the KV API for its own misses).
+#[derive(Clone, Debug)]
 pub struct CacheMetrics {
     hits: Family<TierLabel, Counter>,
+    /// The two series of `hits`, resolved once: the hit path skips the
+    /// family's label lookup.
+    memory_hits: Counter,
+    disk_hits: Counter,
     misses: Counter,
+    coalesced: Counter,
+    pub(crate) in_flight: Gauge,
+}
+
+impl Default for CacheMetrics {
+    fn default() -> Self {
+        let hits = Family::<TierLabel, Counter>::default();
+        let series = |tier: Tier| {
+            hits.get_or_create(&TierLabel {
+                tier: tier.as_str(),
+            })
+            .clone()
+        };
+        CacheMetrics {
+            memory_hits: series(Tier::Memory),
+            disk_hits: series(Tier::Disk),
+            hits,
+            misses: Counter::default(),
+            coalesced: Counter::default(),
+            in_flight: Gauge::default(),
+        }
+    }
 }
 
 impl CacheMetrics {
     pub(crate) fn hit(&self, tier: Tier) {
-        self.hits
-            .get_or_create(&TierLabel {
-                tier: tier.as_str(),
-            })
-            .inc();
+        self.counter(tier).inc();
     }
 
     pub(crate) fn miss(&self) {
         self.misses.inc();
     }
 
+    pub(crate) fn coalesced(&self) {
+        self.coalesced.inc();
+    }
+
+    fn counter(&self, tier: Tier) -> &Counter {
+        match tier {
+            Tier::Memory => &self.memory_hits,
+            Tier::Disk => &self.disk_hits,
+        }
+    }
+
     pub fn hits(&self, tier: Tier) -> u64 {
-        self.hits
-            .get_or_create(&TierLabel {
-                tier: tier.as_str(),
-            })
-            .get()
+        self.counter(tier).get()
     }
 
     pub fn misses(&self) -> u64 {
         self.misses.get()
+    }
+
+    pub fn coalesced_count(&self) -> u64 {
+        self.coalesced.get()
+    }
+
+    /// Computations running now.
+    pub fn in_flight(&self) -> i64 {
+        self.in_flight.get()
     }
 }
 
@@ -70,8 +110,18 @@ impl Metrics {
         );
         registry.register(
             "cache_misses",
-            "Reads found in no tier",
+            "Reads found in no tier that caused a computation (or a KV 404)",
             cache.misses.clone(),
+        );
+        registry.register(
+            "coalesced",
+            "Reads answered by another caller's computation",
+            cache.coalesced.clone(),
+        );
+        registry.register(
+            "in_flight",
+            "Computations running now",
+            cache.in_flight.clone(),
         );
         let entries = Family::<TierLabel, Gauge>::default();
         let bytes = Family::<TierLabel, Gauge>::default();

@@ -109,11 +109,10 @@ pub async fn put(
 
 pub async fn get(State(state): State<Arc<AppState>>, uri: Uri) -> Result<Response> {
     let key = key_from(&uri)?;
-    let (entry, tier) = state
-        .store
-        .get(&key)
-        .await?
-        .ok_or_else(|| Error::NotFound("no entry under this key".into()))?;
+    let Some((entry, tier)) = state.store.get(&key).await? else {
+        state.store.metrics().miss();
+        return Err(Error::NotFound("no entry under this key".into()));
+    };
     let content_type = entry
         .content_type
         .as_deref()

@@ -265,7 +265,6 @@ impl Store {
             .await
             .map_err(|e| Error::Storage(format!("disk read panicked: {e}")))??;
         let Some(entry) = found else {
-            inner.metrics.miss();
             return Ok(None);
         };
         inner.memory.insert(key.clone(), entry.clone());
@@ -288,12 +287,16 @@ impl Store {
             .map(drop)
     }
 
-    /// Store `entry` in memory now and on disk in the background. Fails
-    /// only when it cannot even be queued (queue full, shutting down).
-    pub fn put_detached(&self, key: Key, entry: Entry) -> Result<()> {
-        self.check_size(&entry)?;
-        self.inner.memory.insert(key.clone(), entry.clone());
-        self.inner.writer.write_detached(Op::Put { key, entry })
+    /// Make `entry` visible in memory now, ahead of its durable `put`.
+    pub(crate) fn insert_memory(&self, key: Key, entry: Entry) {
+        self.inner.memory.insert(key, entry);
+    }
+
+    /// A number that changes whenever a write to `key` commits. Read it
+    /// before looking in the tiers; if it changed by the time the caller
+    /// decides to compute, a result was stored meanwhile.
+    pub(crate) fn fence(&self, key: &Key) -> u64 {
+        self.inner.fences.read(key)
     }
 
     /// Remove `key` from both tiers; returns once the removal is durable.

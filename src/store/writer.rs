@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 type Reply = oneshot::Sender<Result<u64>>;
 
 enum Msg {
-    Write(Op, Option<Reply>),
+    Write(Op, Reply),
     /// Commit what is queued, then stop taking writes.
     Close,
 }
@@ -63,22 +63,13 @@ impl Writer {
     /// it wrote or removed.
     pub async fn write(&self, op: Op) -> Result<u64> {
         let (reply, answer) = oneshot::channel();
-        self.enqueue(op, Some(reply))?;
-        answer.await.map_err(|_| Error::ShuttingDown)?
-    }
-
-    /// Queue `op` without waiting for its commit.
-    pub fn write_detached(&self, op: Op) -> Result<()> {
-        self.enqueue(op, None)
-    }
-
-    fn enqueue(&self, op: Op, reply: Option<Reply>) -> Result<()> {
         self.tx
             .try_send(Msg::Write(op, reply))
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => Error::Overloaded("the disk write queue"),
                 mpsc::error::TrySendError::Closed(_) => Error::ShuttingDown,
-            })
+            })?;
+        answer.await.map_err(|_| Error::ShuttingDown)?
     }
 
     /// Ask the writer to commit everything queued and stop. Writes queued
@@ -90,7 +81,7 @@ impl Writer {
 }
 
 async fn run(mut rx: mpsc::Receiver<Msg>, targets: Arc<Targets>, batching: Batching) {
-    let mut batch: Vec<(Op, Option<Reply>)> = Vec::with_capacity(batching.max_batch);
+    let mut batch: Vec<(Op, Reply)> = Vec::with_capacity(batching.max_batch);
     while let Some(first) = rx.recv().await {
         let mut closing = false;
         let mut take = |msg: Msg, batch: &mut Vec<_>| match msg {
@@ -131,10 +122,7 @@ async fn run(mut rx: mpsc::Receiver<Msg>, targets: Arc<Targets>, batching: Batch
 
 /// Commit one group on a blocking thread, update memory, answer writers.
 /// Returns the (emptied) batch buffer for reuse.
-async fn commit(
-    batch: Vec<(Op, Option<Reply>)>,
-    targets: Arc<Targets>,
-) -> Vec<(Op, Option<Reply>)> {
+async fn commit(batch: Vec<(Op, Reply)>, targets: Arc<Targets>) -> Vec<(Op, Reply)> {
     let joined = tokio::task::spawn_blocking(move || {
         let ops: Vec<&Op> = batch.iter().map(|(op, _)| op).collect();
         let result = targets.disk.apply(&ops);
@@ -158,17 +146,13 @@ async fn commit(
     match result {
         Ok(counts) => {
             for ((_, reply), count) in batch.drain(..).zip(counts) {
-                if let Some(reply) = reply {
-                    let _ = reply.send(Ok(count));
-                }
+                let _ = reply.send(Ok(count));
             }
         }
         Err(err) => {
             tracing::error!(error = %err, writes = batch.len(), "disk commit failed");
             for (_, reply) in batch.drain(..) {
-                if let Some(reply) = reply {
-                    let _ = reply.send(Err(err.clone()));
-                }
+                let _ = reply.send(Err(err.clone()));
             }
         }
     }

@@ -1,0 +1,351 @@
+//! The in-flight map: one computation per key, its result fanned out to
+//! every waiter over oneshot channels.
+//!
+//! A flight moves through two states in a dashmap slot:
+//! - `Running`: the computation is a spawned task (it outlives the caller
+//!   that started it); callers register a oneshot sender and wait. When the
+//!   last waiter leaves (cancelled or timed out), the task is aborted and the
+//!   slot cleared.
+//! - `Landed`: the result is known and in memory, its durable write is under
+//!   way. Late callers take the result from the slot. The slot is cleared
+//!   once the write has committed, so a caller that finds it empty will find
+//!   the result on disk (the store's fence tells it to look again).
+//!
+//! Invariants, each enforced under the slot's lock: exactly one of the task
+//! (landing), the last leaving waiter, or the task's drop guard (panic,
+//! abort) removes a `Running` slot; errors are fanned out and never stored;
+//! a panic becomes an error for the waiters; nobody waits forever.
+
+use std::{
+    future::Future,
+    panic::AssertUnwindSafe,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use dashmap::{mapref::entry::Entry as Slot, DashMap};
+use futures::FutureExt;
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::{sync::oneshot, task::AbortHandle};
+
+use crate::{
+    error::{Error, Result},
+    store::{Entry, Key, Store},
+};
+
+/// Whether a computation reads and writes the cache. Flights of different
+/// policies never share: a `no-cache` caller wants a fresh computation, and
+/// a `no-store` leader must not decide for callers that want storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Policy {
+    /// Look in the tiers first (false: `Cache-Control: no-cache`).
+    pub read: bool,
+    /// Store the result (false: `Cache-Control: no-store`).
+    pub write: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            read: true,
+            write: true,
+        }
+    }
+}
+
+type Outcome = Result<Entry>;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct FlightKey {
+    key: Key,
+    policy: Policy,
+}
+
+enum Flight {
+    Running {
+        id: u64,
+        waiters: Vec<oneshot::Sender<Outcome>>,
+        /// Waiters that have not left; the task is aborted at zero.
+        live: usize,
+        abort: AbortHandle,
+    },
+    Landed {
+        id: u64,
+        entry: Entry,
+    },
+}
+
+/// What a caller got from [`Inflight::join`].
+pub enum Join {
+    /// This caller started the computation.
+    Led(Waiter),
+    /// This caller waits on another's computation.
+    Followed(Waiter),
+    /// A computation just finished; here is its result.
+    Landed(Entry),
+    /// The slot was empty but a result was stored since the caller looked
+    /// in the tiers: look again.
+    LookAgain,
+}
+
+/// The in-flight map.
+pub struct Inflight {
+    map: DashMap<FlightKey, Flight>,
+    next_id: AtomicU64,
+    running: Gauge,
+}
+
+impl Inflight {
+    pub fn new(running: Gauge) -> Arc<Inflight> {
+        Arc::new(Inflight {
+            map: DashMap::new(),
+            next_id: AtomicU64::new(0),
+            running,
+        })
+    }
+
+    /// Number of slots (running or landed); zero at quiescence.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Join the computation of `key`, or start `compute` when none runs.
+    /// `stored_since_look` is asked, with the slot locked, when the slot is
+    /// empty: if a result was stored since the caller looked, it must look
+    /// again instead of computing twice.
+    pub fn join<Fut>(
+        self: &Arc<Self>,
+        store: &Store,
+        key: &Key,
+        policy: Policy,
+        ttl: Option<Duration>,
+        stored_since_look: impl FnOnce() -> bool,
+        compute: impl FnOnce() -> Fut,
+    ) -> Join
+    where
+        Fut: Future<Output = Result<bytes::Bytes>> + Send + 'static,
+    {
+        let fk = FlightKey {
+            key: key.clone(),
+            policy,
+        };
+        match self.map.entry(fk.clone()) {
+            Slot::Occupied(mut slot) => match slot.get_mut() {
+                Flight::Running {
+                    id, waiters, live, ..
+                } => {
+                    let (tx, rx) = oneshot::channel();
+                    waiters.push(tx);
+                    *live += 1;
+                    Join::Followed(self.waiter(fk, *id, rx))
+                }
+                Flight::Landed { entry, .. } => Join::Landed(entry.clone()),
+            },
+            Slot::Vacant(slot) => {
+                if stored_since_look() {
+                    return Join::LookAgain;
+                }
+                let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+                let (tx, rx) = oneshot::channel();
+                let task =
+                    tokio::spawn(
+                        self.clone()
+                            .fly(fk.clone(), id, store.clone(), ttl, compute()),
+                    );
+                slot.insert(Flight::Running {
+                    id,
+                    waiters: vec![tx],
+                    live: 1,
+                    abort: task.abort_handle(),
+                });
+                self.running.inc();
+                Join::Led(self.waiter(fk, id, rx))
+            }
+        }
+    }
+
+    fn waiter(self: &Arc<Self>, fk: FlightKey, id: u64, rx: oneshot::Receiver<Outcome>) -> Waiter {
+        Waiter {
+            rx,
+            ticket: Ticket {
+                inflight: self.clone(),
+                fk,
+                id,
+                armed: true,
+            },
+        }
+    }
+
+    /// The spawned computation: run, publish, fan out, persist, clear.
+    async fn fly(
+        self: Arc<Self>,
+        fk: FlightKey,
+        id: u64,
+        store: Store,
+        ttl: Option<Duration>,
+        work: impl Future<Output = Result<bytes::Bytes>> + Send + 'static,
+    ) {
+        let _guard = CrashGuard {
+            inflight: &self,
+            fk: &fk,
+            id,
+        };
+        let outcome = match AssertUnwindSafe(work).catch_unwind().await {
+            Ok(result) => result.map(|value| Entry {
+                value,
+                content_type: None,
+                expires_at: ttl.map(|t| store.clock().now_ms() + t.as_millis() as u64),
+            }),
+            Err(panic) => Err(Error::Compute(format!(
+                "the computation panicked: {}",
+                panic_message(&panic)
+            ))),
+        };
+        let keep = match &outcome {
+            Ok(entry) if fk.policy.write => Some(entry.clone()),
+            _ => None,
+        };
+        if let Some(entry) = &keep {
+            store.insert_memory(fk.key.clone(), entry.clone());
+        }
+        let waiters = self.land(&fk, id, keep.clone());
+        for waiter in waiters {
+            let _ = waiter.send(outcome.clone());
+        }
+        if let Some(entry) = keep {
+            if let Err(e) = store.put(fk.key.clone(), entry).await {
+                tracing::warn!(error = %e, "a computed result was not written to disk");
+            }
+            self.map.remove_if(
+                &fk,
+                |_, f| matches!(f, Flight::Landed { id: l, .. } if *l == id),
+            );
+        }
+    }
+
+    /// Running -> Landed (with `keep`) or removed; returns the waiters.
+    fn land(&self, fk: &FlightKey, id: u64, keep: Option<Entry>) -> Vec<oneshot::Sender<Outcome>> {
+        let Slot::Occupied(mut slot) = self.map.entry(fk.clone()) else {
+            return Vec::new();
+        };
+        if !matches!(slot.get(), Flight::Running { id: r, .. } if *r == id) {
+            return Vec::new();
+        }
+        self.running.dec();
+        let old = match keep {
+            Some(entry) => std::mem::replace(slot.get_mut(), Flight::Landed { id, entry }),
+            None => slot.remove(),
+        };
+        match old {
+            Flight::Running { waiters, .. } => waiters,
+            Flight::Landed { .. } => Vec::new(),
+        }
+    }
+
+    /// A waiter left before its result: abort the flight if it was the last.
+    fn leave(&self, fk: &FlightKey, id: u64) {
+        let Slot::Occupied(mut slot) = self.map.entry(fk.clone()) else {
+            return;
+        };
+        let Flight::Running {
+            id: running,
+            live,
+            abort,
+            ..
+        } = slot.get_mut()
+        else {
+            return;
+        };
+        if *running != id {
+            return;
+        }
+        *live -= 1;
+        if *live == 0 {
+            abort.abort();
+            slot.remove();
+            self.running.dec();
+        }
+    }
+}
+
+/// Removes the task's `Running` slot if the task dies without landing
+/// (panic outside the computation, runtime shutdown); waiters then see
+/// their senders dropped and get an error.
+struct CrashGuard<'a> {
+    inflight: &'a Inflight,
+    fk: &'a FlightKey,
+    id: u64,
+}
+
+impl Drop for CrashGuard<'_> {
+    fn drop(&mut self) {
+        let removed = self.inflight.map.remove_if(
+            self.fk,
+            |_, f| matches!(f, Flight::Running { id, .. } if *id == self.id),
+        );
+        if removed.is_some() {
+            self.inflight.running.dec();
+        }
+    }
+}
+
+/// One caller's claim on a flight.
+pub struct Waiter {
+    rx: oneshot::Receiver<Outcome>,
+    /// Dropping an armed ticket leaves the flight.
+    ticket: Ticket,
+}
+
+struct Ticket {
+    inflight: Arc<Inflight>,
+    fk: FlightKey,
+    id: u64,
+    /// False once the result arrived: the flight is over.
+    armed: bool,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if self.armed {
+            self.inflight.leave(&self.fk, self.id);
+        }
+    }
+}
+
+impl Waiter {
+    /// Wait for the result, at most `timeout`. Dropping the future (or
+    /// timing out) leaves the flight; the last to leave cancels it.
+    pub async fn wait(mut self, timeout: Option<Duration>) -> Outcome {
+        let received = match timeout {
+            Some(limit) => tokio::time::timeout(limit, &mut self.rx)
+                .await
+                .map_err(|_| Error::Timeout(limit))?,
+            None => (&mut self.rx).await,
+        };
+        match received {
+            Ok(outcome) => {
+                // The flight is over: leaving would only cost a lock.
+                self.ticket.armed = false;
+                outcome
+            }
+            Err(_) => Err(Error::Compute(
+                "the computation ended without a result".into(),
+            )),
+        }
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
+}
