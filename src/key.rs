@@ -1,11 +1,17 @@
 //! blake3 keys for computed results (DESIGN §2).
 //!
-//! `key = blake3_derive_key(DOMAIN, kind || namespace || model digest ||
-//! canonical input || parameters)`, with every variable-length field
-//! length-prefixed, so no two different inputs can produce the same byte
-//! stream. The namespace hashed is the model's *name* (portable across
-//! servers); the [`Key::namespace`] number is only this server's disk
-//! grouping id for it.
+//! A key is two blake3 calls:
+//! `header_key = keyed_hash(derive_key(DOMAIN), header)` over the small
+//! fields (kind, model name and digest, outputs, tensor names, datatypes,
+//! shapes, payload lengths, parameters; each length-prefixed or fixed-width),
+//! then `key = keyed_hash(header_key, payload)` over the large input bytes.
+//! Distinct headers give distinct hash keys, and the header fixes every
+//! payload's length, so no two different inputs share a byte stream. Split
+//! this way a 1 KiB row costs one header block plus exactly one blake3 chunk
+//! instead of spilling a second chunk.
+//!
+//! The namespace hashed is the model's *name* (portable across servers); the
+//! [`Key::namespace`] number is only this server's disk grouping id for it.
 //!
 //! Canonical tensor encoding: datatype, shape and the raw little-endian
 //! element bytes. JSON and binary request encodings are decoded to that
@@ -17,56 +23,76 @@ use crate::store::Key;
 /// Domain-separation context for every key infercache derives.
 const DOMAIN: &str = "infercache 2026-11-26 result key v1";
 
+/// The keyed-hash key derived from [`DOMAIN`] once, so starting a key costs
+/// no extra compression (`blake3::derive_key(DOMAIN, b"")`).
+static DOMAIN_KEY: std::sync::LazyLock<[u8; 32]> =
+    std::sync::LazyLock::new(|| blake3::derive_key(DOMAIN, b""));
+
 /// blake3 digest of a model file's bytes: a new model never serves old
 /// results.
 pub type ModelDigest = [u8; 32];
 
-/// Builds one key from tagged, length-prefixed fields.
-pub struct KeyBuilder {
-    hasher: blake3::Hasher,
+/// Builds one key from header fields and payload slices.
+pub struct KeyBuilder<'a> {
+    header: Vec<u8>,
+    payload: Vec<&'a [u8]>,
     namespace: u32,
 }
 
-impl KeyBuilder {
+impl<'a> KeyBuilder<'a> {
     /// Start a key of `kind` (e.g. "tensor", "text") for the model called
     /// `name`, whose disk namespace is `namespace`.
-    pub fn new(kind: &str, namespace: u32, name: &str, digest: &ModelDigest) -> KeyBuilder {
+    pub fn new(kind: &str, namespace: u32, name: &str, digest: &ModelDigest) -> KeyBuilder<'a> {
         let mut builder = KeyBuilder {
-            hasher: blake3::Hasher::new_derive_key(DOMAIN),
+            header: Vec::with_capacity(160),
+            payload: Vec::new(),
             namespace,
         };
         builder.bytes(kind.as_bytes());
         builder.bytes(name.as_bytes());
-        builder.hasher.update(digest);
+        builder.header.extend_from_slice(digest);
         builder
     }
 
-    /// Append a variable-length field.
+    /// Append a small variable-length field to the header.
     pub fn bytes(&mut self, field: &[u8]) -> &mut Self {
-        self.hasher.update(&(field.len() as u64).to_le_bytes());
-        self.hasher.update(field);
+        self.u64(field.len() as u64);
+        self.header.extend_from_slice(field);
         self
     }
 
-    /// Append a fixed-width number.
+    /// Append a fixed-width number to the header.
     pub fn u64(&mut self, value: u64) -> &mut Self {
-        self.hasher.update(&value.to_le_bytes());
+        self.header.extend_from_slice(&value.to_le_bytes());
+        self
+    }
+
+    /// Append a large field: its length goes to the header, its bytes to
+    /// the payload.
+    pub fn payload(&mut self, data: &'a [u8]) -> &mut Self {
+        self.u64(data.len() as u64);
+        self.payload.push(data);
         self
     }
 
     /// Append one tensor in canonical form.
-    pub fn tensor(&mut self, tensor: &TensorRef<'_>) -> &mut Self {
+    pub fn tensor(&mut self, tensor: &TensorRef<'a>) -> &mut Self {
         self.bytes(tensor.name.as_bytes());
         self.bytes(tensor.datatype.as_bytes());
         self.u64(tensor.shape.len() as u64);
         for dim in tensor.shape {
             self.u64(*dim);
         }
-        self.bytes(tensor.data)
+        self.payload(tensor.data)
     }
 
     pub fn finish(&self) -> Key {
-        Key::new(self.namespace, self.hasher.finalize().as_bytes())
+        let header_key = blake3::keyed_hash(&DOMAIN_KEY, &self.header);
+        let mut hasher = blake3::Hasher::new_keyed(header_key.as_bytes());
+        for data in &self.payload {
+            hasher.update(data);
+        }
+        Key::new(self.namespace, hasher.finalize().as_bytes())
     }
 }
 
@@ -89,12 +115,12 @@ pub struct TextParams {
 }
 
 /// Key of one inference row: the requested outputs and the row's inputs.
-pub fn tensor_key(
+pub fn tensor_key<'a>(
     namespace: u32,
     model: &str,
     digest: &ModelDigest,
     outputs: &[&str],
-    inputs: &[TensorRef<'_>],
+    inputs: &[TensorRef<'a>],
 ) -> Key {
     let mut key = KeyBuilder::new("tensor", namespace, model, digest);
     key.u64(outputs.len() as u64);
@@ -117,10 +143,10 @@ pub fn text_key(
     params: &TextParams,
 ) -> Key {
     let mut key = KeyBuilder::new("text", namespace, model, digest);
-    key.bytes(text.as_bytes())
-        .u64(u64::from(params.max_tokens))
+    key.u64(u64::from(params.max_tokens))
         .bytes(params.pooling.as_bytes())
-        .u64(u64::from(params.normalize));
+        .u64(u64::from(params.normalize))
+        .payload(text.as_bytes());
     key.finish()
 }
 
@@ -160,7 +186,7 @@ mod tests {
             .collect();
         assert_eq!(
             hex(&one(row("FP32", &[4], &data))),
-            "3c44147b142b8bbfea99fd3fc44f77c7194f8acd90bebcc50c6f92f1afb4caf7"
+            "bbb0ec697eeee428fe491c9335f15e892d205193f06f9d4a3ecf92c690967e27"
         );
         assert_eq!(
             hex(&text_key(
@@ -170,7 +196,7 @@ mod tests {
                 "A man is eating food.",
                 &PARAMS
             )),
-            "49a93b9adec2155d51de018d6ece3094271460ee252aa1b48a4d1bae2e680762"
+            "9a3399e7c75edd4116f7fe16a9e1ca2b938184492349afa4ef618336df796a46"
         );
     }
 

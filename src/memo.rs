@@ -91,7 +91,14 @@ impl Memo {
     {
         let metrics = self.store.metrics();
         let mut compute = Some(compute);
+        if lookup.policy.read {
+            // The hit path: one memory lookup, nothing else.
+            if let Some(entry) = self.store.get_memory(&key) {
+                return Ok((entry, CacheStatus::Hit(Tier::Memory)));
+            }
+        }
         loop {
+            // Read before looking (again): see `Store::fence`.
             let fence = self.store.fence(&key);
             if lookup.policy.read {
                 if let Some((entry, tier)) = self.store.get(&key).await? {

@@ -118,7 +118,7 @@ impl DiskTier {
             return Ok(None);
         };
         let entry = decode(guard.value())?.1;
-        Ok((!entry.is_expired(self.clock.now_ms())).then_some(entry))
+        Ok((!entry.is_expired(&self.clock)).then_some(entry))
     }
 
     /// (entries, bytes) as of the last commit.

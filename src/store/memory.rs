@@ -72,7 +72,7 @@ impl MemoryTier {
     /// The live entry under `key`, if any.
     pub fn get(&self, key: &Key) -> Option<Entry> {
         let entry = self.cache.get(key)?;
-        if entry.is_expired(self.clock.now_ms()) {
+        if entry.is_expired(&self.clock) {
             self.cache.invalidate(key);
             return None;
         }

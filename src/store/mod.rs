@@ -76,8 +76,10 @@ impl Entry {
         }
     }
 
-    pub fn is_expired(&self, now_ms: u64) -> bool {
-        matches!(self.expires_at, Some(at) if at <= now_ms)
+    /// Whether the deadline has passed; reads the clock only for entries
+    /// that have a deadline.
+    pub fn is_expired(&self, clock: &Clock) -> bool {
+        matches!(self.expires_at, Some(at) if at <= clock.now_ms())
     }
 }
 
@@ -251,11 +253,17 @@ impl Store {
         })
     }
 
+    /// The live entry under `key` in the memory tier (counted as a hit).
+    pub fn get_memory(&self, key: &Key) -> Option<Entry> {
+        let entry = self.inner.memory.get(key)?;
+        self.inner.metrics.hit(Tier::Memory);
+        Some(entry)
+    }
+
     /// The live entry under `key` and the tier that held it.
     pub async fn get(&self, key: &Key) -> Result<Option<(Entry, Tier)>> {
         let inner = &self.inner;
-        if let Some(entry) = inner.memory.get(key) {
-            inner.metrics.hit(Tier::Memory);
+        if let Some(entry) = self.get_memory(key) {
             return Ok(Some((entry, Tier::Memory)));
         }
         let fence = inner.fences.read(key);
