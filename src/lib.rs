@@ -20,6 +20,7 @@ pub mod coalesce;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod infer;
 pub mod key;
 pub mod memo;
 pub mod metrics;

@@ -1,0 +1,4 @@
+//! Inference: ONNX models through ort.
+
+pub mod backend;
+pub mod tensor;
