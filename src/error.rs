@@ -61,3 +61,16 @@ impl Error {
         Error::Storage(err.to_string())
     }
 }
+
+/// A computation's own error message.
+impl From<String> for Error {
+    fn from(message: String) -> Self {
+        Error::Compute(message)
+    }
+}
+
+impl From<&str> for Error {
+    fn from(message: &str) -> Self {
+        Error::Compute(message.to_string())
+    }
+}

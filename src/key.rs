@@ -114,19 +114,17 @@ pub struct TextParams {
     pub normalize: bool,
 }
 
-/// Key of one inference row: the requested outputs and the row's inputs.
+/// Key of one inference row (or of a whole request to a model that does
+/// not batch): the model and the row's inputs. Outputs are not part of it:
+/// a run computes all of them and the entry keeps them all, so any subset
+/// is answered from one entry.
 pub fn tensor_key<'a>(
     namespace: u32,
     model: &str,
     digest: &ModelDigest,
-    outputs: &[&str],
     inputs: &[TensorRef<'a>],
 ) -> Key {
     let mut key = KeyBuilder::new("tensor", namespace, model, digest);
-    key.u64(outputs.len() as u64);
-    for output in outputs {
-        key.bytes(output.as_bytes());
-    }
     key.u64(inputs.len() as u64);
     for input in inputs {
         key.tensor(input);
@@ -175,7 +173,7 @@ mod tests {
     }
 
     fn one(t: TensorRef<'_>) -> Key {
-        tensor_key(1, "mlp", &DIGEST, &["y"], &[t])
+        tensor_key(1, "mlp", &DIGEST, &[t])
     }
 
     #[test]
@@ -186,7 +184,7 @@ mod tests {
             .collect();
         assert_eq!(
             hex(&one(row("FP32", &[4], &data))),
-            "bbb0ec697eeee428fe491c9335f15e892d205193f06f9d4a3ecf92c690967e27"
+            "c705937d39a4284cd880a7b40f3623d86849e85e5045cdeb14c9e794e0f7f332"
         );
         assert_eq!(
             hex(&text_key(
@@ -210,10 +208,17 @@ mod tests {
             one(row("INT32", &[2], &data)),
             one(row("FP32", &[1, 2], &data)),
             one(row("FP32", &[2], &[0, 0, 128, 63, 0, 0, 0, 65])),
-            tensor_key(1, "mlp", &[8; 32], &["y"], &[row("FP32", &[2], &data)]),
-            tensor_key(1, "mlp2", &DIGEST, &["y"], &[row("FP32", &[2], &data)]),
-            tensor_key(1, "mlp", &DIGEST, &["z"], &[row("FP32", &[2], &data)]),
-            tensor_key(1, "mlp", &DIGEST, &[], &[row("FP32", &[2], &data)]),
+            tensor_key(1, "mlp", &[8; 32], &[row("FP32", &[2], &data)]),
+            tensor_key(1, "mlp2", &DIGEST, &[row("FP32", &[2], &data)]),
+            tensor_key(
+                1,
+                "mlp",
+                &DIGEST,
+                &[TensorRef {
+                    name: "z",
+                    ..row("FP32", &[2], &data)
+                }],
+            ),
         ];
         for v in &variants {
             assert_ne!(base.id, v.id);
@@ -240,9 +245,15 @@ mod tests {
 
     #[test]
     fn field_boundaries_are_unambiguous() {
-        // "ab" + "c" must differ from "a" + "bc".
-        let a = tensor_key(0, "m", &DIGEST, &["ab", "c"], &[]);
-        let b = tensor_key(0, "m", &DIGEST, &["a", "bc"], &[]);
+        // Payloads "ab" + "c" must differ from "a" + "bc".
+        let t = |name, data| TensorRef {
+            name,
+            datatype: "UINT8",
+            shape: &[],
+            data,
+        };
+        let a = tensor_key(0, "m", &DIGEST, &[t("p", b"ab"), t("q", b"c")]);
+        let b = tensor_key(0, "m", &DIGEST, &[t("p", b"a"), t("q", b"bc")]);
         assert_ne!(a.id, b.id);
     }
 }

@@ -76,7 +76,8 @@ impl Memo {
     /// The value under `key`, computing it with `compute` if no tier has it
     /// and nobody is computing it already. `compute` runs at most once per
     /// key at a time, in its own task; its error reaches every waiter and
-    /// is not stored; a panic becomes an error.
+    /// is not stored (a plain `String` error becomes [`Error::Compute`]);
+    /// a panic becomes an error.
     pub async fn get_or_compute<F, Fut, V, E>(
         &self,
         key: Key,
@@ -87,7 +88,7 @@ impl Memo {
         F: FnOnce() -> Fut,
         Fut: Future<Output = std::result::Result<V, E>> + Send + 'static,
         V: Into<Bytes>,
-        E: std::fmt::Display,
+        E: Into<Error>,
     {
         let metrics = self.store.metrics();
         let mut compute = Some(compute);
@@ -113,11 +114,7 @@ impl Memo {
                 || lookup.policy.read && self.store.fence(&key) != fence,
                 || {
                     let work = compute.take().expect("compute is taken once")();
-                    async move {
-                        work.await
-                            .map(Into::into)
-                            .map_err(|e| Error::Compute(e.to_string()))
-                    }
+                    async move { work.await.map(Into::into).map_err(Into::into) }
                 },
             );
             let (waiter, status) = match joined {

@@ -14,7 +14,9 @@ use crate::{
     config::Config,
     error::Result,
     http::{router, AppState},
-    metrics::Metrics,
+    infer::{budget::Budget, registry::Registry, Inference},
+    memo::Memo,
+    metrics::{Metrics, ModelMetrics},
     store::Store,
 };
 
@@ -29,10 +31,16 @@ where
     L::Addr: std::fmt::Debug,
 {
     let store = Store::open(config.store_options()).await?;
-    let metrics = Metrics::new(&store);
+    let model_metrics = ModelMetrics::default();
+    let budget = Budget::new(config.vram_units, model_metrics.vram_units_in_use.clone());
+    let registry = Registry::load(&config, &store, &budget, &model_metrics).await?;
+    let inference = Inference::new(registry, Memo::new(store.clone()), config.request_timeout);
+    let metrics = Metrics::new(&store, &model_metrics);
     let state = Arc::new(AppState {
         config,
         store: store.clone(),
+        inference,
+        budget,
         metrics,
         started: Instant::now(),
     });

@@ -14,7 +14,7 @@ use axum::{
 };
 use percent_encoding::percent_decode_str;
 
-use super::AppState;
+use super::{read_body, AppState};
 use crate::{
     error::{Error, Result},
     store::{Entry, Key, KV_NAMESPACE},
@@ -80,24 +80,7 @@ pub async fn put(
                 .map_err(|_| Error::BadRequest("Content-Type must be visible ASCII".into()))
         })
         .transpose()?;
-    let limit = state.store.max_value_size();
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit) {
-        return Err(Error::TooLarge { limit });
-    }
-    let value = axum::body::to_bytes(body, limit as usize)
-        .await
-        .map_err(|e| {
-            let too_large = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            if too_large {
-                Error::TooLarge { limit }
-            } else {
-                Error::BadRequest(format!("could not read the request body: {e}"))
-            }
-        })?;
+    let value = read_body(&headers, body, state.store.max_value_size()).await?;
     let entry = Entry {
         value,
         content_type: content_type.map(Into::into),

@@ -35,6 +35,11 @@ pub async fn stats(State(state): State<Arc<AppState>>) -> Json<Value> {
             "hits": m.hits(Tier::Disk),
         },
         "misses": m.misses(),
+        "coalesced": m.coalesced_count(),
+        "in_flight": m.in_flight(),
+        "models": state.inference.registry.names(),
+        "vram_units": state.config.vram_units,
+        "vram_units_peak": state.budget.peak(),
     }))
 }
 

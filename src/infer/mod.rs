@@ -1,4 +1,197 @@
-//! Inference: ONNX models through ort.
+//! Inference: ONNX models through ort, memoized per row.
+//!
+//! ```text
+//! request tensors -> check (registry::Model) -> split into rows
+//!   -> per distinct row: key -> memo (hit | coalesced | compute)
+//!        compute = batcher (queue, dynamic batch) -> budget (VRAM units)
+//!                  -> backend (ort session run on a blocking thread)
+//!   -> reassemble the requested outputs in row order
+//! ```
+//!
+//! A batchable model (dynamic first dimension everywhere) is cached per
+//! row: a request of 8 rows of which 6 are cached runs 2, identical rows in
+//! one request run once, and rows another request is computing are waited
+//! on. A model with a fixed first dimension is cached per whole request.
 
 pub mod backend;
+pub mod batcher;
+pub mod budget;
+mod check;
+pub mod registry;
 pub mod tensor;
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use bytes::BytesMut;
+
+use self::{
+    registry::{Model, Registry},
+    tensor::{decode_row, encode_row, Tensor},
+};
+use crate::{
+    error::{Error, Result},
+    key::{tensor_key, TensorRef},
+    memo::{CacheStatus, Lookup, Memo, Policy},
+    store::Key,
+};
+
+/// One inference request, decoded from its wire format.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub inputs: Vec<Tensor>,
+    /// Output names wanted; `None` or empty: all.
+    pub outputs: Option<Vec<String>>,
+    pub policy: Policy,
+}
+
+/// The requested outputs and how they were found.
+#[derive(Debug)]
+pub struct Response {
+    pub outputs: Vec<Tensor>,
+    /// `Miss` if any row was computed for this request, else `Coalesced`
+    /// if any waited on another's computation, else `Hit`.
+    pub status: CacheStatus,
+}
+
+/// The inference service: models plus the memoizer.
+pub struct Inference {
+    pub registry: Registry,
+    memo: Memo,
+    timeout: Duration,
+}
+
+impl Inference {
+    pub fn new(registry: Registry, memo: Memo, timeout: Duration) -> Inference {
+        Inference {
+            registry,
+            memo,
+            timeout,
+        }
+    }
+
+    pub async fn infer(&self, model: &str, request: Request) -> Result<Response> {
+        let model = self.registry.get(model)?;
+        let inputs = model.check_inputs(request.inputs)?;
+        let wanted = model.check_outputs(request.outputs.as_deref())?;
+        let lookup = Lookup {
+            policy: request.policy,
+            timeout: Some(self.timeout),
+            ttl: model.config.ttl,
+        };
+        let rows = if model.batchable {
+            split_rows(&inputs)
+        } else {
+            vec![inputs]
+        };
+        // Identical rows are computed (or looked up) once.
+        let mut distinct: Vec<(Key, usize)> = Vec::new();
+        let mut index: HashMap<Key, usize> = HashMap::new();
+        let row_slot: Vec<usize> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, row)| {
+                let key = row_key(&model, row);
+                *index.entry(key.clone()).or_insert_with(|| {
+                    distinct.push((key, i));
+                    distinct.len() - 1
+                })
+            })
+            .collect();
+        let lookups = distinct.iter().map(|(key, i)| {
+            let (model, row) = (model.clone(), rows[*i].clone());
+            self.memo
+                .get_or_compute(key.clone(), lookup, move || async move {
+                    model.batcher.run(row).await.map(|out| encode_row(&out))
+                })
+        });
+        let found = futures::future::try_join_all(lookups).await?;
+        let status = found
+            .iter()
+            .map(|(_, s)| *s)
+            .min_by_key(|s| match s {
+                CacheStatus::Miss => 0,
+                CacheStatus::Coalesced => 1,
+                CacheStatus::Hit(_) => 2,
+            })
+            .expect("at least one row");
+        let decoded = found
+            .iter()
+            .map(|(entry, _)| decode_row(&entry.value))
+            .collect::<Result<Vec<_>>>()?;
+        let per_row: Vec<&Vec<Tensor>> = row_slot.iter().map(|slot| &decoded[*slot]).collect();
+        let outputs = wanted
+            .iter()
+            .map(|&o| assemble(&model, o, &per_row))
+            .collect::<Result<_>>()?;
+        Ok(Response { outputs, status })
+    }
+}
+
+/// Split checked, batchable inputs into rows (first dimension removed).
+fn split_rows(inputs: &[Tensor]) -> Vec<Vec<Tensor>> {
+    let rows = inputs[0].shape[0] as usize;
+    (0..rows)
+        .map(|r| {
+            inputs
+                .iter()
+                .map(|t| {
+                    let len = t.data.len() / rows;
+                    Tensor {
+                        name: t.name.clone(),
+                        datatype: t.datatype,
+                        shape: t.shape[1..].to_vec(),
+                        data: t.data.slice(r * len..(r + 1) * len),
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn row_key(model: &Model, row: &[Tensor]) -> Key {
+    let refs: Vec<TensorRef<'_>> = row
+        .iter()
+        .map(|t| TensorRef {
+            name: &t.name,
+            datatype: t.datatype.name(),
+            shape: &t.shape,
+            data: &t.data,
+        })
+        .collect();
+    tensor_key(model.namespace, model.name(), &model.digest, &refs)
+}
+
+/// Output `index` of the model, rebuilt from rows (stacked along a new first
+/// dimension for a batchable model, as is for a whole-request entry).
+fn assemble(model: &Arc<Model>, index: usize, rows: &[&Vec<Tensor>]) -> Result<Tensor> {
+    let name = &model.outputs[index].name;
+    let pick = |row: &Vec<Tensor>| -> Result<Tensor> {
+        row.iter()
+            .find(|t| &t.name == name)
+            .cloned()
+            .ok_or_else(|| Error::Storage(format!("a cached row lacks output `{name}`")))
+    };
+    if !model.batchable {
+        return pick(rows[0]);
+    }
+    let first = pick(rows[0])?;
+    let mut data = BytesMut::with_capacity(first.data.len() * rows.len());
+    for row in rows {
+        let t = pick(row)?;
+        if t.shape != first.shape || t.datatype != first.datatype {
+            return Err(Error::Compute(format!(
+                "rows of output `{name}` differ in shape: {:?} and {:?}",
+                first.shape, t.shape
+            )));
+        }
+        data.extend_from_slice(&t.data);
+    }
+    let mut shape = vec![rows.len() as u64];
+    shape.extend_from_slice(&first.shape);
+    Ok(Tensor {
+        name: name.clone(),
+        datatype: first.datatype,
+        shape,
+        data: data.freeze(),
+    })
+}

@@ -129,7 +129,13 @@ pub fn encode_row(outputs: &[Tensor]) -> Bytes {
 pub fn decode_row(bytes: &Bytes) -> Result<Vec<Tensor>> {
     let corrupt = || Error::Storage("corrupt cached row".into());
     let mut buf = bytes.clone();
-    let need = |buf: &Bytes, n: usize| if buf.remaining() < n { Err(corrupt()) } else { Ok(()) };
+    let need = |buf: &Bytes, n: usize| {
+        if buf.remaining() < n {
+            Err(corrupt())
+        } else {
+            Ok(())
+        }
+    };
     need(&buf, 2)?;
     let count = buf.get_u16_le();
     let mut outputs = Vec::with_capacity(usize::from(count));

@@ -8,6 +8,8 @@
 //! - `meta`: running totals (entries, bytes, next sequence) updated in the
 //!   same transaction as the data, so start-up reads three numbers instead of
 //!   scanning the file.
+//! - `namespaces`: model name -> namespace number (0 is the KV API), stable
+//!   across restarts.
 //!
 //! Eviction policy, applied at the end of every write transaction that
 //! leaves the tier above `disk_capacity`: expired entries go first, then the
@@ -20,7 +22,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition};
+use redb::{
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table, TableDefinition,
+};
 
 use super::{Clock, Entry, Key};
 use crate::error::{Error, Result};
@@ -29,6 +33,7 @@ const ENTRIES: TableDefinition<(u32, &[u8]), &[u8]> = TableDefinition::new("entr
 const BY_SEQ: TableDefinition<u64, (u32, &[u8])> = TableDefinition::new("by_seq");
 const BY_EXPIRY: TableDefinition<(u64, u64), ()> = TableDefinition::new("by_expiry");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const NAMESPACES: TableDefinition<&str, u32> = TableDefinition::new("namespaces");
 
 /// Record format version, first byte of every record.
 const FORMAT: u8 = 1;
@@ -94,6 +99,7 @@ impl DiskTier {
             txn.open_table(ENTRIES).map_err(Error::storage)?;
             txn.open_table(BY_SEQ).map_err(Error::storage)?;
             txn.open_table(BY_EXPIRY).map_err(Error::storage)?;
+            txn.open_table(NAMESPACES).map_err(Error::storage)?;
             let meta = txn.open_table(META).map_err(Error::storage)?;
             load_totals(&meta)?
         };
@@ -119,6 +125,32 @@ impl DiskTier {
         };
         let entry = decode(guard.value())?.1;
         Ok((!entry.is_expired(&self.clock)).then_some(entry))
+    }
+
+    /// The namespace number of `name`, assigned on first use. Waits for
+    /// the write lock if the writer is committing (redb has one writer).
+    pub fn namespace(&self, name: &str) -> Result<u32> {
+        let read = self.db.begin_read().map_err(Error::storage)?;
+        let known = read.open_table(NAMESPACES).map_err(Error::storage)?;
+        if let Some(id) = known.get(name).map_err(Error::storage)? {
+            return Ok(id.value());
+        }
+        drop((known, read));
+        let txn = self.db.begin_write().map_err(Error::storage)?;
+        let id = {
+            let mut table = txn.open_table(NAMESPACES).map_err(Error::storage)?;
+            let known = table.get(name).map_err(Error::storage)?.map(|g| g.value());
+            match known {
+                Some(id) => id,
+                None => {
+                    let next = table.len().map_err(Error::storage)? as u32 + 1;
+                    table.insert(name, next).map_err(Error::storage)?;
+                    next
+                }
+            }
+        };
+        txn.commit().map_err(Error::storage)?;
+        Ok(id)
     }
 
     /// (entries, bytes) as of the last commit.
@@ -389,6 +421,19 @@ mod tests {
         let del = Op::Delete { key: key("a") };
         assert_eq!(disk.apply(&[&del, &del]).unwrap(), vec![1, 0]);
         assert_eq!(disk.usage(), (0, 0));
+    }
+
+    #[test]
+    fn namespaces_are_stable_and_distinct() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = DiskTier::open(dir.path(), 1 << 20, Clock::new()).unwrap();
+        let a = disk.namespace("a").unwrap();
+        let b = disk.namespace("b").unwrap();
+        assert!(a != b && a != 0 && b != 0);
+        drop(disk);
+        let disk = DiskTier::open(dir.path(), 1 << 20, Clock::new()).unwrap();
+        assert_eq!(disk.namespace("b").unwrap(), b);
+        assert_eq!(disk.namespace("a").unwrap(), a);
     }
 
     #[test]

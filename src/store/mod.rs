@@ -315,6 +315,14 @@ impl Store {
         Ok(removed > 0)
     }
 
+    /// The disk namespace number of a model name (stable across restarts).
+    pub async fn namespace(&self, name: &str) -> Result<u32> {
+        let (disk, name) = (self.inner.disk.clone(), name.to_string());
+        tokio::task::spawn_blocking(move || disk.namespace(&name))
+            .await
+            .map_err(|e| Error::Storage(format!("namespace lookup panicked: {e}")))?
+    }
+
     /// Current usage of (memory, disk).
     pub fn usage(&self) -> (Usage, Usage) {
         let (entries, bytes) = self.inner.memory.usage();

@@ -118,6 +118,38 @@ impl Drop for ChildServer {
     }
 }
 
+/// A committed fixture model, by file stem.
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("fixtures/models/{name}.onnx"))
+}
+
+/// `NAME=PATH` for `--model`, parsed as the flag would be.
+pub fn model(name: &str, file: &str) -> infercache::config::ModelConfig {
+    infercache::config::ModelConfig::new(name, fixture(file))
+}
+
+/// The value of one Prometheus sample line, e.g.
+/// `infercache_model_rows_total{model="mlp"}`; 0 when absent.
+pub async fn metric(client: &reqwest::Client, base: &str, series: &str) -> f64 {
+    let text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
+
 pub fn temp_dir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }

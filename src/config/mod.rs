@@ -6,10 +6,19 @@
 //! out). Every problem is reported as one line naming the key, so an
 //! operator knows what to fix without reading a backtrace.
 
-use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
+mod model;
+
+use std::{
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use bytesize::ByteSize;
 use serde::Deserialize;
+
+pub use model::ModelConfig;
 
 /// Flags of `infercache serve`; every top-level setting also has an
 /// `INFERCACHE_*` variable.
@@ -51,6 +60,19 @@ pub struct ServeArgs {
     /// How often expired disk entries are swept, e.g. 30s [default: 30s]
     #[arg(long, env = "INFERCACHE_SWEEP_INTERVAL")]
     pub sweep_interval: Option<humantime::Duration>,
+    /// ONNX Runtime shared library [default: $ORT_DYLIB_PATH, else
+    /// assets/onnxruntime/libonnxruntime.so]
+    #[arg(long, env = "INFERCACHE_ONNXRUNTIME")]
+    pub onnxruntime: Option<PathBuf>,
+    /// How long one request may wait for a result, e.g. 30s [default: 30s]
+    #[arg(long, env = "INFERCACHE_REQUEST_TIMEOUT")]
+    pub request_timeout: Option<humantime::Duration>,
+    /// Largest inference request body [default: 64MiB]
+    #[arg(long, env = "INFERCACHE_MAX_REQUEST_SIZE")]
+    pub max_request_size: Option<ByteSize>,
+    /// Serve a model: NAME=PATH (repeatable; other settings at defaults).
+    #[arg(long = "model", value_name = "NAME=PATH", value_parser = model::parse_model_flag)]
+    pub models: Vec<ModelConfig>,
 }
 
 /// The config file's schema. Unknown keys are errors, so a typo is caught.
@@ -70,6 +92,12 @@ struct FileConfig {
     write_delay: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     sweep_interval: Option<Duration>,
+    onnxruntime: Option<PathBuf>,
+    #[serde(default, with = "humantime_serde")]
+    request_timeout: Option<Duration>,
+    max_request_size: Option<ByteSize>,
+    #[serde(default)]
+    model: Vec<ModelConfig>,
 }
 
 /// Where the server listens.
@@ -102,6 +130,11 @@ pub struct Config {
     pub write_batch: usize,
     pub write_delay: Duration,
     pub sweep_interval: Duration,
+    /// Explicit ONNX Runtime library, if any (else the usual search).
+    pub onnxruntime: Option<PathBuf>,
+    pub request_timeout: Duration,
+    pub max_request_size: u64,
+    pub models: Vec<ModelConfig>,
 }
 
 impl fmt::Debug for Config {
@@ -121,6 +154,10 @@ impl fmt::Debug for Config {
             .field("write_batch", &self.write_batch)
             .field("write_delay", &self.write_delay)
             .field("sweep_interval", &self.sweep_interval)
+            .field("onnxruntime", &self.onnxruntime)
+            .field("request_timeout", &self.request_timeout)
+            .field("max_request_size", &ByteSize(self.max_request_size))
+            .field("models", &self.models)
             .finish()
     }
 }
@@ -150,10 +187,17 @@ impl Default for Config {
 impl Config {
     /// Build the config from flags/environment and the file they name.
     pub fn from_args(args: &ServeArgs) -> Result<Config, ConfigError> {
-        let file = match &args.config {
+        let mut file = match &args.config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
+        // Model paths in a file are relative to the file.
+        let base = args.config.as_deref().and_then(Path::parent);
+        for model in &mut file.model {
+            if let Some(base) = base.filter(|_| model.path.is_relative()) {
+                model.path = base.join(&model.path);
+            }
+        }
         let listen = args
             .listen
             .clone()
@@ -183,6 +227,14 @@ impl Config {
                 .map(Into::into)
                 .or(file.sweep_interval)
                 .unwrap_or(Duration::from_secs(30)),
+            onnxruntime: args.onnxruntime.clone().or(file.onnxruntime),
+            request_timeout: args
+                .request_timeout
+                .map(Into::into)
+                .or(file.request_timeout)
+                .unwrap_or(Duration::from_secs(30)),
+            max_request_size: pick(args.max_request_size, file.max_request_size, "64MiB"),
+            models: file.model.into_iter().chain(args.models.clone()).collect(),
         };
         // The default value limit shrinks with a small disk tier; an
         // explicit one larger than the disk tier is an error.
@@ -243,6 +295,22 @@ impl Config {
         }
         if matches!(&self.auth_token, Some(t) if t.trim().is_empty()) {
             return Err(invalid("auth_token", "must not be empty when set"));
+        }
+        if self.request_timeout.is_zero() {
+            return Err(invalid("request_timeout", "must be greater than 0"));
+        }
+        if self.max_request_size == 0 {
+            return Err(invalid("max_request_size", "must be greater than 0"));
+        }
+        let mut names = std::collections::HashSet::new();
+        for model in &self.models {
+            model.validate(self.vram_units)?;
+            if !names.insert(model.name.as_str()) {
+                return Err(invalid(
+                    "model.name",
+                    format!("`{}` is declared twice", model.name),
+                ));
+            }
         }
         Ok(())
     }
@@ -356,6 +424,63 @@ mod tests {
         let e = from_toml("vram_units = 0").unwrap_err();
         assert_eq!(e.key, "vram_units");
         assert!(!e.to_string().contains('\n'));
+    }
+
+    #[test]
+    fn models_from_file_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("m.onnx"), b"x").unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[[model]]\nname = \"mlp\"\npath = \"m.onnx\"\nmax_batch = 8\nttl = \"1h\"\n",
+        )
+        .unwrap();
+        let flag = format!("other={}", dir.path().join("m.onnx").display());
+        let c = Config::from_args(&ServeArgs {
+            config: Some(path),
+            models: vec![model::parse_model_flag(&flag).unwrap()],
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.models.len(), 2);
+        assert_eq!(
+            c.models[0].path,
+            dir.path().join("m.onnx"),
+            "relative to the file"
+        );
+        assert_eq!(c.models[0].max_batch, 8);
+        assert_eq!(c.models[0].ttl, Some(Duration::from_secs(3600)));
+        assert_eq!(c.models[1].max_batch, 32);
+        assert!(model::parse_model_flag("noequals").is_err());
+    }
+
+    #[test]
+    fn bad_models_are_refused_by_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("m.onnx");
+        std::fs::write(&file, b"x").unwrap();
+        let check = |m: ModelConfig| {
+            Config::from_args(&ServeArgs {
+                models: vec![m],
+                vram_units: Some(4),
+                ..Default::default()
+            })
+            .unwrap_err()
+            .to_string()
+        };
+        assert!(check(ModelConfig::new("bad name", &file)).contains("model.name"));
+        assert!(check(ModelConfig::new("m", dir.path().join("none.onnx"))).contains("path"));
+        let costly = ModelConfig {
+            vram_units: 5,
+            ..ModelConfig::new("m", &file)
+        };
+        assert!(check(costly).contains("vram_units"));
+        let twice = Config::from_args(&ServeArgs {
+            models: vec![ModelConfig::new("m", &file), ModelConfig::new("m", &file)],
+            ..Default::default()
+        });
+        assert!(twice.unwrap_err().to_string().contains("twice"));
     }
 
     #[test]

@@ -1,0 +1,133 @@
+//! `[[model]]` entries and `--model NAME=PATH`: one model's settings,
+//! validated before anything is loaded.
+
+use std::{path::PathBuf, time::Duration};
+
+use serde::Deserialize;
+
+use super::{invalid, ConfigError};
+
+/// One model to serve.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// `[A-Za-z0-9_.-]+`; the URL path segment and the cache namespace.
+    pub name: String,
+    /// The `.onnx` file (relative paths: to the config file's directory).
+    pub path: PathBuf,
+    /// VRAM-budget permits taken per run.
+    #[serde(default = "defaults::vram_units")]
+    pub vram_units: u32,
+    /// Rows per run.
+    #[serde(default = "defaults::max_batch")]
+    pub max_batch: usize,
+    /// How long a batch may wait to fill after its first row.
+    #[serde(default = "defaults::max_delay_ms")]
+    pub max_delay_ms: u64,
+    /// ONNX Runtime intra-op threads per run.
+    #[serde(default = "defaults::threads")]
+    pub threads: usize,
+    /// Sessions, i.e. runs of this model that may proceed at once.
+    #[serde(default = "defaults::instances")]
+    pub instances: usize,
+    /// Bound of the batcher's queue, in rows; full answers 429.
+    #[serde(default = "defaults::queue")]
+    pub queue: usize,
+    /// Lifetime of cached results; none: until evicted.
+    #[serde(default, with = "humantime_serde")]
+    pub ttl: Option<Duration>,
+}
+
+mod defaults {
+    pub fn vram_units() -> u32 {
+        1
+    }
+    pub fn max_batch() -> usize {
+        32
+    }
+    pub fn max_delay_ms() -> u64 {
+        2
+    }
+    pub fn threads() -> usize {
+        1
+    }
+    pub fn instances() -> usize {
+        1
+    }
+    pub fn queue() -> usize {
+        1024
+    }
+}
+
+impl ModelConfig {
+    /// A model with every setting at its default.
+    pub fn new(name: impl Into<String>, path: impl Into<PathBuf>) -> ModelConfig {
+        ModelConfig {
+            name: name.into(),
+            path: path.into(),
+            vram_units: defaults::vram_units(),
+            max_batch: defaults::max_batch(),
+            max_delay_ms: defaults::max_delay_ms(),
+            threads: defaults::threads(),
+            instances: defaults::instances(),
+            queue: defaults::queue(),
+            ttl: None,
+        }
+    }
+
+    pub fn max_delay(&self) -> Duration {
+        Duration::from_millis(self.max_delay_ms)
+    }
+
+    /// Check one model against the server-wide VRAM budget.
+    pub(super) fn validate(&self, budget: u32) -> Result<(), ConfigError> {
+        let key = |field: &str| format!("model `{}`: {field}", self.name);
+        let name_ok = !self.name.is_empty()
+            && self.name.len() <= 128
+            && self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+        if !name_ok {
+            return Err(invalid(
+                "model.name",
+                format!("`{}` must be 1 to 128 of [A-Za-z0-9_.-]", self.name),
+            ));
+        }
+        if !self.path.is_file() {
+            return Err(invalid(
+                &key("path"),
+                format!("{} is not a readable file", self.path.display()),
+            ));
+        }
+        if self.vram_units == 0 || self.vram_units > budget {
+            return Err(invalid(
+                &key("vram_units"),
+                format!(
+                    "{} must be between 1 and the server's vram_units ({budget})",
+                    self.vram_units
+                ),
+            ));
+        }
+        for (field, value) in [
+            ("max_batch", self.max_batch),
+            ("threads", self.threads),
+            ("instances", self.instances),
+            ("queue", self.queue),
+        ] {
+            if value == 0 {
+                return Err(invalid(&key(field), "must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parse `--model NAME=PATH`.
+pub fn parse_model_flag(s: &str) -> Result<ModelConfig, String> {
+    let (name, path) = s
+        .split_once('=')
+        .filter(|(n, p)| !n.is_empty() && !p.is_empty())
+        .ok_or_else(|| format!("`{s}` is not NAME=PATH"))?;
+    Ok(ModelConfig::new(name, path))
+}

@@ -1,0 +1,157 @@
+//! KServe v2 / Open Inference Protocol REST endpoints (what Triton's
+//! `tritonclient.http` speaks): server and model metadata, health, and
+//! infer with JSON or binary tensors. Every infer goes through
+//! [`crate::infer::Inference`], so results are memoized per row.
+
+mod wire;
+
+use std::sync::Arc;
+
+use axum::{
+    body::Body,
+    extract::{rejection::PathRejection, Path, State},
+    http::{header, HeaderMap, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+    Json,
+};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{cache_policy, read_body, AppState, X_CACHE};
+use crate::{
+    error::{Error, Result},
+    infer::{registry::Model, Request},
+};
+
+const HEADER_LENGTH: &str = "inference-header-content-length";
+
+/// `{model}` and the optional `{version}` of a model route.
+#[derive(Deserialize)]
+pub struct ModelPath {
+    model: String,
+    version: Option<String>,
+}
+
+/// The model a route names; only version "1" exists.
+fn model_of(state: &AppState, path: Result<Path<ModelPath>, PathRejection>) -> Result<Arc<Model>> {
+    let Path(path) = path.map_err(|e| Error::BadRequest(e.body_text()))?;
+    let model = state.inference.registry.get(&path.model)?;
+    match path.version.as_deref() {
+        None | Some("1") => Ok(model),
+        Some(v) => Err(Error::NotFound(format!(
+            "model `{}` has no version `{v}`; its only version is 1",
+            path.model
+        ))),
+    }
+}
+
+pub async fn server_metadata() -> Json<Value> {
+    Json(json!({
+        "name": "infercache",
+        "version": env!("CARGO_PKG_VERSION"),
+        "extensions": ["binary_tensor_data"],
+    }))
+}
+
+pub async fn live() -> Json<Value> {
+    Json(json!({ "live": true }))
+}
+
+pub async fn ready(State(state): State<Arc<AppState>>) -> Response {
+    let ready = state.inference.registry.ready();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(json!({ "ready": ready }))).into_response()
+}
+
+pub async fn model_metadata(
+    State(state): State<Arc<AppState>>,
+    path: Result<Path<ModelPath>, PathRejection>,
+) -> Result<Json<Value>> {
+    let model = model_of(&state, path)?;
+    let specs = |specs: &[crate::infer::backend::IoSpec]| -> Vec<Value> {
+        specs
+            .iter()
+            .map(|s| json!({ "name": s.name, "datatype": s.datatype.name(), "shape": s.shape }))
+            .collect()
+    };
+    Ok(Json(json!({
+        "name": model.name(),
+        "versions": ["1"],
+        "platform": "onnxruntime_onnx",
+        "inputs": specs(&model.inputs),
+        "outputs": specs(&model.outputs),
+    })))
+}
+
+pub async fn model_ready(
+    State(state): State<Arc<AppState>>,
+    path: Result<Path<ModelPath>, PathRejection>,
+) -> Result<Json<Value>> {
+    let model = model_of(&state, path)?;
+    Ok(Json(json!({ "name": model.name(), "ready": true })))
+}
+
+pub async fn infer(
+    State(state): State<Arc<AppState>>,
+    path: Result<Path<ModelPath>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    let model = model_of(&state, path)?;
+    let header_len = match headers.get(HEADER_LENGTH) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<usize>().ok())
+                .ok_or_else(|| {
+                    Error::BadRequest(
+                        "Inference-Header-Content-Length must be a whole number".into(),
+                    )
+                })?,
+        ),
+    };
+    let limit = state.config.max_request_size;
+    let body = read_body(&headers, body, limit).await?;
+    let request = wire::decode(&body, header_len, limit)?;
+    let response = state
+        .inference
+        .infer(
+            model.name(),
+            Request {
+                inputs: request.inputs,
+                outputs: request.outputs,
+                policy: cache_policy(&headers),
+            },
+        )
+        .await?;
+    let encoded = wire::encode(
+        model.name(),
+        request.id.as_deref(),
+        &response.outputs,
+        &request.binary,
+    );
+    let mut http = Response::new(Body::from(encoded.body));
+    let h = http.headers_mut();
+    h.insert(X_CACHE, HeaderValue::from_static(response.status.as_str()));
+    match encoded.header_len {
+        Some(n) => {
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            h.insert(HEADER_LENGTH, HeaderValue::from(n));
+        }
+        None => {
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+        }
+    }
+    Ok(http)
+}

@@ -1,0 +1,285 @@
+//! The dynamic batcher: an actor per model that alone owns its queue.
+//!
+//! Rows arrive on a bounded mpsc channel (full: `Overloaded`, HTTP 429).
+//! The actor takes the first row, then gathers more until `max_batch` rows
+//! are waiting or `max_delay` has passed since that first row. Rows are
+//! grouped by their non-batch shapes (only equal shapes stack), each group
+//! is stacked along a new first dimension and run on a blocking thread
+//! while holding one of the model's instance slots and its VRAM units; the
+//! outputs are split back to each row's oneshot. The actor never waits for
+//! a run to finish, only for a slot to start one, so the next batch fills
+//! while the previous one computes.
+//!
+//! A model whose first dimension is fixed (not batchable) gets each job run
+//! on its own, with the tensors as given.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use super::{backend::Backend, budget::Budget, tensor::Tensor};
+use crate::{
+    error::{Error, Result},
+    metrics::ModelSeries,
+};
+
+/// How one model batches.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub model: String,
+    pub batchable: bool,
+    pub max_batch: usize,
+    pub max_delay: Duration,
+    pub queue: usize,
+    pub vram_units: u32,
+    pub instances: usize,
+}
+
+struct Job {
+    /// One tensor per model input, in the model's input order; without
+    /// the batch dimension when the model is batchable.
+    inputs: Vec<Tensor>,
+    reply: oneshot::Sender<Result<Vec<Tensor>>>,
+}
+
+/// Handle to a model's batcher; cheap to clone.
+#[derive(Clone)]
+pub struct Batcher {
+    tx: mpsc::Sender<Job>,
+    series: ModelSeries,
+    model: Arc<str>,
+}
+
+impl Batcher {
+    pub fn spawn(
+        backend: Arc<Backend>,
+        settings: Settings,
+        budget: Budget,
+        series: ModelSeries,
+    ) -> Batcher {
+        let (tx, rx) = mpsc::channel(settings.queue);
+        let model: Arc<str> = settings.model.as_str().into();
+        tokio::spawn(
+            Actor {
+                rx,
+                backend,
+                slots: Arc::new(Semaphore::new(settings.instances)),
+                settings,
+                budget,
+                series: series.clone(),
+            }
+            .run(),
+        );
+        Batcher { tx, series, model }
+    }
+
+    /// Queue one row (or whole request, for a fixed-batch model) and wait
+    /// for its outputs. Refused at once when the queue is full.
+    pub async fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .try_send(Job { inputs, reply })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => Error::Overloaded("the model's queue"),
+                mpsc::error::TrySendError::Closed(_) => Error::ShuttingDown,
+            })?;
+        self.series.queue_depth.inc();
+        answer
+            .await
+            .map_err(|_| Error::Compute(format!("model `{}` dropped the request", self.model)))?
+    }
+}
+
+struct Actor {
+    rx: mpsc::Receiver<Job>,
+    backend: Arc<Backend>,
+    slots: Arc<Semaphore>,
+    settings: Settings,
+    budget: Budget,
+    series: ModelSeries,
+}
+
+impl Actor {
+    async fn run(mut self) {
+        let max_batch = if self.settings.batchable {
+            self.settings.max_batch
+        } else {
+            1
+        };
+        while let Some(first) = self.rx.recv().await {
+            self.series.queue_depth.dec();
+            let mut jobs = vec![first];
+            let deadline = tokio::time::sleep(self.settings.max_delay);
+            tokio::pin!(deadline);
+            while jobs.len() < max_batch {
+                tokio::select! {
+                    biased;
+                    job = self.rx.recv() => match job {
+                        Some(job) => {
+                            self.series.queue_depth.dec();
+                            jobs.push(job);
+                        }
+                        None => break,
+                    },
+                    _ = &mut deadline => break,
+                }
+            }
+            // Rows whose callers all gave up need no computing.
+            jobs.retain(|job| !job.reply.is_closed());
+            for group in group_by_shape(jobs) {
+                self.start(group).await;
+            }
+        }
+    }
+
+    /// Wait for an instance slot and the VRAM units, then run `jobs` on a
+    /// blocking thread; the reply happens in its own task.
+    async fn start(&self, jobs: Vec<Job>) {
+        let slot = self
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the slot semaphore is never closed");
+        let permit = self.budget.acquire(self.settings.vram_units).await;
+        let (backend, series) = (self.backend.clone(), self.series.clone());
+        let batchable = self.settings.batchable;
+        tokio::spawn(async move {
+            let rows = jobs.len();
+            let inputs: Vec<Vec<Tensor>> = jobs.iter().map(|j| j.inputs.clone()).collect();
+            let started = std::time::Instant::now();
+            let outcome = tokio::task::spawn_blocking(move || {
+                if batchable {
+                    let outputs = backend.run(&stack(&inputs))?;
+                    unstack(outputs, rows)
+                } else {
+                    backend.run(&inputs[0]).map(|outputs| vec![outputs])
+                }
+            })
+            .await
+            .unwrap_or_else(|panic| {
+                Err(Error::Compute(format!("the model run panicked: {panic}")))
+            });
+            drop((permit, slot));
+            series.runs.inc();
+            series.rows.inc_by(rows as u64);
+            series.batch_size.observe(rows as f64);
+            series.run_seconds.observe(started.elapsed().as_secs_f64());
+            match outcome {
+                Ok(per_row) => {
+                    for (job, outputs) in jobs.into_iter().zip(per_row) {
+                        let _ = job.reply.send(Ok(outputs));
+                    }
+                }
+                Err(e) => {
+                    for job in jobs {
+                        let _ = job.reply.send(Err(e.clone()));
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Split jobs into groups whose inputs have equal shapes, keeping order.
+fn group_by_shape(jobs: Vec<Job>) -> Vec<Vec<Job>> {
+    let mut groups: Vec<Vec<Job>> = Vec::new();
+    let mut index: HashMap<Vec<Vec<u64>>, usize> = HashMap::new();
+    for job in jobs {
+        let shapes: Vec<Vec<u64>> = job.inputs.iter().map(|t| t.shape.clone()).collect();
+        let at = *index.entry(shapes).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[at].push(job);
+    }
+    groups
+}
+
+/// Stack rows (all of one shape) along a new first dimension.
+fn stack(rows: &[Vec<Tensor>]) -> Vec<Tensor> {
+    let first = &rows[0];
+    (0..first.len())
+        .map(|i| {
+            let mut data = BytesMut::with_capacity(first[i].data.len() * rows.len());
+            for row in rows {
+                data.extend_from_slice(&row[i].data);
+            }
+            let mut shape = vec![rows.len() as u64];
+            shape.extend_from_slice(&first[i].shape);
+            Tensor {
+                name: first[i].name.clone(),
+                datatype: first[i].datatype,
+                shape,
+                data: data.freeze(),
+            }
+        })
+        .collect()
+}
+
+/// Split each batched output along its first dimension into `rows` rows.
+fn unstack(outputs: Vec<Tensor>, rows: usize) -> Result<Vec<Vec<Tensor>>> {
+    let mut per_row: Vec<Vec<Tensor>> = (0..rows)
+        .map(|_| Vec::with_capacity(outputs.len()))
+        .collect();
+    for output in outputs {
+        if output.shape.first() != Some(&(rows as u64)) || output.data.len() % rows != 0 {
+            return Err(Error::Compute(format!(
+                "output `{}` has shape {:?} for a batch of {rows} rows",
+                output.name, output.shape
+            )));
+        }
+        let row_len = output.data.len() / rows;
+        for (i, row) in per_row.iter_mut().enumerate() {
+            let data: Bytes = output.data.slice(i * row_len..(i + 1) * row_len);
+            row.push(Tensor {
+                name: output.name.clone(),
+                datatype: output.datatype,
+                shape: output.shape[1..].to_vec(),
+                data,
+            });
+        }
+    }
+    Ok(per_row)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::infer::tensor::DataType;
+
+    fn t(shape: &[u64], bytes: &[u8]) -> Tensor {
+        Tensor {
+            name: "x".into(),
+            datatype: DataType::Uint8,
+            shape: shape.to_vec(),
+            data: Bytes::copy_from_slice(bytes),
+        }
+    }
+
+    #[test]
+    fn stack_then_unstack_is_identity() {
+        let rows = vec![
+            vec![t(&[2], &[1, 2])],
+            vec![t(&[2], &[3, 4])],
+            vec![t(&[2], &[5, 6])],
+        ];
+        let stacked = stack(&rows);
+        assert_eq!(stacked[0].shape, [3, 2]);
+        assert_eq!(&stacked[0].data[..], [1, 2, 3, 4, 5, 6]);
+        assert_eq!(unstack(stacked, 3).unwrap(), rows);
+        assert!(unstack(vec![t(&[2, 2], &[0; 4])], 3).is_err());
+    }
+
+    #[test]
+    fn groups_keep_equal_shapes_together_in_order() {
+        let job = |shape: &[u64]| Job {
+            inputs: vec![t(shape, &[])],
+            reply: oneshot::channel().0,
+        };
+        let groups = group_by_shape(vec![job(&[2]), job(&[3]), job(&[2])]);
+        let sizes: Vec<usize> = groups.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [2, 1]);
+    }
+}
