@@ -44,7 +44,7 @@ IC_URL="http://127.0.0.1:$IC_PORT/v1/kv/$KEY"
 BARE_URL="http://127.0.0.1:$BARE_PORT/v1/kv/$KEY"
 
 run_wrk() { # NAME URL OUT
-    wrk -t "$THREADS" -c "$CONNS" -d "$DURATION" --latency "$2" >"$3"
+    guarded to_file "$3" wrk -t "$THREADS" -c "$CONNS" -d "$DURATION" --latency "$2"
     local bad
     bad="$(wrk_bad "$3")"
     if [ "$bad" != 0 ]; then

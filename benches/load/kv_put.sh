@@ -8,8 +8,8 @@
 # Redis: `redis-server --appendonly yes --appendfsync always` fsyncs the AOF
 # before it answers (it too groups every command of one event-loop pass
 # into one fsync). redis-benchmark drives 64 clients with `SET` of 100-byte
-# values over a 10^9 keyspace (-r), no pipelining. Its request count is
-# calibrated so the run lasts about as long as a wrk run.
+# values over a 10^9 keyspace (-r), no pipelining, REDIS_N requests (about
+# as long as a wrk run; redis-benchmark has no duration option).
 #
 # Each infercache configuration in CONFIGS gets a fresh server and data dir
 # per run. Runs alternate order (Redis first in odd rounds, last in even
@@ -18,7 +18,10 @@
 #
 # Target: ratio >= 1.0 for the default configuration.
 #
-# Environment: ROUNDS (2), DURATION (10s, wrk; Redis is calibrated to it),
+# Every measurement waits for concurrent builds to finish and is repeated
+# if one started meanwhile (see `guarded` in lib.sh).
+#
+# Environment: ROUNDS (2), DURATION (10s, wrk), REDIS_N (300000),
 # CONNS (64), THREADS (2), IC_PORT (17602), REDIS_PORT (17702),
 # SKIP_BUILD=1, CONFIGS (`;`-separated flag sets; an empty set is the
 # default configuration), e.g.
@@ -32,22 +35,23 @@ CONNS="${CONNS:-64}"
 THREADS="${THREADS:-2}"
 IC_PORT="${IC_PORT:-17602}"
 REDIS_PORT="${REDIS_PORT:-17702}"
+REDIS_N="${REDIS_N:-300000}"
 CONFIGS="${CONFIGS:-;--write-delay 1ms}"
 LUA="$(cd "$(dirname "$0")" && pwd)/put.lua"
 
 need wrk curl redis-server redis-benchmark redis-cli
 build_release
 TMP="$(new_tmpdir)"
-secs="${DURATION%s}"
 
 IFS=';' read -r -a CONFIG_LIST <<<"$CONFIGS"
 [ "${#CONFIG_LIST[@]}" -gt 0 ] || CONFIG_LIST=("")
 label() { if [ -n "$1" ]; then echo "$1"; else echo "(defaults)"; fi; }
 
 # --- Redis -------------------------------------------------------------
-REDIS_N=0
-run_redis() { # ROUND
-    local dir="$TMP/redis-$1"
+# One measurement: a fresh redis-server, REDIS_N SETs, results in $1.csv.
+measure_redis() { # OUT_PREFIX
+    local dir="$1.d"
+    rm -rf "$dir"
     mkdir -p "$dir"
     port_free "$REDIS_PORT" || { echo "port $REDIS_PORT is busy" >&2; exit 1; }
     redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --protected-mode yes \
@@ -56,57 +60,63 @@ run_redis() { # ROUND
     local pid=$!
     PIDS+=("$pid")
     wait_for_port "$REDIS_PORT" "$pid"
-    if [ "$REDIS_N" = 0 ]; then
-        # Calibrate: a short run, then enough requests for ~DURATION.
-        local rps
-        rps="$(redis-benchmark -p "$REDIS_PORT" -t set -d 100 -c "$CONNS" -r 1000000000 \
-            -n 20000 --csv | awk -F'"' '$2 == "SET" { print $4 }')"
-        REDIS_N="$(awk -v r="$rps" -v s="$secs" 'BEGIN { printf "%d", r * s }')"
-        redis-cli -p "$REDIS_PORT" flushall >/dev/null
-    fi
-    local out="$TMP/redis-$1.csv" start end
+    local start end
     start="$(date +%s.%N)"
     redis-benchmark -p "$REDIS_PORT" -t set -d 100 -c "$CONNS" -r 1000000000 \
-        -n "$REDIS_N" --csv >"$out"
+        -n "$REDIS_N" --csv >"$1.csv"
     end="$(date +%s.%N)"
-    # "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
-    REDIS_RPS+=("$(awk -F'"' '$2 == "SET" { print $4 }' "$out")")
-    local p50 p99 aof
-    p50="$(awk -F'"' '$2 == "SET" { print $10 }' "$out")"
-    p99="$(awk -F'"' '$2 == "SET" { print $14 }' "$out")"
-    aof="$(redis-cli -p "$REDIS_PORT" info persistence | awk -F: '/^aof_current_size/ { print $2 }' | tr -d '\r')"
-    printf '  %-28s %10s ops/s  p50 %7s ms  p99 %7s ms  (%d SETs in %.1fs, AOF %s bytes)\n' \
-        "redis appendfsync=always" "${REDIS_RPS[-1]}" "$p50" "$p99" "$REDIS_N" \
-        "$(awk -v a="$start" -v b="$end" 'BEGIN { print b - a }')" "$aof"
+    awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f", b - a }' >"$1.secs"
+    redis-cli -p "$REDIS_PORT" dbsize >"$1.keys"
     kill "$pid"
     wait "$pid" 2>/dev/null || true
 }
 
+run_redis() { # ROUND
+    local out="$TMP/redis-$1"
+    guarded measure_redis "$out"
+    # "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
+    local rps p50 p99
+    rps="$(awk -F'"' '$2 == "SET" { print $4 }' "$out.csv")"
+    p50="$(awk -F'"' '$2 == "SET" { print $10 }' "$out.csv")"
+    p99="$(awk -F'"' '$2 == "SET" { print $14 }' "$out.csv")"
+    REDIS_RPS+=("$rps")
+    printf '  %-30s %10s ops/s  p50 %7s ms  p99 %7s ms  (%s SETs in %ss, %s keys)\n' \
+        "redis appendfsync=always" "$rps" "$p50" "$p99" "$REDIS_N" "$(cat "$out.secs")" "$(cat "$out.keys")"
+}
+
 # --- infercache --------------------------------------------------------
-run_infercache() { # ROUND CONFIG_INDEX
-    local flags="${CONFIG_LIST[$2]}" dir="$TMP/ic-$1-$2"
+# One measurement: a fresh server and data dir, wrk for DURATION, the
+# wrk output in $1.txt and the disk tier's entry count in $1.entries.
+measure_infercache() { # OUT_PREFIX FLAGS
+    local dir="$1.d"
+    rm -rf "$dir"
     mkdir -p "$dir"
     # shellcheck disable=SC2086
-    start_infercache "$IC_PORT" "$dir" $flags
-    local out="$dir/wrk.txt"
+    start_infercache "$IC_PORT" "$dir" $2
     wrk -t "$THREADS" -c "$CONNS" -d "$DURATION" --latency -s "$LUA" \
-        "http://127.0.0.1:$IC_PORT" >"$out"
-    local bad entries
-    bad="$(wrk_bad "$out")"
-    entries="$(curl -sS "http://127.0.0.1:$IC_PORT/v1/stats" |
-        python3 -c 'import json, sys; print(json.load(sys.stdin)["disk"]["entries"])')"
-    if [ "$bad" != 0 ]; then
-        echo "infercache $(label "$flags"): $bad errors / non-2xx responses" >&2
-        cat "$out" >&2
-        exit 1
-    fi
-    local rps
-    rps="$(wrk_rps "$out")"
-    eval "IC_RPS_$2+=(\"$rps\")"
-    printf '  %-28s %10s ops/s  p50 %7s ms  p99 %7s ms  (%s entries on disk)\n' \
-        "infercache $(label "$flags")" "$rps" "$(wrk_p50 "$out")" "$(wrk_p99 "$out")" "$entries"
+        "http://127.0.0.1:$IC_PORT" >"$1.txt"
+    curl -sS "http://127.0.0.1:$IC_PORT/v1/stats" |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["disk"]["entries"])' >"$1.entries"
+    awk '/^VmRSS/ { printf "%d", $2 / 1024 }' "/proc/$IC_PID/status" >"$1.rss"
     kill "$IC_PID"
     wait "$IC_PID" 2>/dev/null || true
+}
+
+run_infercache() { # ROUND CONFIG_INDEX
+    local flags="${CONFIG_LIST[$2]}" out="$TMP/ic-$1-$2"
+    guarded measure_infercache "$out" "$flags"
+    local bad rps
+    bad="$(wrk_bad "$out.txt")"
+    if [ "$bad" != 0 ]; then
+        echo "infercache $(label "$flags"): $bad errors / non-2xx responses" >&2
+        cat "$out.txt" >&2
+        exit 1
+    fi
+    rps="$(wrk_rps "$out.txt")"
+    eval "IC_RPS_$2+=(\"$rps\")"
+    printf '  %-30s %10s ops/s  p50 %7s ms  p99 %7s ms  (%s entries on disk, RSS %s MiB)\n' \
+        "infercache $(label "$flags")" "$rps" "$(wrk_p50 "$out.txt")" "$(wrk_p99 "$out.txt")" \
+        "$(cat "$out.entries")" "$(cat "$out.rss")"
 }
 
 echo "# kv_put: $(nproc) cores, $CONNS clients, 100-byte values, distinct keys, durable"
@@ -120,12 +130,16 @@ for round in $(seq "$ROUNDS"); do
 done
 
 redis="$(mean "${REDIS_RPS[@]}")"
-echo "summary (mean of $ROUNDS rounds)"
-printf '  %-28s %10s ops/s\n' "redis appendfsync=always" "$redis"
+echo "summary (mean of $ROUNDS rounds; ratio of the means, then each round's ratio)"
+printf '  %-30s %10s ops/s\n' "redis appendfsync=always" "$redis"
 for i in "${!CONFIG_LIST[@]}"; do
     eval "values=(\"\${IC_RPS_$i[@]}\")"
     ic="$(mean "${values[@]}")"
-    printf '  %-28s %10s ops/s  ratio %s\n' \
-        "infercache $(label "${CONFIG_LIST[$i]}")" "$ic" "$(ratio "$ic" "$redis")"
+    per_round=""
+    for r in "${!values[@]}"; do
+        per_round+=" $(ratio "${values[$r]}" "${REDIS_RPS[$r]}")"
+    done
+    printf '  %-30s %10s ops/s  ratio %s  (rounds:%s)\n' \
+        "infercache $(label "${CONFIG_LIST[$i]}")" "$ic" "$(ratio "$ic" "$redis")" "$per_round"
 done
 echo "  (target: ratio >= 1.0 for the defaults)"

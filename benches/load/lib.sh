@@ -130,7 +130,7 @@ wrk_bad() {
 # during it. QUIET=0 turns this off.
 BUSY_PATTERN='^(cargo|rustc|cc|ld|clippy-driver|cargo-clippy|rustdoc)$'
 
-builds_running() { pgrep -x -f "$BUSY_PATTERN" >/dev/null 2>&1 || pgrep "$BUSY_PATTERN" >/dev/null 2>&1; }
+builds_running() { pgrep "$BUSY_PATTERN" >/dev/null 2>&1; }
 
 wait_quiet() {
     [ "${QUIET:-1}" = 1 ] || return 0
@@ -170,6 +170,13 @@ guarded() {
         echo "  (a build ran during this measurement; repeating it)" >&2
     done
     rm -f "$flag"
+}
+
+# to_file OUT CMD...: CMD's standard output into OUT (for `guarded`).
+to_file() {
+    local out="$1"
+    shift
+    "$@" >"$out"
 }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "n/a" }'; }
