@@ -213,6 +213,26 @@ fn runs_are_bit_identical_and_batches_equal_single_rows() {
 }
 
 #[test]
+fn an_empty_batch_gives_empty_outputs() {
+    let backend = open("dtypes", 1);
+    let inputs: Vec<Tensor> = backend
+        .inputs()
+        .iter()
+        .map(|s| Tensor {
+            name: s.name.clone(),
+            datatype: s.datatype,
+            shape: vec![0, 2],
+            data: Bytes::new(),
+        })
+        .collect();
+    let outputs = backend.run(&inputs).unwrap();
+    assert_eq!(outputs.len(), 4);
+    assert!(outputs
+        .iter()
+        .all(|t| t.shape == [0, 2] && t.data.is_empty()));
+}
+
+#[test]
 fn instances_run_concurrently_with_equal_results() {
     let backend = open("mlp", 2);
     let (inputs, _) = sample("mlp");

@@ -21,7 +21,7 @@
 # Every measurement waits for concurrent builds to finish and is repeated
 # if one started meanwhile (see `guarded` in lib.sh).
 #
-# Environment: ROUNDS (2), DURATION (10s, wrk), REDIS_N (300000),
+# Environment: ROUNDS (2), DURATION (10s, wrk), REDIS_N (600000),
 # CONNS (64), THREADS (2), IC_PORT (17602), REDIS_PORT (17702),
 # SKIP_BUILD=1, CONFIGS (`;`-separated flag sets; an empty set is the
 # default configuration), e.g.
@@ -35,7 +35,7 @@ CONNS="${CONNS:-64}"
 THREADS="${THREADS:-2}"
 IC_PORT="${IC_PORT:-17602}"
 REDIS_PORT="${REDIS_PORT:-17702}"
-REDIS_N="${REDIS_N:-300000}"
+REDIS_N="${REDIS_N:-600000}"
 CONFIGS="${CONFIGS:-;--write-delay 1ms}"
 LUA="$(cd "$(dirname "$0")" && pwd)/put.lua"
 

@@ -18,7 +18,7 @@ use std::{
 use bytesize::ByteSize;
 use serde::Deserialize;
 
-pub use model::ModelConfig;
+pub use model::{ModelConfig, Pooling};
 
 /// Flags of `infercache serve`; every top-level setting also has an
 /// `INFERCACHE_*` variable.
@@ -194,8 +194,12 @@ impl Config {
         // Model paths in a file are relative to the file.
         let base = args.config.as_deref().and_then(Path::parent);
         for model in &mut file.model {
-            if let Some(base) = base.filter(|_| model.path.is_relative()) {
-                model.path = base.join(&model.path);
+            if let Some(base) = base {
+                for path in std::iter::once(&mut model.path).chain(model.tokenizer.as_mut()) {
+                    if path.is_relative() {
+                        *path = base.join(&*path);
+                    }
+                }
             }
         }
         let listen = args

@@ -36,6 +36,44 @@ pub struct ModelConfig {
     /// Lifetime of cached results; none: until evicted.
     #[serde(default, with = "humantime_serde")]
     pub ttl: Option<Duration>,
+    /// A `tokenizer.json`: makes this a text model served at
+    /// `/v1/embeddings` (relative paths: to the config file's directory).
+    pub tokenizer: Option<PathBuf>,
+    /// Text models: tokens kept per text (longer texts are truncated).
+    #[serde(default = "defaults::max_tokens")]
+    pub max_tokens: usize,
+    /// Text models: `mean` (over the attention mask) or `cls`.
+    #[serde(default)]
+    pub pooling: Pooling,
+    /// Text models: L2-normalize embeddings.
+    #[serde(default = "defaults::normalize")]
+    pub normalize: bool,
+    /// Text models: most padded tokens (texts x longest text) per run.
+    #[serde(default = "defaults::max_batch_tokens")]
+    pub max_batch_tokens: usize,
+    /// Text models: most texts in one request.
+    #[serde(default = "defaults::max_inputs")]
+    pub max_inputs: usize,
+}
+
+/// How token vectors become one text vector.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooling {
+    /// Mean over the tokens the attention mask keeps.
+    #[default]
+    Mean,
+    /// The first token's vector (`[CLS]`).
+    Cls,
+}
+
+impl Pooling {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Pooling::Mean => "mean",
+            Pooling::Cls => "cls",
+        }
+    }
 }
 
 mod defaults {
@@ -55,7 +93,19 @@ mod defaults {
         1
     }
     pub fn queue() -> usize {
-        1024
+        4096
+    }
+    pub fn max_tokens() -> usize {
+        256
+    }
+    pub fn normalize() -> bool {
+        true
+    }
+    pub fn max_batch_tokens() -> usize {
+        16384
+    }
+    pub fn max_inputs() -> usize {
+        2048
     }
 }
 
@@ -72,6 +122,12 @@ impl ModelConfig {
             instances: defaults::instances(),
             queue: defaults::queue(),
             ttl: None,
+            tokenizer: None,
+            max_tokens: defaults::max_tokens(),
+            pooling: Pooling::default(),
+            normalize: defaults::normalize(),
+            max_batch_tokens: defaults::max_batch_tokens(),
+            max_inputs: defaults::max_inputs(),
         }
     }
 
@@ -109,11 +165,34 @@ impl ModelConfig {
                 ),
             ));
         }
+        if let Some(tokenizer) = self.tokenizer.as_ref().filter(|t| !t.is_file()) {
+            return Err(invalid(
+                &key("tokenizer"),
+                format!("{} is not a readable file", tokenizer.display()),
+            ));
+        }
+        if self.tokenizer.is_some() && self.queue < self.max_inputs {
+            return Err(invalid(
+                &key("queue"),
+                format!(
+                    "must hold one whole request: at least max_inputs ({})",
+                    self.max_inputs
+                ),
+            ));
+        }
+        if self.tokenizer.is_some() && self.max_batch_tokens < self.max_tokens {
+            return Err(invalid(
+                &key("max_batch_tokens"),
+                format!("must be at least max_tokens ({})", self.max_tokens),
+            ));
+        }
         for (field, value) in [
             ("max_batch", self.max_batch),
             ("threads", self.threads),
             ("instances", self.instances),
             ("queue", self.queue),
+            ("max_tokens", self.max_tokens),
+            ("max_inputs", self.max_inputs),
         ] {
             if value == 0 {
                 return Err(invalid(&key(field), "must be at least 1"));

@@ -2,6 +2,7 @@
 //!
 //! - [`kv`]: the plain key-value cache (`/v1/kv/{key}`)
 //! - [`kserve`]: KServe v2 inference (`/v2/...`)
+//! - [`openai`]: OpenAI-compatible embeddings (`/v1/embeddings`)
 //! - [`ops`]: health, stats and Prometheus metrics
 //!
 //! Every handler returns `Result<_, Error>`; [`error`] turns errors into
@@ -11,6 +12,7 @@
 pub mod error;
 mod kserve;
 mod kv;
+mod openai;
 mod ops;
 
 use std::{sync::Arc, time::Instant};
@@ -92,6 +94,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let protected = Router::new()
         .route("/v1/kv/", kv.clone())
         .route("/v1/kv/{*key}", kv)
+        .route("/v1/embeddings", post(openai::embeddings))
         .route("/v2", get(kserve::server_metadata))
         .route("/v2/models/{model}", get(kserve::model_metadata))
         .route("/v2/models/{model}/ready", get(kserve::model_ready))

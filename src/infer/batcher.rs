@@ -12,6 +12,13 @@
 //!
 //! A model whose first dimension is fixed (not batchable) gets each job run
 //! on its own, with the tensors as given.
+//!
+//! A text model's rows are token sequences of different lengths: with
+//! [`Padding`], rows are not grouped but right-padded with zeros to the
+//! batch's longest row (the attention mask is padded with zeros too, so
+//! padding does not change real tokens' results), and a batch also closes
+//! when its padded size would pass `max_batch_tokens`; the row that did not
+//! fit opens the next batch.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -34,6 +41,15 @@ pub struct Settings {
     pub queue: usize,
     pub vram_units: u32,
     pub instances: usize,
+    /// Pad variable-length rows instead of grouping them by shape.
+    pub padding: Option<Padding>,
+}
+
+/// Padding of variable-length rows (text models).
+#[derive(Debug, Clone, Copy)]
+pub struct Padding {
+    /// Most padded tokens (rows x longest row) in one batch.
+    pub max_batch_tokens: usize,
 }
 
 struct Job {
@@ -107,8 +123,20 @@ impl Actor {
         } else {
             1
         };
-        while let Some(first) = self.rx.recv().await {
-            self.series.queue_depth.dec();
+        let token_budget = self.settings.padding.map(|p| p.max_batch_tokens);
+        let mut carry: Option<Job> = None;
+        loop {
+            let first = match carry.take() {
+                Some(job) => job,
+                None => match self.rx.recv().await {
+                    Some(job) => {
+                        self.series.queue_depth.dec();
+                        job
+                    }
+                    None => break,
+                },
+            };
+            let mut longest = row_len(&first);
             let mut jobs = vec![first];
             let deadline = tokio::time::sleep(self.settings.max_delay);
             tokio::pin!(deadline);
@@ -118,6 +146,12 @@ impl Actor {
                     job = self.rx.recv() => match job {
                         Some(job) => {
                             self.series.queue_depth.dec();
+                            let grown = longest.max(row_len(&job));
+                            if token_budget.is_some_and(|max| grown * (jobs.len() + 1) > max) {
+                                carry = Some(job);
+                                break;
+                            }
+                            longest = grown;
                             jobs.push(job);
                         }
                         None => break,
@@ -127,7 +161,14 @@ impl Actor {
             }
             // Rows whose callers all gave up need no computing.
             jobs.retain(|job| !job.reply.is_closed());
-            for group in group_by_shape(jobs) {
+            if jobs.is_empty() {
+                continue;
+            }
+            let groups = match self.settings.padding {
+                Some(_) => vec![jobs],
+                None => group_by_shape(jobs),
+            };
+            for group in groups {
                 self.start(group).await;
             }
         }
@@ -145,13 +186,14 @@ impl Actor {
         let permit = self.budget.acquire(self.settings.vram_units).await;
         let (backend, series) = (self.backend.clone(), self.series.clone());
         let batchable = self.settings.batchable;
+        let pad = self.settings.padding.is_some();
         tokio::spawn(async move {
             let rows = jobs.len();
             let inputs: Vec<Vec<Tensor>> = jobs.iter().map(|j| j.inputs.clone()).collect();
             let started = std::time::Instant::now();
             let outcome = tokio::task::spawn_blocking(move || {
                 if batchable {
-                    let outputs = backend.run(&stack(&inputs))?;
+                    let outputs = backend.run(&stack(&inputs, pad))?;
                     unstack(outputs, rows)
                 } else {
                     backend.run(&inputs[0]).map(|outputs| vec![outputs])
@@ -197,17 +239,33 @@ fn group_by_shape(jobs: Vec<Job>) -> Vec<Vec<Job>> {
     groups
 }
 
-/// Stack rows (all of one shape) along a new first dimension.
-fn stack(rows: &[Vec<Tensor>]) -> Vec<Tensor> {
+/// Length of a row along its first dimension (tokens, for text rows).
+fn row_len(job: &Job) -> usize {
+    job.inputs
+        .first()
+        .and_then(|t| t.shape.first())
+        .map_or(1, |d| *d as usize)
+}
+
+/// Stack rows along a new first dimension. Rows must have equal shapes,
+/// unless `pad`: then each is right-padded with zero bytes along its first
+/// dimension to the longest row.
+fn stack(rows: &[Vec<Tensor>], pad: bool) -> Vec<Tensor> {
     let first = &rows[0];
     (0..first.len())
         .map(|i| {
-            let mut data = BytesMut::with_capacity(first[i].data.len() * rows.len());
+            let mut shape = first[i].shape.clone();
+            if pad {
+                shape[0] = rows.iter().map(|r| r[i].shape[0]).max().unwrap_or(0);
+            }
+            let row_bytes =
+                Tensor::elements(&shape).unwrap_or(0) as usize * first[i].datatype.size();
+            let mut data = BytesMut::with_capacity(row_bytes * rows.len());
             for row in rows {
                 data.extend_from_slice(&row[i].data);
+                data.resize(data.len() + row_bytes - row[i].data.len(), 0);
             }
-            let mut shape = vec![rows.len() as u64];
-            shape.extend_from_slice(&first[i].shape);
+            shape.insert(0, rows.len() as u64);
             Tensor {
                 name: first[i].name.clone(),
                 datatype: first[i].datatype,
@@ -265,11 +323,19 @@ mod tests {
             vec![t(&[2], &[3, 4])],
             vec![t(&[2], &[5, 6])],
         ];
-        let stacked = stack(&rows);
+        let stacked = stack(&rows, false);
         assert_eq!(stacked[0].shape, [3, 2]);
         assert_eq!(&stacked[0].data[..], [1, 2, 3, 4, 5, 6]);
         assert_eq!(unstack(stacked, 3).unwrap(), rows);
         assert!(unstack(vec![t(&[2, 2], &[0; 4])], 3).is_err());
+    }
+
+    #[test]
+    fn padding_extends_short_rows_with_zeros() {
+        let rows = vec![vec![t(&[1], &[7])], vec![t(&[3], &[1, 2, 3])]];
+        let stacked = stack(&rows, true);
+        assert_eq!(stacked[0].shape, [2, 3]);
+        assert_eq!(&stacked[0].data[..], [7, 0, 0, 1, 2, 3]);
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod budget;
 mod check;
 pub mod registry;
 pub mod tensor;
+pub mod text;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -97,6 +98,14 @@ impl Inference {
                 })
             })
             .collect();
+        if distinct.len() > model.config.queue {
+            return Err(Error::BadRequest(format!(
+                "the request has {} distinct rows; model `{}` takes at most {} per request (its queue)",
+                distinct.len(),
+                model.name(),
+                model.config.queue
+            )));
+        }
         let lookups = distinct.iter().map(|(key, i)| {
             let (model, row) = (model.clone(), rows[*i].clone());
             self.memo
@@ -105,15 +114,7 @@ impl Inference {
                 })
         });
         let found = futures::future::try_join_all(lookups).await?;
-        let status = found
-            .iter()
-            .map(|(_, s)| *s)
-            .min_by_key(|s| match s {
-                CacheStatus::Miss => 0,
-                CacheStatus::Coalesced => 1,
-                CacheStatus::Hit(_) => 2,
-            })
-            .expect("at least one row");
+        let status = combined_status(found.iter().map(|(_, s)| *s));
         let decoded = found
             .iter()
             .map(|(entry, _)| decode_row(&entry.value))
@@ -125,6 +126,18 @@ impl Inference {
             .collect::<Result<_>>()?;
         Ok(Response { outputs, status })
     }
+}
+
+/// A request's status from its parts': `Miss` if any part was computed for
+/// it, else `Coalesced` if any waited on another's computation, else `Hit`.
+fn combined_status(parts: impl Iterator<Item = CacheStatus>) -> CacheStatus {
+    parts
+        .min_by_key(|s| match s {
+            CacheStatus::Miss => 0,
+            CacheStatus::Coalesced => 1,
+            CacheStatus::Hit(_) => 2,
+        })
+        .expect("a request has at least one part")
 }
 
 /// Split checked, batchable inputs into rows (first dimension removed).

@@ -14,8 +14,9 @@ use parking_lot::RwLock;
 
 use super::{
     backend::{self, Backend, BackendOptions, IoSpec},
-    batcher::{Batcher, Settings},
+    batcher::{Batcher, Padding, Settings},
     budget::Budget,
+    text::TextModel,
 };
 use crate::{
     config::{Config, ModelConfig},
@@ -35,6 +36,8 @@ pub struct Model {
     /// Every input and output has a dynamic first dimension: requests are
     /// split into rows, cached and batched per row.
     pub batchable: bool,
+    /// Tokenizer and pooling of a text model (`tokenizer` configured).
+    pub text: Option<TextModel>,
     pub batcher: Batcher,
 }
 
@@ -122,12 +125,23 @@ async fn load_one(
         intra_threads: config.threads,
         instances: config.instances,
     };
-    let (digest, backend) = tokio::task::spawn_blocking(move || {
+    let blocking_config = config.clone();
+    let (digest, backend, text) = tokio::task::spawn_blocking(move || {
         let bytes = std::fs::read(&path).map_err(|e| {
             Error::Unavailable(format!("cannot read model {}: {e}", path.display()))
         })?;
         let digest = *blake3::hash(&bytes).as_bytes();
-        Backend::open(&path, &options).map(|backend| (digest, backend))
+        let backend = Backend::open(&path, &options)?;
+        let text = match &blocking_config.tokenizer {
+            Some(tokenizer) => Some(TextModel::load(
+                &blocking_config,
+                tokenizer,
+                backend.inputs(),
+                backend.outputs(),
+            )?),
+            None => None,
+        };
+        Ok::<_, Error>((digest, backend, text))
     })
     .await
     .map_err(|e| Error::Unavailable(format!("loading a model panicked: {e}")))??;
@@ -157,6 +171,9 @@ async fn load_one(
             queue: config.queue,
             vram_units: config.vram_units,
             instances: config.instances,
+            padding: text.as_ref().map(|_| Padding {
+                max_batch_tokens: config.max_batch_tokens,
+            }),
         },
         budget.clone(),
         metrics.series(&config.name),
@@ -168,6 +185,7 @@ async fn load_one(
         inputs,
         outputs,
         batchable,
+        text,
         batcher,
     }))
 }

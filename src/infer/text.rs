@@ -1,0 +1,273 @@
+//! Text models: tokenization, pooling, and the per-text memoized embed
+//! path behind `/v1/embeddings`.
+//!
+//! Each distinct text is one cache entry, keyed by the model digest, the
+//! exact text and the settings that shape its vector (truncation, pooling,
+//! normalization). A miss tokenizes the text (truncated at `max_tokens`;
+//! the tokenizer file's own fixed padding is switched off), sends its row
+//! to the model's batcher, which pads each batch only to its own longest
+//! text, and pools the token vectors of the real tokens.
+//!
+//! A cached value is the token count (u32 LE, for `usage`) followed by the
+//! vector as f32 LE.
+
+use std::{collections::HashMap, path::Path};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use tokenizers::{Tokenizer, TruncationParams};
+
+use super::{
+    backend::IoSpec,
+    registry::Model,
+    tensor::{DataType, Tensor},
+    Inference,
+};
+use crate::{
+    config::{ModelConfig, Pooling},
+    error::{Error, Result},
+    key::{text_key, TextParams},
+    memo::{CacheStatus, Lookup, Policy},
+};
+
+/// A loaded tokenizer plus how the model's outputs become one vector.
+pub struct TextModel {
+    tokenizer: Tokenizer,
+    params: TextParams,
+    pooling: Pooling,
+}
+
+/// One request's embeddings, in input order.
+pub struct Embeddings {
+    pub vectors: Vec<Bytes>,
+    pub tokens: usize,
+    pub status: CacheStatus,
+}
+
+const IDS: &str = "input_ids";
+const MASK: &str = "attention_mask";
+const TYPES: &str = "token_type_ids";
+
+impl TextModel {
+    /// Load `config.tokenizer` and check that the model takes token ids.
+    pub fn load(
+        config: &ModelConfig,
+        path: &Path,
+        inputs: &[IoSpec],
+        outputs: &[IoSpec],
+    ) -> Result<TextModel> {
+        let refuse =
+            |why: String| Error::Unavailable(format!("text model `{}`: {why}", config.name));
+        let mut tokenizer = Tokenizer::from_file(path)
+            .map_err(|e| refuse(format!("cannot load tokenizer {}: {e}", path.display())))?;
+        tokenizer.with_padding(None);
+        tokenizer
+            .with_truncation(Some(TruncationParams {
+                max_length: config.max_tokens,
+                ..TruncationParams::default()
+            }))
+            .map_err(|e| refuse(format!("cannot set truncation: {e}")))?;
+        for spec in inputs {
+            let known = [IDS, MASK, TYPES].contains(&spec.name.as_str());
+            if !known || spec.datatype != DataType::Int64 || spec.shape.len() != 2 {
+                return Err(refuse(format!(
+                    "input `{}` ({} {:?}) is not one of {IDS}, {MASK}, {TYPES} as INT64 [batch, tokens]",
+                    spec.name,
+                    spec.datatype.name(),
+                    spec.shape
+                )));
+            }
+        }
+        if !inputs.iter().any(|s| s.name == IDS) {
+            return Err(refuse(format!("the model has no `{IDS}` input")));
+        }
+        let first = outputs
+            .first()
+            .ok_or_else(|| refuse("the model has no output".into()))?;
+        if first.datatype != DataType::Fp32 || !(2..=3).contains(&first.shape.len()) {
+            return Err(refuse(format!(
+                "output `{}` must be FP32 [batch, tokens, dim] or [batch, dim]",
+                first.name
+            )));
+        }
+        Ok(TextModel {
+            tokenizer,
+            params: TextParams {
+                max_tokens: config.max_tokens as u32,
+                pooling: config.pooling.as_str(),
+                normalize: config.normalize,
+            },
+            pooling: config.pooling,
+        })
+    }
+
+    /// The model's input row for `text`, in the model's input order, and
+    /// its token count.
+    fn row(&self, text: &str, inputs: &[IoSpec]) -> Result<(Vec<Tensor>, usize)> {
+        let encoding = self
+            .tokenizer
+            .encode(text, true)
+            .map_err(|e| Error::BadRequest(format!("cannot tokenize the text: {e}")))?;
+        let len = encoding.get_ids().len();
+        let ints = |values: &[u32]| -> Bytes {
+            values
+                .iter()
+                .flat_map(|v| i64::from(*v).to_le_bytes())
+                .collect::<Vec<u8>>()
+                .into()
+        };
+        let row = inputs
+            .iter()
+            .map(|spec| Tensor {
+                name: spec.name.clone(),
+                datatype: DataType::Int64,
+                shape: vec![len as u64],
+                data: match spec.name.as_str() {
+                    IDS => ints(encoding.get_ids()),
+                    MASK => ints(encoding.get_attention_mask()),
+                    _ => ints(encoding.get_type_ids()),
+                },
+            })
+            .collect();
+        Ok((row, len))
+    }
+
+    /// One vector from a row's first output: pooled over the first `len`
+    /// token vectors (the rest is batch padding), then normalized.
+    fn pool(&self, output: &Tensor, len: usize) -> Result<Vec<f32>> {
+        let floats: Vec<f32> = output
+            .data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+            .collect();
+        let mut vector = match output.shape.len() {
+            1 => floats,
+            2 => {
+                let dim = output.shape[1] as usize;
+                if len == 0 || floats.len() < len * dim {
+                    return Err(Error::Compute(format!(
+                        "output {:?} is shorter than {len} tokens",
+                        output.shape
+                    )));
+                }
+                match self.pooling {
+                    Pooling::Cls => floats[..dim].to_vec(),
+                    Pooling::Mean => {
+                        let mut sum = vec![0f32; dim];
+                        for token in floats[..len * dim].chunks_exact(dim) {
+                            sum.iter_mut().zip(token).for_each(|(s, v)| *s += v);
+                        }
+                        sum.iter().map(|s| s / len as f32).collect()
+                    }
+                }
+            }
+            _ => {
+                return Err(Error::Compute(format!(
+                    "unexpected output shape {:?}",
+                    output.shape
+                )))
+            }
+        };
+        if self.params.normalize {
+            let norm = vector.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+            vector.iter_mut().for_each(|v| *v /= norm);
+        }
+        Ok(vector)
+    }
+}
+
+fn encode_value(tokens: usize, vector: &[f32]) -> Bytes {
+    let mut out = BytesMut::with_capacity(4 + 4 * vector.len());
+    out.put_u32_le(tokens as u32);
+    for v in vector {
+        out.put_f32_le(*v);
+    }
+    out.freeze()
+}
+
+/// (token count, vector as f32 LE bytes)
+fn decode_value(value: &Bytes) -> Result<(usize, Bytes)> {
+    if value.len() < 4 || !value.len().is_multiple_of(4) {
+        return Err(Error::Storage("corrupt cached embedding".into()));
+    }
+    let tokens = u32::from_le_bytes(value[..4].try_into().expect("4 bytes"));
+    Ok((tokens as usize, value.slice(4..)))
+}
+
+impl Inference {
+    /// Embed `texts` with the text model `model`, each text memoized.
+    pub async fn embed(
+        &self,
+        model: &str,
+        texts: Vec<String>,
+        policy: Policy,
+    ) -> Result<Embeddings> {
+        let model = self.registry.get(model)?;
+        let Some(text) = model.text.as_ref() else {
+            return Err(Error::BadRequest(format!(
+                "model `{}` is not a text model (configure `tokenizer` for it)",
+                model.name()
+            )));
+        };
+        if texts.is_empty() {
+            return Err(Error::BadRequest("input must not be empty".into()));
+        }
+        if texts.len() > model.config.max_inputs {
+            return Err(Error::BadRequest(format!(
+                "input has {} texts; at most {} per request",
+                texts.len(),
+                model.config.max_inputs
+            )));
+        }
+        if let Some(i) = texts.iter().position(String::is_empty) {
+            return Err(Error::BadRequest(format!("input[{i}] is an empty string")));
+        }
+        let lookup = Lookup {
+            policy,
+            timeout: Some(self.timeout),
+            ttl: model.config.ttl,
+        };
+        let mut order: Vec<usize> = Vec::with_capacity(texts.len());
+        let mut distinct: Vec<&str> = Vec::new();
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for t in &texts {
+            order.push(*seen.entry(t.as_str()).or_insert_with(|| {
+                distinct.push(t.as_str());
+                distinct.len() - 1
+            }));
+        }
+        let lookups = distinct.iter().map(|t| {
+            let key = text_key(
+                model.namespace,
+                model.name(),
+                &model.digest,
+                t,
+                &text.params,
+            );
+            let (model, t) = (model.clone(), t.to_string());
+            self.memo.get_or_compute(
+                key,
+                lookup,
+                move || async move { compute(&model, &t).await },
+            )
+        });
+        let found = futures::future::try_join_all(lookups).await?;
+        let status = super::combined_status(found.iter().map(|(_, s)| *s));
+        let decoded = found
+            .iter()
+            .map(|(entry, _)| decode_value(&entry.value))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Embeddings {
+            vectors: order.iter().map(|&i| decoded[i].1.clone()).collect(),
+            tokens: order.iter().map(|&i| decoded[i].0).sum(),
+            status,
+        })
+    }
+}
+
+async fn compute(model: &Model, text: &str) -> Result<Bytes> {
+    let tm = model.text.as_ref().expect("checked by embed");
+    let (row, len) = tm.row(text, &model.inputs)?;
+    let outputs = model.batcher.run(row).await?;
+    let vector = tm.pool(&outputs[0], len)?;
+    Ok(encode_value(len, &vector))
+}
