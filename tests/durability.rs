@@ -132,3 +132,58 @@ fn invalid_config_exits_nonzero_with_one_line() {
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("memory_capacity"), "{stderr}");
 }
+
+#[test]
+fn a_corrupt_model_refuses_to_start_with_a_clear_message() {
+    let dir = temp_dir();
+    let model = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/models/mlp.onnx"
+    ))
+    .unwrap();
+    let truncated = dir.path().join("truncated.onnx");
+    std::fs::write(&truncated, &model[..model.len() / 2]).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_infercache"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .arg(format!("--model=broken={}", truncated.display()))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("cannot load model") && stderr.contains("truncated.onnx"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn without_onnx_runtime_models_answer_503_and_kv_works() {
+    let dir = temp_dir();
+    let model = format!(
+        "--model=mlp={}/fixtures/models/mlp.onnx",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let server = ChildServer::spawn(
+        dir.path(),
+        &["--onnxruntime", "/nonexistent/libonnxruntime.so", &model],
+    );
+    let http = reqwest::Client::new();
+    let resp = http.get(server.url("/v2/models/mlp")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = resp.text().await.unwrap();
+    assert!(body.contains("scripts/setup"), "{body}");
+    let ready = http
+        .get(server.url("/v2/health/ready"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let put = http
+        .put(server.url("/v1/kv/k"))
+        .body("v")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), StatusCode::NO_CONTENT);
+}

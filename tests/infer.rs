@@ -480,3 +480,48 @@ async fn cache_control_no_store_and_no_cache() {
     assert_eq!(metric(&server.client, &server.base, ROWS).await, 4.0);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_models_cache_can_be_dropped_alone() {
+    let dir = temp_dir();
+    let server = start(
+        dir.path(),
+        vec![model("mlp", "mlp"), model("two_io", "two_io")],
+    )
+    .await;
+    infer_mlp(&server, &(0..5).map(row).collect::<Vec<_>>()).await;
+    let kv = server
+        .client
+        .put(server.url("/v1/kv/keep"))
+        .body("v")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(kv.status(), StatusCode::NO_CONTENT);
+    let resp = server
+        .client
+        .delete(server.url("/v1/models/mlp/cache"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body, json!({"model": "mlp", "deleted": 5}));
+    let (status, _) = infer_mlp(&server, &[row(0)]).await;
+    assert_eq!(status, "miss", "dropped from memory too");
+    let kept = server
+        .client
+        .get(server.url("/v1/kv/keep"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(kept.status(), StatusCode::OK);
+    let unknown = server
+        .client
+        .delete(server.url("/v1/models/nope/cache"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    server.stop().await;
+}

@@ -60,12 +60,12 @@ async fn serve(config: Config) -> Result<(), String> {
                 .map_err(|e| e.to_string())
         }
         Listen::Unix(path) => {
-            let listener = tokio::net::UnixListener::bind(&path)
+            let listener = infercache::server::bind_unix(&path)
                 .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
             tracing::info!("listening on unix:{}", path.display());
-            infercache::run(listener, config, shutdown_signal())
-                .await
-                .map_err(|e| e.to_string())
+            let served = infercache::run(listener, config, shutdown_signal()).await;
+            let _ = std::fs::remove_file(&path);
+            served.map_err(|e| e.to_string())
         }
     }
 }

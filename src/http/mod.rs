@@ -112,6 +112,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(kserve::infer),
         )
         .route("/v1/stats", get(ops::stats))
+        .route(
+            "/v1/models/{model}/cache",
+            axum::routing::delete(ops::drop_model_cache),
+        )
         .route("/metrics", get(ops::metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()

@@ -3,14 +3,17 @@
 use std::sync::Arc;
 
 use axum::{
-    extract::State,
+    extract::{rejection::PathRejection, Path, State},
     http::header,
     response::{IntoResponse, Json},
 };
 use serde_json::{json, Value};
 
 use super::AppState;
-use crate::store::Tier;
+use crate::{
+    error::{Error, Result},
+    store::Tier,
+};
 
 pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
@@ -41,6 +44,18 @@ pub async fn stats(State(state): State<Arc<AppState>>) -> Json<Value> {
         "vram_units": state.config.vram_units,
         "vram_units_peak": state.budget.peak(),
     }))
+}
+
+/// `DELETE /v1/models/{model}/cache`: drop one model's results.
+pub async fn drop_model_cache(
+    State(state): State<Arc<AppState>>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>> {
+    let Path(name) = path.map_err(|e| Error::BadRequest(e.body_text()))?;
+    let model = state.inference.registry.get(&name)?;
+    let deleted = state.store.drop_namespace(model.namespace).await?;
+    tracing::info!(model = %name, deleted, "dropped a model's cached results");
+    Ok(Json(json!({ "model": name, "deleted": deleted })))
 }
 
 pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {

@@ -60,6 +60,8 @@ pub enum Op {
     },
     /// Remove up to [`SWEEP_LIMIT`] expired entries.
     Sweep,
+    /// Remove every entry of one namespace (one model's results).
+    DropNamespace(u32),
 }
 
 /// Running totals, persisted in `meta`.
@@ -184,6 +186,7 @@ impl DiskTier {
                     Op::Put { key, entry } => t.put(key, entry).map(|()| 1)?,
                     Op::Delete { key } => u64::from(t.remove(key.namespace, &key.id)?),
                     Op::Sweep => t.sweep(now, SWEEP_LIMIT)?,
+                    Op::DropNamespace(ns) => t.drop_namespace(*ns)?,
                 });
             }
             if t.totals.bytes > self.capacity {
@@ -260,6 +263,22 @@ impl Tables<'_> {
         self.totals.entries = self.totals.entries.saturating_sub(1);
         self.totals.bytes = self.totals.bytes.saturating_sub(charged);
         Ok(())
+    }
+
+    /// Remove every entry of namespace `ns`: a range of `entries`, since
+    /// its keys start with the namespace.
+    fn drop_namespace(&mut self, ns: u32) -> Result<u64> {
+        let ids: Vec<Vec<u8>> = self
+            .entries
+            .range((ns, &[][..])..(ns + 1, &[][..]))
+            .map_err(Error::storage)?
+            .map(|row| row.map(|(k, _)| k.value().1.to_vec()))
+            .collect::<Result<_, _>>()
+            .map_err(Error::storage)?;
+        for id in &ids {
+            self.remove(ns, id)?;
+        }
+        Ok(ids.len() as u64)
     }
 
     /// Remove up to `limit` entries whose deadline is at or before `now`.
@@ -421,6 +440,25 @@ mod tests {
         let del = Op::Delete { key: key("a") };
         assert_eq!(disk.apply(&[&del, &del]).unwrap(), vec![1, 0]);
         assert_eq!(disk.usage(), (0, 0));
+    }
+
+    #[test]
+    fn dropping_a_namespace_leaves_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = DiskTier::open(dir.path(), 1 << 20, Clock::new()).unwrap();
+        let ops: Vec<Op> = (0..3u32)
+            .flat_map(|ns| {
+                (0..5).map(move |i| Op::Put {
+                    key: Key::new(ns, [i]),
+                    entry: entry(b"v", None),
+                })
+            })
+            .collect();
+        disk.apply(&ops.iter().collect::<Vec<_>>()).unwrap();
+        assert_eq!(disk.apply(&[&Op::DropNamespace(1)]).unwrap(), vec![5]);
+        assert_eq!(disk.usage().0, 10);
+        assert!(disk.get(&Key::new(1, [0])).unwrap().is_none());
+        assert!(disk.get(&Key::new(2, [4])).unwrap().is_some());
     }
 
     #[test]

@@ -157,6 +157,12 @@ impl Fences {
     fn bump(&self, key: &Key) {
         self.stripe(key).fetch_add(1, Ordering::SeqCst);
     }
+
+    fn bump_all(&self) {
+        for stripe in &self.stripes {
+            stripe.fetch_add(1, Ordering::SeqCst);
+        }
+    }
 }
 
 /// How to open a [`Store`]. `Default` is the server's embedded default.
@@ -321,6 +327,13 @@ impl Store {
         tokio::task::spawn_blocking(move || disk.namespace(&name))
             .await
             .map_err(|e| Error::Storage(format!("namespace lookup panicked: {e}")))?
+    }
+
+    /// Remove every entry of one namespace from both tiers; returns how
+    /// many the disk tier held.
+    pub async fn drop_namespace(&self, namespace: u32) -> Result<u64> {
+        self.inner.memory.remove_namespace(namespace);
+        self.inner.writer.write(Op::DropNamespace(namespace)).await
     }
 
     /// Current usage of (memory, disk).

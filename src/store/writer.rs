@@ -169,6 +169,10 @@ fn mirror_in_memory(targets: &Targets, op: &Op) {
             targets.fences.bump(key);
             targets.memory.remove(key);
         }
+        Op::DropNamespace(ns) => {
+            targets.fences.bump_all();
+            targets.memory.remove_namespace(*ns);
+        }
         Op::Sweep => {}
     }
 }
