@@ -19,6 +19,7 @@
 pub mod coalesce;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod http;
 pub mod infer;
 pub mod key;

@@ -44,6 +44,11 @@ where
     let registry = Registry::load(&config, &store, &budget, &model_metrics).await?;
     let inference = Inference::new(registry, Memo::new(store.clone()), config.request_timeout);
     let metrics = Metrics::new(&store, &model_metrics);
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    };
     let state = Arc::new(AppState {
         config,
         store: store.clone(),
@@ -51,6 +56,7 @@ where
         budget,
         metrics,
         started: Instant::now(),
+        stopping,
     });
     let app = router(state);
     let served = axum::serve(listener, app)

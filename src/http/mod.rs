@@ -46,6 +46,8 @@ pub struct AppState {
     pub budget: Budget,
     pub metrics: Metrics,
     pub started: Instant,
+    /// Turns true when shutdown begins, ending long-lived streams.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 /// `X-Cache: hit | coalesced | miss` on every cached endpoint.
@@ -112,6 +114,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(kserve::infer),
         )
         .route("/v1/stats", get(ops::stats))
+        .route("/v1/events", get(ops::events))
         .route(
             "/v1/models/{model}/cache",
             axum::routing::delete(ops::drop_model_cache),

@@ -5,7 +5,10 @@ use std::sync::Arc;
 use axum::{
     extract::{rejection::PathRejection, Path, State},
     http::header,
-    response::{IntoResponse, Json},
+    response::{
+        sse::{Event as SseEvent, KeepAlive, Sse},
+        IntoResponse, Json,
+    },
 };
 use serde_json::{json, Value};
 
@@ -44,6 +47,29 @@ pub async fn stats(State(state): State<Arc<AppState>>) -> Json<Value> {
         "vram_units": state.config.vram_units,
         "vram_units_peak": state.budget.peak(),
     }))
+}
+
+/// `GET /v1/events`: cache events as Server-Sent Events until the client
+/// leaves or the server starts shutting down.
+pub async fn events(
+    State(state): State<Arc<AppState>>,
+) -> Sse<impl futures::Stream<Item = Result<SseEvent, std::convert::Infallible>>> {
+    let subscriber = state.store.events().subscribe();
+    let stream = futures::stream::unfold(
+        (subscriber, state.stopping.clone()),
+        |(mut subscriber, mut stopping)| async move {
+            let event = tokio::select! {
+                event = subscriber.next() => event?,
+                _ = stopping.wait_for(|stop| *stop) => return None,
+            };
+            let sse = SseEvent::default()
+                .event(event.name())
+                .json_data(&event)
+                .unwrap_or_else(|e| SseEvent::default().comment(e.to_string()));
+            Some((Ok(sse), (subscriber, stopping)))
+        },
+    );
+    Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
 /// `DELETE /v1/models/{model}/cache`: drop one model's results.

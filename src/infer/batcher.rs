@@ -28,6 +28,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use super::{backend::Backend, budget::Budget, tensor::Tensor};
 use crate::{
     error::{Error, Result},
+    events::{Event, Events},
     metrics::ModelSeries,
 };
 
@@ -73,6 +74,7 @@ impl Batcher {
         settings: Settings,
         budget: Budget,
         series: ModelSeries,
+        events: Events,
     ) -> Batcher {
         let (tx, rx) = mpsc::channel(settings.queue);
         let model: Arc<str> = settings.model.as_str().into();
@@ -84,6 +86,7 @@ impl Batcher {
                 settings,
                 budget,
                 series: series.clone(),
+                events,
             }
             .run(),
         );
@@ -114,6 +117,7 @@ struct Actor {
     settings: Settings,
     budget: Budget,
     series: ModelSeries,
+    events: Events,
 }
 
 impl Actor {
@@ -184,7 +188,12 @@ impl Actor {
             .await
             .expect("the slot semaphore is never closed");
         let permit = self.budget.acquire(self.settings.vram_units).await;
-        let (backend, series) = (self.backend.clone(), self.series.clone());
+        let (backend, series, events) = (
+            self.backend.clone(),
+            self.series.clone(),
+            self.events.clone(),
+        );
+        let model = self.settings.model.clone();
         let batchable = self.settings.batchable;
         let pad = self.settings.padding.is_some();
         tokio::spawn(async move {
@@ -207,7 +216,14 @@ impl Actor {
             series.runs.inc();
             series.rows.inc_by(rows as u64);
             series.batch_size.observe(rows as f64);
-            series.run_seconds.observe(started.elapsed().as_secs_f64());
+            let seconds = started.elapsed().as_secs_f64();
+            series.run_seconds.observe(seconds);
+            events.emit(Event::ModelRun {
+                model,
+                batch_size: rows,
+                seconds,
+                ok: outcome.is_ok(),
+            });
             match outcome {
                 Ok(per_row) => {
                     for (job, outputs) in jobs.into_iter().zip(per_row) {

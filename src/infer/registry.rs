@@ -177,6 +177,7 @@ async fn load_one(
         },
         budget.clone(),
         metrics.series(&config.name),
+        store.events().clone(),
     );
     Ok(Arc::new(Model {
         config,

@@ -64,6 +64,17 @@ pub enum Op {
     DropNamespace(u32),
 }
 
+/// What one transaction did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Per op: entries written (1) or removed.
+    pub counts: Vec<u64>,
+    /// Expired entries removed to make room.
+    pub expired: u64,
+    /// Live entries evicted (oldest written first) to fit the capacity.
+    pub evicted: u64,
+}
+
 /// Running totals, persisted in `meta`.
 #[derive(Debug, Default, Clone, Copy)]
 struct Totals {
@@ -164,13 +175,13 @@ impl DiskTier {
     }
 
     /// Apply `ops` in order in one durable transaction, then evict down to
-    /// capacity. Returns, per op, how many entries it removed or wrote.
-    pub fn apply(&self, ops: &[&Op]) -> Result<Vec<u64>> {
+    /// capacity.
+    pub fn apply(&self, ops: &[&Op]) -> Result<Applied> {
         let mut txn = self.db.begin_write().map_err(Error::storage)?;
         // Saves the allocator state with each commit: a crash recovers in
         // milliseconds instead of walking the whole file.
         txn.set_quick_repair(true);
-        let (counts, totals) = {
+        let (applied, totals) = {
             let mut t = Tables {
                 entries: txn.open_table(ENTRIES).map_err(Error::storage)?,
                 by_seq: txn.open_table(BY_SEQ).map_err(Error::storage)?,
@@ -189,17 +200,23 @@ impl DiskTier {
                     Op::DropNamespace(ns) => t.drop_namespace(*ns)?,
                 });
             }
+            let (mut expired, mut evicted) = (0, 0);
             if t.totals.bytes > self.capacity {
-                t.sweep(now, usize::MAX)?;
-                t.evict_oldest(self.capacity)?;
+                expired = t.sweep(now, usize::MAX)?;
+                evicted = t.evict_oldest(self.capacity)?;
             }
             store_totals(&mut meta, &t.totals)?;
-            (counts, t.totals)
+            let applied = Applied {
+                counts,
+                expired,
+                evicted,
+            };
+            (applied, t.totals)
         };
         txn.commit().map_err(Error::storage)?;
         self.entries.store(totals.entries, Ordering::Relaxed);
         self.bytes.store(totals.bytes, Ordering::Relaxed);
-        Ok(counts)
+        Ok(applied)
     }
 }
 
@@ -438,7 +455,7 @@ mod tests {
         assert_eq!(disk.usage().0, 1);
         assert_eq!(disk.get(&key("a")).unwrap().unwrap().value, &b"22"[..]);
         let del = Op::Delete { key: key("a") };
-        assert_eq!(disk.apply(&[&del, &del]).unwrap(), vec![1, 0]);
+        assert_eq!(disk.apply(&[&del, &del]).unwrap().counts, vec![1, 0]);
         assert_eq!(disk.usage(), (0, 0));
     }
 
@@ -455,7 +472,10 @@ mod tests {
             })
             .collect();
         disk.apply(&ops.iter().collect::<Vec<_>>()).unwrap();
-        assert_eq!(disk.apply(&[&Op::DropNamespace(1)]).unwrap(), vec![5]);
+        assert_eq!(
+            disk.apply(&[&Op::DropNamespace(1)]).unwrap().counts,
+            vec![5]
+        );
         assert_eq!(disk.usage().0, 10);
         assert!(disk.get(&Key::new(1, [0])).unwrap().is_none());
         assert!(disk.get(&Key::new(2, [4])).unwrap().is_some());

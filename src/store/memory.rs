@@ -7,9 +7,10 @@
 
 use std::time::{Duration, Instant};
 
-use moka::{sync::Cache, Expiry};
+use moka::{notification::RemovalCause, sync::Cache, Expiry};
 
 use super::{Clock, Entry, Key};
+use crate::events::{Event, Events};
 
 /// Fixed per-entry cost charged on top of key and value bytes: the moka
 /// node, our `Entry` and the hash-table slot (measured roughly, rounded up).
@@ -59,12 +60,23 @@ pub struct MemoryTier {
 }
 
 impl MemoryTier {
-    pub fn new(capacity_bytes: u64, clock: Clock) -> Self {
+    pub fn new(capacity_bytes: u64, clock: Clock, events: Events) -> Self {
         let cache = Cache::builder()
             .max_capacity(capacity_bytes)
             .weigher(weight)
             .expire_after(Deadline(clock.clone()))
             .support_invalidation_closures()
+            .eviction_listener(move |_, _, cause| match cause {
+                RemovalCause::Size => events.emit(Event::Evicted {
+                    tier: "memory",
+                    count: 1,
+                }),
+                RemovalCause::Expired => events.emit(Event::Expired {
+                    tier: "memory",
+                    count: 1,
+                }),
+                RemovalCause::Explicit | RemovalCause::Replaced => {}
+            })
             .build();
         MemoryTier { cache, clock }
     }

@@ -35,6 +35,7 @@ use self::{
 };
 use crate::{
     error::{Error, Result},
+    events::Events,
     metrics::CacheMetrics,
 };
 
@@ -210,6 +211,7 @@ struct Inner {
     clock: Clock,
     max_value_size: u64,
     metrics: CacheMetrics,
+    events: Events,
     /// Background tasks, taken by `close`.
     tasks: Mutex<Option<Tasks>>,
 }
@@ -227,13 +229,15 @@ impl Store {
         .await
         .map_err(|e| Error::Storage(format!("opening the disk tier panicked: {e}")))??;
         let disk = Arc::new(disk);
-        let memory = MemoryTier::new(options.memory_capacity, clock.clone());
+        let events = Events::default();
+        let memory = MemoryTier::new(options.memory_capacity, clock.clone(), events.clone());
         let fences = Arc::new(Fences::new());
         let (writer, writer_task) = Writer::spawn(
             Targets {
                 disk: disk.clone(),
                 memory: memory.clone(),
                 fences: fences.clone(),
+                events: events.clone(),
             },
             Batching {
                 queue: options.write_queue,
@@ -251,6 +255,7 @@ impl Store {
                 clock,
                 max_value_size: options.max_value_size,
                 metrics: CacheMetrics::default(),
+                events,
                 tasks: Mutex::new(Some(Tasks {
                     writer: writer_task,
                     sweeper,
@@ -347,6 +352,11 @@ impl Store {
     /// Hit and miss counters.
     pub fn metrics(&self) -> &CacheMetrics {
         &self.inner.metrics
+    }
+
+    /// The cache event stream (also fed by the model batchers).
+    pub fn events(&self) -> &Events {
+        &self.inner.events
     }
 
     /// The store's clock (Unix milliseconds, following tokio's time).

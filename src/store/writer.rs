@@ -16,11 +16,14 @@ use std::{sync::Arc, time::Duration};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    disk::{DiskTier, Op},
+    disk::{Applied, DiskTier, Op},
     memory::MemoryTier,
     Fences,
 };
-use crate::error::{Error, Result};
+use crate::{
+    error::{Error, Result},
+    events::{Event, Events},
+};
 
 type Reply = oneshot::Sender<Result<u64>>;
 
@@ -49,6 +52,7 @@ pub struct Targets {
     pub disk: Arc<DiskTier>,
     pub memory: MemoryTier,
     pub fences: Arc<Fences>,
+    pub events: Events,
 }
 
 impl Writer {
@@ -126,12 +130,14 @@ async fn commit(batch: Vec<(Op, Reply)>, targets: Arc<Targets>) -> Vec<(Op, Repl
     let joined = tokio::task::spawn_blocking(move || {
         let ops: Vec<&Op> = batch.iter().map(|(op, _)| op).collect();
         let result = targets.disk.apply(&ops);
-        if result.is_ok() {
-            for (op, _) in &batch {
+        if let Ok(applied) = &result {
+            for ((op, _), count) in batch.iter().zip(&applied.counts) {
                 mirror_in_memory(&targets, op);
+                announce(&targets.events, op, *count);
             }
+            announce_capacity(&targets.events, applied);
         }
-        (batch, result)
+        (batch, result.map(|a| a.counts))
     })
     .await;
     let (mut batch, result) = match joined {
@@ -157,6 +163,43 @@ async fn commit(batch: Vec<(Op, Reply)>, targets: Arc<Targets>) -> Vec<(Op, Repl
         }
     }
     batch
+}
+
+fn announce(events: &Events, op: &Op, count: u64) {
+    match op {
+        Op::Put { key, entry } => events.emit(Event::Stored {
+            namespace: key.namespace,
+            bytes: entry.value.len() as u64,
+        }),
+        Op::Delete { key } if count > 0 => events.emit(Event::Invalidated {
+            namespace: key.namespace,
+            count,
+        }),
+        Op::DropNamespace(namespace) => events.emit(Event::Invalidated {
+            namespace: *namespace,
+            count,
+        }),
+        Op::Sweep if count > 0 => events.emit(Event::Expired {
+            tier: "disk",
+            count,
+        }),
+        Op::Delete { .. } | Op::Sweep => {}
+    }
+}
+
+fn announce_capacity(events: &Events, applied: &Applied) {
+    if applied.expired > 0 {
+        events.emit(Event::Expired {
+            tier: "disk",
+            count: applied.expired,
+        });
+    }
+    if applied.evicted > 0 {
+        events.emit(Event::Evicted {
+            tier: "disk",
+            count: applied.evicted,
+        });
+    }
 }
 
 fn mirror_in_memory(targets: &Targets, op: &Op) {
