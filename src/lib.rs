@@ -23,6 +23,7 @@ pub mod events;
 pub mod http;
 pub mod infer;
 pub mod key;
+pub mod listen;
 pub mod memo;
 pub mod metrics;
 pub mod server;

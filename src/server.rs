@@ -6,7 +6,7 @@
 //! the disk writer and close redb. Nothing acknowledged is lost, and a
 //! clean close means the next start opens instantly.
 
-use std::{future::Future, io, path::Path, sync::Arc, time::Instant};
+use std::{future::Future, sync::Arc, time::Instant};
 
 use axum::serve::Listener;
 
@@ -15,21 +15,18 @@ use crate::{
     error::Result,
     http::{router, AppState},
     infer::{budget::Budget, registry::Registry, Inference},
+    listen::{serve, Limits},
     memo::Memo,
     metrics::{Metrics, ModelMetrics},
     store::Store,
 };
 
 /// Serve the API on `listener` until `shutdown` completes.
-pub async fn run<L>(
+pub async fn run<L: Listener>(
     listener: L,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<()>
-where
-    L: Listener,
-    L::Addr: std::fmt::Debug,
-{
+) -> Result<()> {
     if let crate::config::Listen::Tcp(addr) = &config.listen {
         if !addr.ip().is_loopback() && config.auth_token.is_none() {
             tracing::warn!(
@@ -58,53 +55,14 @@ where
         started: Instant::now(),
         stopping,
     });
+    let limits = Limits {
+        max_connections: state.config.max_connections,
+        header_timeout: state.config.header_timeout,
+    };
     let app = router(state);
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
-    tracing::info!("stopped accepting; flushing the disk writer");
+    serve(listener, app, limits, shutdown).await;
+    tracing::info!("connections drained; flushing the disk writer");
     store.close().await;
-    served.map_err(|e| crate::error::Error::Storage(format!("server error: {e}")))?;
     tracing::info!("shut down cleanly");
     Ok(())
-}
-
-/// Bind a Unix socket at `path` with mode 0660 (owner and group may
-/// connect). A stale socket file left by a crashed server is replaced; a
-/// socket a live server answers on, or a file that is not a socket, is left
-/// alone and reported. The socket is bound under a temporary name, given
-/// its mode, then renamed into place, so it is never reachable with looser
-/// permissions.
-pub fn bind_unix(path: &Path) -> io::Result<tokio::net::UnixListener> {
-    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_socket() => {
-            if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                return Err(io::Error::new(
-                    io::ErrorKind::AddrInUse,
-                    format!("{} is in use by a running server", path.display()),
-                ));
-            }
-            tracing::info!(path = %path.display(), "replacing a stale socket file");
-        }
-        Ok(_) => {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                format!(
-                    "{} exists and is not a socket; not replacing it",
-                    path.display()
-                ),
-            ))
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    let mut staging = path.as_os_str().to_owned();
-    staging.push(format!(".{}.tmp", std::process::id()));
-    let staging = std::path::PathBuf::from(staging);
-    let _ = std::fs::remove_file(&staging);
-    let listener = tokio::net::UnixListener::bind(&staging)?;
-    std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o660))?;
-    std::fs::rename(&staging, path)?;
-    Ok(listener)
 }

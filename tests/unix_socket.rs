@@ -3,7 +3,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use infercache::{server::bind_unix, Config, ServeArgs};
+use infercache::{listen::bind_unix, Config, ServeArgs};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn request(path: &std::path::Path, raw: &str) -> String {

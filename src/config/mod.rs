@@ -70,6 +70,15 @@ pub struct ServeArgs {
     /// Largest inference request body [default: 64MiB]
     #[arg(long, env = "INFERCACHE_MAX_REQUEST_SIZE")]
     pub max_request_size: Option<ByteSize>,
+    /// Most client connections at once; more wait to be accepted [default: 1024]
+    #[arg(long, env = "INFERCACHE_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Time a client has to send a request's head, e.g. 10s [default: 10s]
+    #[arg(long, env = "INFERCACHE_HEADER_TIMEOUT")]
+    pub header_timeout: Option<humantime::Duration>,
+    /// Longest wait for the next piece of a request body, e.g. 30s [default: 30s]
+    #[arg(long, env = "INFERCACHE_BODY_TIMEOUT")]
+    pub body_timeout: Option<humantime::Duration>,
     /// Serve a model: NAME=PATH (repeatable; other settings at defaults).
     #[arg(long = "model", value_name = "NAME=PATH", value_parser = model::parse_model_flag)]
     pub models: Vec<ModelConfig>,
@@ -96,6 +105,11 @@ struct FileConfig {
     #[serde(default, with = "humantime_serde")]
     request_timeout: Option<Duration>,
     max_request_size: Option<ByteSize>,
+    max_connections: Option<usize>,
+    #[serde(default, with = "humantime_serde")]
+    header_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    body_timeout: Option<Duration>,
     #[serde(default)]
     model: Vec<ModelConfig>,
 }
@@ -134,6 +148,9 @@ pub struct Config {
     pub onnxruntime: Option<PathBuf>,
     pub request_timeout: Duration,
     pub max_request_size: u64,
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
     pub models: Vec<ModelConfig>,
 }
 
@@ -157,6 +174,9 @@ impl fmt::Debug for Config {
             .field("onnxruntime", &self.onnxruntime)
             .field("request_timeout", &self.request_timeout)
             .field("max_request_size", &ByteSize(self.max_request_size))
+            .field("max_connections", &self.max_connections)
+            .field("header_timeout", &self.header_timeout)
+            .field("body_timeout", &self.body_timeout)
             .field("models", &self.models)
             .finish()
     }
@@ -238,6 +258,20 @@ impl Config {
                 .or(file.request_timeout)
                 .unwrap_or(Duration::from_secs(30)),
             max_request_size: pick(args.max_request_size, file.max_request_size, "64MiB"),
+            max_connections: args
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(1024),
+            header_timeout: args
+                .header_timeout
+                .map(Into::into)
+                .or(file.header_timeout)
+                .unwrap_or(Duration::from_secs(10)),
+            body_timeout: args
+                .body_timeout
+                .map(Into::into)
+                .or(file.body_timeout)
+                .unwrap_or(Duration::from_secs(30)),
             models: file.model.into_iter().chain(args.models.clone()).collect(),
         };
         // The default value limit shrinks with a small disk tier; an
@@ -302,6 +336,15 @@ impl Config {
         }
         if self.request_timeout.is_zero() {
             return Err(invalid("request_timeout", "must be greater than 0"));
+        }
+        if self.max_connections == 0 {
+            return Err(invalid("max_connections", "must be at least 1"));
+        }
+        if self.header_timeout.is_zero() || self.body_timeout.is_zero() {
+            return Err(invalid(
+                "header_timeout/body_timeout",
+                "must be greater than 0",
+            ));
         }
         if self.max_request_size == 0 {
             return Err(invalid("max_request_size", "must be greater than 0"));

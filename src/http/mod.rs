@@ -128,6 +128,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(protected)
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            state.config.body_timeout,
+        ))
         .with_state(state)
 }
 
