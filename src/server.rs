@@ -11,7 +11,7 @@ use std::{future::Future, sync::Arc, time::Instant};
 use axum::serve::Listener;
 
 use crate::{
-    config::Config,
+    config::{Config, Live},
     error::Result,
     http::{router, AppState},
     infer::{budget::Budget, registry::Registry, Inference},
@@ -27,6 +27,18 @@ pub async fn run<L: Listener>(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    run_live(listener, crate::config::fixed(config), shutdown).await
+}
+
+/// [`run`] with a live configuration: every value sent on the channel's
+/// sender (e.g. by a SIGHUP reload, see [`Config::reloaded`]) takes effect
+/// for the next request, batch and write.
+pub async fn run_live<L: Listener>(
+    listener: L,
+    live: Live,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let config = live.borrow().clone();
     if let crate::config::Listen::Tcp(addr) = &config.listen {
         if !addr.ip().is_loopback() && config.auth_token.is_none() {
             tracing::warn!(
@@ -38,16 +50,17 @@ pub async fn run<L: Listener>(
     let store = Store::open(config.store_options()).await?;
     let model_metrics = ModelMetrics::default();
     let budget = Budget::new(config.vram_units, model_metrics.vram_units_in_use.clone());
-    let registry = Registry::load(&config, &store, &budget, &model_metrics).await?;
-    let inference = Inference::new(registry, Memo::new(store.clone()), config.request_timeout);
+    let registry = Registry::load(&config, &store, &budget, &model_metrics, &live).await?;
+    let inference = Inference::new(registry, Memo::new(store.clone()), live.clone());
     let metrics = Metrics::new(&store, &model_metrics);
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let shutdown = async move {
         shutdown.await;
         let _ = stop.send(true);
     };
+    tokio::spawn(follow_reloads(live.clone(), store.clone()));
     let state = Arc::new(AppState {
-        config,
+        live,
         store: store.clone(),
         inference,
         budget,
@@ -56,8 +69,8 @@ pub async fn run<L: Listener>(
         stopping,
     });
     let limits = Limits {
-        max_connections: state.config.max_connections,
-        header_timeout: state.config.header_timeout,
+        max_connections: config.max_connections,
+        header_timeout: config.header_timeout,
     };
     let app = router(state);
     serve(listener, app, limits, shutdown).await;
@@ -65,4 +78,13 @@ pub async fn run<L: Listener>(
     store.close().await;
     tracing::info!("shut down cleanly");
     Ok(())
+}
+
+/// Apply reloaded settings that live in components rather than being read
+/// per request.
+async fn follow_reloads(mut live: Live, store: Store) {
+    while live.changed().await.is_ok() {
+        let limit = live.borrow_and_update().max_value_size;
+        store.set_max_value_size(limit);
+    }
 }

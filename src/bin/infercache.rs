@@ -37,7 +37,7 @@ fn main() -> std::process::ExitCode {
         }
     };
     let runtime = tokio::runtime::Runtime::new().expect("cannot start the tokio runtime");
-    match runtime.block_on(serve(config)) {
+    match runtime.block_on(serve(config, args)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -46,8 +46,10 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn serve(config: Config) -> Result<(), String> {
+async fn serve(config: Config, args: ServeArgs) -> Result<(), String> {
     tracing::info!(?config, "starting");
+    let (reload, live) = tokio::sync::watch::channel(std::sync::Arc::new(config.clone()));
+    tokio::spawn(reload_on_sighup(reload, args));
     match config.listen.clone() {
         Listen::Tcp(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)
@@ -55,7 +57,7 @@ async fn serve(config: Config) -> Result<(), String> {
                 .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
             let local = listener.local_addr().map_err(|e| e.to_string())?;
             tracing::info!("listening on http://{local}");
-            infercache::run(listener, config, shutdown_signal())
+            infercache::server::run_live(listener, live, shutdown_signal())
                 .await
                 .map_err(|e| e.to_string())
         }
@@ -63,9 +65,39 @@ async fn serve(config: Config) -> Result<(), String> {
             let listener = infercache::listen::bind_unix(&path)
                 .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
             tracing::info!("listening on unix:{}", path.display());
-            let served = infercache::run(listener, config, shutdown_signal()).await;
+            let served = infercache::server::run_live(listener, live, shutdown_signal()).await;
             let _ = std::fs::remove_file(&path);
             served.map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// Re-read the configuration on every SIGHUP. An invalid file keeps the
+/// current configuration; settings that cannot change live are named.
+async fn reload_on_sighup(
+    reload: tokio::sync::watch::Sender<std::sync::Arc<Config>>,
+    args: ServeArgs,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::error!("cannot install the SIGHUP handler; live reload is off");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        let current = reload.borrow().clone();
+        match current.reloaded(&args) {
+            Ok((next, kept)) if kept.is_empty() => {
+                tracing::info!("configuration reloaded");
+                reload.send_replace(std::sync::Arc::new(next));
+            }
+            Ok((next, kept)) => {
+                tracing::warn!(
+                    "configuration reloaded; these cannot change while running and keep their values: {}",
+                    kept.join(", ")
+                );
+                reload.send_replace(std::sync::Arc::new(next));
+            }
+            Err(e) => tracing::error!("configuration reload failed, keeping the current one: {e}"),
         }
     }
 }

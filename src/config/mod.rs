@@ -182,6 +182,15 @@ impl fmt::Debug for Config {
     }
 }
 
+/// The live configuration: handlers and batchers read the latest value on
+/// each use, so a reload takes effect without dropping a request.
+pub type Live = tokio::sync::watch::Receiver<std::sync::Arc<Config>>;
+
+/// A fixed live configuration (no reloads), e.g. for tests and libraries.
+pub fn fixed(config: Config) -> Live {
+    tokio::sync::watch::channel(std::sync::Arc::new(config)).1
+}
+
 /// A configuration problem: which key, and what is wrong with it.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid config: {key}: {problem}")]
@@ -284,6 +293,78 @@ impl Config {
         };
         config.validate()?;
         Ok(config)
+    }
+
+    /// The settings of the model called `name`.
+    pub fn model(&self, name: &str) -> Option<&ModelConfig> {
+        self.models.iter().find(|m| m.name == name)
+    }
+
+    /// Re-read the configuration for a live reload (SIGHUP). Settings that
+    /// cannot change in a running server keep their current values and are
+    /// named in the returned list: listen, data_dir, the tier capacities,
+    /// the VRAM budget, the runtime library, connection settings, the set of
+    /// models and each model's file, tokenizer, threads, instances and
+    /// costs. Everything else (auth token, size limits, timeouts, TTLs,
+    /// batch sizes and deadlines, queue lengths) takes effect.
+    pub fn reloaded(&self, args: &ServeArgs) -> Result<(Config, Vec<String>), ConfigError> {
+        let mut next = Config::from_args(args)?;
+        let mut kept = Vec::new();
+        macro_rules! keep {
+            ($($field:ident),*) => {$(
+                if next.$field != self.$field {
+                    kept.push(stringify!($field).to_string());
+                    next.$field = self.$field.clone();
+                }
+            )*};
+        }
+        keep!(
+            listen,
+            data_dir,
+            memory_capacity,
+            disk_capacity,
+            vram_units,
+            onnxruntime,
+            max_connections,
+            header_timeout,
+            body_timeout,
+            write_queue,
+            write_batch,
+            write_delay,
+            sweep_interval
+        );
+        let mut models = Vec::with_capacity(self.models.len());
+        for old in &self.models {
+            let Some(new) = next.model(&old.name) else {
+                kept.push(format!("model `{}` (removed)", old.name));
+                models.push(old.clone());
+                continue;
+            };
+            let live = ModelConfig {
+                max_batch: new.max_batch,
+                max_delay_ms: new.max_delay_ms,
+                queue: new.queue,
+                ttl: new.ttl,
+                max_batch_tokens: new.max_batch_tokens,
+                max_inputs: new.max_inputs,
+                ..old.clone()
+            };
+            if live != *new {
+                kept.push(format!(
+                    "model `{}` (file, tokenizer, threads, instances, costs)",
+                    old.name
+                ));
+            }
+            models.push(live);
+        }
+        for new in &next.models {
+            if self.model(&new.name).is_none() {
+                kept.push(format!("model `{}` (added)", new.name));
+            }
+        }
+        next.models = models;
+        next.validate()?;
+        Ok((next, kept))
     }
 
     /// The part of the config the two-tier store needs.
@@ -528,6 +609,32 @@ mod tests {
             ..Default::default()
         });
         assert!(twice.unwrap_err().to_string().contains("twice"));
+    }
+
+    #[test]
+    fn reload_applies_live_settings_and_keeps_fixed_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("m.onnx"), b"x").unwrap();
+        let path = dir.path().join("c.toml");
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        };
+        let write = |text: &str| std::fs::write(&path, text).unwrap();
+        write(
+            "auth_token = \"a\"\ndata_dir = \"/d1\"\n[[model]]\nname = \"m\"\npath = \"m.onnx\"\n",
+        );
+        let old = Config::from_args(&args).unwrap();
+        write("auth_token = \"b\"\ndata_dir = \"/d2\"\nmax_value_size = \"1KiB\"\n[[model]]\nname = \"m\"\npath = \"m.onnx\"\nmax_batch = 4\nthreads = 3\n");
+        let (new, kept) = old.reloaded(&args).unwrap();
+        assert_eq!(new.auth_token.as_deref(), Some("b"));
+        assert_eq!(new.max_value_size, 1024);
+        assert_eq!(new.data_dir, PathBuf::from("/d1"));
+        assert_eq!((new.models[0].max_batch, new.models[0].threads), (4, 1));
+        assert!(kept.iter().any(|k| k == "data_dir"), "{kept:?}");
+        assert!(kept.iter().any(|k| k.contains("threads")), "{kept:?}");
+        write("max_value_size = \"nonsense\"");
+        assert!(old.reloaded(&args).is_err());
     }
 
     #[test]

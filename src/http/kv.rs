@@ -80,7 +80,7 @@ pub async fn put(
                 .map_err(|_| Error::BadRequest("Content-Type must be visible ASCII".into()))
         })
         .transpose()?;
-    let value = read_body(&headers, body, state.store.max_value_size()).await?;
+    let value = read_body(&headers, body, state.config().max_value_size).await?;
     let entry = Entry {
         value,
         content_type: content_type.map(Into::into),

@@ -30,7 +30,7 @@ use bytes::Bytes;
 use subtle::ConstantTimeEq;
 
 use crate::{
-    config::Config,
+    config::{Config, Live},
     error::{Error, Result},
     infer::{budget::Budget, Inference},
     memo::Policy,
@@ -40,7 +40,8 @@ use crate::{
 
 /// What every handler can reach.
 pub struct AppState {
-    pub config: Config,
+    /// The live configuration; read it with [`AppState::config`].
+    pub live: Live,
     pub store: Store,
     pub inference: Inference,
     pub budget: Budget,
@@ -48,6 +49,13 @@ pub struct AppState {
     pub started: Instant,
     /// Turns true when shutdown begins, ending long-lived streams.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+}
+
+impl AppState {
+    /// The configuration as of now (reloads swap it).
+    pub fn config(&self) -> Arc<Config> {
+        self.live.borrow().clone()
+    }
 }
 
 /// `X-Cache: hit | coalesced | miss` on every cached endpoint.
@@ -129,7 +137,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
-            state.config.body_timeout,
+            state.config().body_timeout,
         ))
         .with_state(state)
 }
@@ -141,7 +149,7 @@ async fn authenticate(
     request: Request,
     next: Next,
 ) -> Result<Response, Error> {
-    if let Some(token) = &state.config.auth_token {
+    if let Some(token) = &state.config().auth_token {
         let given = request
             .headers()
             .get(header::AUTHORIZATION)

@@ -96,7 +96,7 @@ pub async fn embeddings(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, OpenAiError> {
-    let body = read_body(&headers, body, state.config.max_request_size).await?;
+    let body = read_body(&headers, body, state.config().max_request_size).await?;
     let request: EmbeddingsRequest = serde_json::from_slice(&body)
         .map_err(|e| Error::BadRequest(format!("malformed embeddings request: {e}")))?;
     let base64 = match request.encoding_format.as_deref() {

@@ -24,6 +24,7 @@ pub async fn healthz() -> Json<Value> {
 
 pub async fn stats(State(state): State<Arc<AppState>>) -> Json<Value> {
     let store = &state.store;
+    let config = state.config();
     let (memory, disk) = store.usage();
     let m = store.metrics();
     Json(json!({
@@ -31,20 +32,20 @@ pub async fn stats(State(state): State<Arc<AppState>>) -> Json<Value> {
         "memory": {
             "entries": memory.entries,
             "bytes": memory.bytes,
-            "capacity": state.config.memory_capacity,
+            "capacity": config.memory_capacity,
             "hits": m.hits(Tier::Memory),
         },
         "disk": {
             "entries": disk.entries,
             "bytes": disk.bytes,
-            "capacity": state.config.disk_capacity,
+            "capacity": config.disk_capacity,
             "hits": m.hits(Tier::Disk),
         },
         "misses": m.misses(),
         "coalesced": m.coalesced_count(),
         "in_flight": m.in_flight(),
         "models": state.inference.registry.names(),
-        "vram_units": state.config.vram_units,
+        "vram_units": config.vram_units,
         "vram_units_peak": state.budget.peak(),
     }))
 }

@@ -27,30 +27,45 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::{backend::Backend, budget::Budget, tensor::Tensor};
 use crate::{
+    config::Live,
     error::{Error, Result},
     events::{Event, Events},
     metrics::ModelSeries,
 };
 
-/// How one model batches.
+/// What is fixed about how one model batches. The rest (`max_batch`,
+/// `max_delay_ms`, `queue`, `max_batch_tokens`) is read from the live
+/// configuration for every batch and every row, so a reload applies at once.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub model: String,
     pub batchable: bool,
-    pub max_batch: usize,
-    pub max_delay: Duration,
-    pub queue: usize,
+    /// Pad variable-length rows (text) instead of grouping them by shape.
+    pub padded: bool,
     pub vram_units: u32,
     pub instances: usize,
-    /// Pad variable-length rows instead of grouping them by shape.
-    pub padding: Option<Padding>,
 }
 
-/// Padding of variable-length rows (text models).
-#[derive(Debug, Clone, Copy)]
-pub struct Padding {
-    /// Most padded tokens (rows x longest row) in one batch.
-    pub max_batch_tokens: usize,
+/// Hard cap of a batcher channel; the live `queue` setting bounds it below.
+const CHANNEL_CAP: usize = 1 << 16;
+
+/// The live batching knobs of one model.
+struct Knobs {
+    max_batch: usize,
+    max_delay: Duration,
+    queue: usize,
+    max_batch_tokens: Option<usize>,
+}
+
+fn knobs(live: &Live, settings: &Settings) -> Option<Knobs> {
+    let config = live.borrow();
+    let m = config.model(&settings.model)?;
+    Some(Knobs {
+        max_batch: if settings.batchable { m.max_batch } else { 1 },
+        max_delay: m.max_delay(),
+        queue: m.queue,
+        max_batch_tokens: settings.padded.then_some(m.max_batch_tokens),
+    })
 }
 
 struct Job {
@@ -65,7 +80,8 @@ struct Job {
 pub struct Batcher {
     tx: mpsc::Sender<Job>,
     series: ModelSeries,
-    model: Arc<str>,
+    settings: Arc<Settings>,
+    live: Live,
 }
 
 impl Batcher {
@@ -75,27 +91,38 @@ impl Batcher {
         budget: Budget,
         series: ModelSeries,
         events: Events,
+        live: Live,
     ) -> Batcher {
-        let (tx, rx) = mpsc::channel(settings.queue);
-        let model: Arc<str> = settings.model.as_str().into();
+        let (tx, rx) = mpsc::channel(CHANNEL_CAP);
+        let settings = Arc::new(settings);
         tokio::spawn(
             Actor {
                 rx,
                 backend,
                 slots: Arc::new(Semaphore::new(settings.instances)),
-                settings,
+                settings: settings.clone(),
                 budget,
                 series: series.clone(),
                 events,
+                live: live.clone(),
             }
             .run(),
         );
-        Batcher { tx, series, model }
+        Batcher {
+            tx,
+            series,
+            settings,
+            live,
+        }
     }
 
     /// Queue one row (or whole request, for a fixed-batch model) and wait
     /// for its outputs. Refused at once when the queue is full.
     pub async fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
+        let queue = knobs(&self.live, &self.settings).map_or(0, |k| k.queue);
+        if self.series.queue_depth.get() >= queue as i64 {
+            return Err(Error::Overloaded("the model's queue"));
+        }
         let (reply, answer) = oneshot::channel();
         self.tx
             .try_send(Job { inputs, reply })
@@ -104,9 +131,12 @@ impl Batcher {
                 mpsc::error::TrySendError::Closed(_) => Error::ShuttingDown,
             })?;
         self.series.queue_depth.inc();
-        answer
-            .await
-            .map_err(|_| Error::Compute(format!("model `{}` dropped the request", self.model)))?
+        answer.await.map_err(|_| {
+            Error::Compute(format!(
+                "model `{}` dropped the request",
+                self.settings.model
+            ))
+        })?
     }
 }
 
@@ -114,20 +144,15 @@ struct Actor {
     rx: mpsc::Receiver<Job>,
     backend: Arc<Backend>,
     slots: Arc<Semaphore>,
-    settings: Settings,
+    settings: Arc<Settings>,
     budget: Budget,
     series: ModelSeries,
     events: Events,
+    live: Live,
 }
 
 impl Actor {
     async fn run(mut self) {
-        let max_batch = if self.settings.batchable {
-            self.settings.max_batch
-        } else {
-            1
-        };
-        let token_budget = self.settings.padding.map(|p| p.max_batch_tokens);
         let mut carry: Option<Job> = None;
         loop {
             let first = match carry.take() {
@@ -140,9 +165,13 @@ impl Actor {
                     None => break,
                 },
             };
+            let Some(knobs) = knobs(&self.live, &self.settings) else {
+                break;
+            };
+            let (max_batch, token_budget) = (knobs.max_batch, knobs.max_batch_tokens);
             let mut longest = row_len(&first);
             let mut jobs = vec![first];
-            let deadline = tokio::time::sleep(self.settings.max_delay);
+            let deadline = tokio::time::sleep(knobs.max_delay);
             tokio::pin!(deadline);
             while jobs.len() < max_batch {
                 tokio::select! {
@@ -168,9 +197,10 @@ impl Actor {
             if jobs.is_empty() {
                 continue;
             }
-            let groups = match self.settings.padding {
-                Some(_) => vec![jobs],
-                None => group_by_shape(jobs),
+            let groups = if self.settings.padded {
+                vec![jobs]
+            } else {
+                group_by_shape(jobs)
             };
             for group in groups {
                 self.start(group).await;
@@ -195,7 +225,7 @@ impl Actor {
         );
         let model = self.settings.model.clone();
         let batchable = self.settings.batchable;
-        let pad = self.settings.padding.is_some();
+        let pad = self.settings.padded;
         tokio::spawn(async move {
             let rows = jobs.len();
             let inputs: Vec<Vec<Tensor>> = jobs.iter().map(|j| j.inputs.clone()).collect();

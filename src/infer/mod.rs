@@ -21,7 +21,7 @@ pub mod registry;
 pub mod tensor;
 pub mod text;
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc};
 
 use bytes::BytesMut;
 
@@ -30,6 +30,7 @@ use self::{
     tensor::{decode_row, encode_row, Tensor},
 };
 use crate::{
+    config::{Live, ModelConfig},
     error::{Error, Result},
     key::{tensor_key, TensorRef},
     memo::{CacheStatus, Lookup, Memo, Policy},
@@ -58,27 +59,39 @@ pub struct Response {
 pub struct Inference {
     pub registry: Registry,
     memo: Memo,
-    timeout: Duration,
+    live: Live,
 }
 
 impl Inference {
-    pub fn new(registry: Registry, memo: Memo, timeout: Duration) -> Inference {
+    pub fn new(registry: Registry, memo: Memo, live: Live) -> Inference {
         Inference {
             registry,
             memo,
-            timeout,
+            live,
         }
+    }
+
+    /// The memo lookup for `model` under the live configuration, and the
+    /// model's live settings.
+    fn lookup(&self, model: &Model, policy: Policy) -> (Lookup, ModelConfig) {
+        let config = self.live.borrow().clone();
+        let settings = config
+            .model(model.name())
+            .cloned()
+            .unwrap_or_else(|| model.config.clone());
+        let lookup = Lookup {
+            policy,
+            timeout: Some(config.request_timeout),
+            ttl: settings.ttl,
+        };
+        (lookup, settings)
     }
 
     pub async fn infer(&self, model: &str, request: Request) -> Result<Response> {
         let model = self.registry.get(model)?;
         let inputs = model.check_inputs(request.inputs)?;
         let wanted = model.check_outputs(request.outputs.as_deref())?;
-        let lookup = Lookup {
-            policy: request.policy,
-            timeout: Some(self.timeout),
-            ttl: model.config.ttl,
-        };
+        let (lookup, settings) = self.lookup(&model, request.policy);
         let rows = if model.batchable {
             split_rows(&inputs)
         } else {
@@ -98,12 +111,12 @@ impl Inference {
                 })
             })
             .collect();
-        if distinct.len() > model.config.queue {
+        if distinct.len() > settings.queue {
             return Err(Error::BadRequest(format!(
                 "the request has {} distinct rows; model `{}` takes at most {} per request (its queue)",
                 distinct.len(),
                 model.name(),
-                model.config.queue
+                settings.queue
             )));
         }
         let lookups = distinct.iter().map(|(key, i)| {

@@ -14,12 +14,12 @@ use parking_lot::RwLock;
 
 use super::{
     backend::{self, Backend, BackendOptions, IoSpec},
-    batcher::{Batcher, Padding, Settings},
+    batcher::{Batcher, Settings},
     budget::Budget,
     text::TextModel,
 };
 use crate::{
-    config::{Config, ModelConfig},
+    config::{Config, Live, ModelConfig},
     error::{Error, Result},
     key::ModelDigest,
     metrics::ModelMetrics,
@@ -61,6 +61,7 @@ impl Registry {
         store: &Store,
         budget: &Budget,
         metrics: &ModelMetrics,
+        live: &Live,
     ) -> Result<Registry> {
         let mut registry = Registry {
             models: RwLock::default(),
@@ -81,7 +82,7 @@ impl Registry {
         let loads = config
             .models
             .iter()
-            .map(|m| load_one(m.clone(), store, budget, metrics));
+            .map(|m| load_one(m.clone(), store, budget, metrics, live));
         let models = futures::future::try_join_all(loads).await?;
         *registry.models.get_mut() = models
             .into_iter()
@@ -119,6 +120,7 @@ async fn load_one(
     store: &Store,
     budget: &Budget,
     metrics: &ModelMetrics,
+    live: &Live,
 ) -> Result<Arc<Model>> {
     let path = config.path.clone();
     let options = BackendOptions {
@@ -166,18 +168,14 @@ async fn load_one(
         Settings {
             model: config.name.clone(),
             batchable,
-            max_batch: config.max_batch,
-            max_delay: config.max_delay(),
-            queue: config.queue,
+            padded: text.is_some(),
             vram_units: config.vram_units,
             instances: config.instances,
-            padding: text.as_ref().map(|_| Padding {
-                max_batch_tokens: config.max_batch_tokens,
-            }),
         },
         budget.clone(),
         metrics.series(&config.name),
         store.events().clone(),
+        live.clone(),
     );
     Ok(Arc::new(Model {
         config,

@@ -26,7 +26,7 @@ use crate::{
     config::{ModelConfig, Pooling},
     error::{Error, Result},
     key::{text_key, TextParams},
-    memo::{CacheStatus, Lookup, Policy},
+    memo::{CacheStatus, Policy},
 };
 
 /// A loaded tokenizer plus how the model's outputs become one vector.
@@ -211,21 +211,17 @@ impl Inference {
         if texts.is_empty() {
             return Err(Error::BadRequest("input must not be empty".into()));
         }
-        if texts.len() > model.config.max_inputs {
+        let (lookup, settings) = self.lookup(&model, policy);
+        if texts.len() > settings.max_inputs {
             return Err(Error::BadRequest(format!(
                 "input has {} texts; at most {} per request",
                 texts.len(),
-                model.config.max_inputs
+                settings.max_inputs
             )));
         }
         if let Some(i) = texts.iter().position(String::is_empty) {
             return Err(Error::BadRequest(format!("input[{i}] is an empty string")));
         }
-        let lookup = Lookup {
-            policy,
-            timeout: Some(self.timeout),
-            ttl: model.config.ttl,
-        };
         let mut order: Vec<usize> = Vec::with_capacity(texts.len());
         let mut distinct: Vec<&str> = Vec::new();
         let mut seen: HashMap<&str, usize> = HashMap::new();

@@ -209,7 +209,8 @@ struct Inner {
     writer: Writer,
     fences: Arc<Fences>,
     clock: Clock,
-    max_value_size: u64,
+    /// Changes with live reloads.
+    max_value_size: AtomicU64,
     metrics: CacheMetrics,
     events: Events,
     /// Background tasks, taken by `close`.
@@ -253,7 +254,7 @@ impl Store {
                 writer,
                 fences,
                 clock,
-                max_value_size: options.max_value_size,
+                max_value_size: AtomicU64::new(options.max_value_size),
                 metrics: CacheMetrics::default(),
                 events,
                 tasks: Mutex::new(Some(Tasks {
@@ -365,7 +366,12 @@ impl Store {
     }
 
     pub fn max_value_size(&self) -> u64 {
-        self.inner.max_value_size
+        self.inner.max_value_size.load(Ordering::Relaxed)
+    }
+
+    /// Apply a reloaded `max_value_size`.
+    pub fn set_max_value_size(&self, limit: u64) {
+        self.inner.max_value_size.store(limit, Ordering::Relaxed);
     }
 
     /// Commit every queued write and stop the background tasks. The redb
@@ -383,10 +389,9 @@ impl Store {
     }
 
     fn check_size(&self, entry: &Entry) -> Result<()> {
-        if entry.value.len() as u64 > self.inner.max_value_size {
-            return Err(Error::TooLarge {
-                limit: self.inner.max_value_size,
-            });
+        let limit = self.max_value_size();
+        if entry.value.len() as u64 > limit {
+            return Err(Error::TooLarge { limit });
         }
         Ok(())
     }

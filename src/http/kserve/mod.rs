@@ -115,7 +115,7 @@ pub async fn infer(
                 })?,
         ),
     };
-    let limit = state.config.max_request_size;
+    let limit = state.config().max_request_size;
     let body = read_body(&headers, body, limit).await?;
     let request = wire::decode(&body, header_len, limit)?;
     let response = state
