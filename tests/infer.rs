@@ -525,3 +525,49 @@ async fn a_models_cache_can_be_dropped_alone() {
     assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_row_fails_alone_and_is_not_cached() {
+    let dir = temp_dir();
+    // `lookup` gathers from a 4-row table: index 9 makes the run fail.
+    let lookup = infercache::config::ModelConfig {
+        max_delay_ms: 200,
+        ..model("lookup", "lookup")
+    };
+    let server = start(dir.path(), vec![lookup]).await;
+    let idx = |i: i64| json!({"inputs": [{"name": "idx", "shape": [1], "datatype": "INT64", "data": [i]}]});
+    let (good, bad) = (idx(1), idx(9));
+    // Both rows land in one batch; only the bad one fails.
+    let (good_resp, bad_resp) = tokio::join!(
+        post(&server, "lookup", &good),
+        post(&server, "lookup", &bad)
+    );
+    assert_eq!(good_resp.status(), StatusCode::OK);
+    let y: Value = good_resp.json().await.unwrap();
+    assert_eq!(y["outputs"][0]["data"], json!([2.0, 3.0]));
+    assert_eq!(bad_resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let err: Value = bad_resp.json().await.unwrap();
+    assert!(
+        err["error"]
+            .as_str()
+            .unwrap()
+            .contains("computation failed"),
+        "{err}"
+    );
+    // The failure was not cached: the next request runs the model again.
+    let rows = "infercache_model_rows_total{model=\"lookup\"}";
+    let before = metric(&server.client, &server.base, rows).await;
+    assert_eq!(
+        post(&server, "lookup", &bad).await.status(),
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    assert_eq!(
+        metric(&server.client, &server.base, rows).await,
+        before + 1.0
+    );
+    assert_eq!(
+        post(&server, "lookup", &good).await.headers()["x-cache"],
+        "hit"
+    );
+    server.stop().await;
+}

@@ -231,16 +231,30 @@ impl Actor {
             let inputs: Vec<Vec<Tensor>> = jobs.iter().map(|j| j.inputs.clone()).collect();
             let started = std::time::Instant::now();
             let outcome = tokio::task::spawn_blocking(move || {
-                if batchable {
-                    let outputs = backend.run(&stack(&inputs, pad))?;
-                    unstack(outputs, rows)
-                } else {
-                    backend.run(&inputs[0]).map(|outputs| vec![outputs])
+                if !batchable {
+                    return vec![backend.run(&inputs[0])];
+                }
+                match backend
+                    .run(&stack(&inputs, pad))
+                    .and_then(|out| unstack(out, rows))
+                {
+                    Ok(per_row) => per_row.into_iter().map(Ok).collect(),
+                    // One bad row must not fail the rows batched with it:
+                    // run each alone, so only the culprit gets the error.
+                    Err(_) if rows > 1 => inputs
+                        .iter()
+                        .map(|row| {
+                            let out = backend.run(&stack(std::slice::from_ref(row), pad))?;
+                            Ok(unstack(out, 1)?.remove(0))
+                        })
+                        .collect(),
+                    Err(e) => vec![Err(e)],
                 }
             })
             .await
             .unwrap_or_else(|panic| {
-                Err(Error::Compute(format!("the model run panicked: {panic}")))
+                let e = Error::Compute(format!("the model run panicked: {panic}"));
+                vec![Err(e); rows]
             });
             drop((permit, slot));
             series.runs.inc();
@@ -252,19 +266,10 @@ impl Actor {
                 model,
                 batch_size: rows,
                 seconds,
-                ok: outcome.is_ok(),
+                ok: outcome.iter().all(Result::is_ok),
             });
-            match outcome {
-                Ok(per_row) => {
-                    for (job, outputs) in jobs.into_iter().zip(per_row) {
-                        let _ = job.reply.send(Ok(outputs));
-                    }
-                }
-                Err(e) => {
-                    for job in jobs {
-                        let _ = job.reply.send(Err(e.clone()));
-                    }
-                }
+            for (job, outputs) in jobs.into_iter().zip(outcome) {
+                let _ = job.reply.send(outputs);
             }
         });
     }
