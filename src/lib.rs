@@ -28,6 +28,7 @@ pub mod memo;
 pub mod metrics;
 pub mod server;
 pub mod store;
+pub mod warm;
 
 pub use config::{Config, ServeArgs};
 pub use error::{Error, Result};

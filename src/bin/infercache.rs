@@ -16,8 +16,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the HTTP API (KV cache, metrics) until SIGTERM or Ctrl-C.
+    /// Serve the HTTP API until SIGTERM or Ctrl-C; SIGHUP reloads the config.
     Serve(ServeArgs),
+    /// Replay a JSONL file of requests against a running server to fill
+    /// its cache. Lines: {"kv": {"key", "value", "content_type"?, "ttl"?}},
+    /// {"infer": {"model", "request"}}, {"embeddings": {...}}.
+    Warm(infercache::warm::WarmArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -28,7 +32,10 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let Command::Serve(args) = Cli::parse().command;
+    let args = match Cli::parse().command {
+        Command::Serve(args) => args,
+        Command::Warm(args) => return warm(args),
+    };
     let config = match Config::from_args(&args) {
         Ok(config) => config,
         Err(e) => {
@@ -98,6 +105,24 @@ async fn reload_on_sighup(
                 reload.send_replace(std::sync::Arc::new(next));
             }
             Err(e) => tracing::error!("configuration reload failed, keeping the current one: {e}"),
+        }
+    }
+}
+
+fn warm(args: infercache::warm::WarmArgs) -> std::process::ExitCode {
+    let runtime = tokio::runtime::Runtime::new().expect("cannot start the tokio runtime");
+    match runtime.block_on(infercache::warm::run(args)) {
+        Ok(summary) => {
+            println!("{summary}");
+            if summary.failed == 0 {
+                std::process::ExitCode::SUCCESS
+            } else {
+                std::process::ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::from(2)
         }
     }
 }
