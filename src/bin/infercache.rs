@@ -17,7 +17,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the HTTP API until SIGTERM or Ctrl-C; SIGHUP reloads the config.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Replay a JSONL file of requests against a running server to fill
     /// its cache. Lines: {"kv": {"key", "value", "content_type"?, "ttl"?}},
     /// {"infer": {"model", "request"}}, {"embeddings": {...}}.
@@ -33,7 +33,7 @@ fn main() -> std::process::ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = match Cli::parse().command {
-        Command::Serve(args) => args,
+        Command::Serve(args) => *args,
         Command::Warm(args) => return warm(args),
     };
     let config = match Config::from_args(&args) {
