@@ -44,6 +44,15 @@ use tokio::{
 // Harness: one runtime and one server per test, proptest driving cases.
 // ---------------------------------------------------------------------------
 
+// Cases per property: the whole file takes well under a minute in a debug
+// build on two cores (the KServe and KV ones are cheap; embeddings run the
+// real model; config cases never touch the network).
+const INFER_CASES: u32 = 512;
+const JUNK_CASES: u32 = 256;
+const EMBED_CASES: u32 = 160;
+const KV_CASES: u32 = 384;
+const CONFIG_CASES: u32 = 512;
+
 /// Longest any single request may take before the test calls it a hang.
 const HANG: Duration = Duration::from_secs(30);
 /// Longest a refusal of an absurd declared size may take.
@@ -1014,7 +1023,10 @@ fn infer_oracle(case: &InferCase, r: &Rendered) -> Option<u64> {
     let [rows, 16] = input.shape[..] else {
         return None;
     };
-    let rows = u64::try_from(rows).ok().filter(|n| *n >= 1)?;
+    // Past max_request_size nothing is valid (and the products overflow).
+    let rows = u64::try_from(rows)
+        .ok()
+        .filter(|n| (1..=MAX_REQUEST / 64).contains(n))?;
     let data = match &r.data_texts[0] {
         None => None,
         Some(t) => match serde_json::from_str::<Value>(t).ok()? {
@@ -1170,14 +1182,19 @@ fn kserve_infer_survives_hostile_bodies() {
 
     // Structurally plausible requests, judged by the oracle.
     let (valid, invalid) = (Cell::new(0u32), Cell::new(0u32));
-    h.run(192, infer_case(), |case| {
+    h.run(INFER_CASES, infer_case(), |case| {
         let ok = h.rt.block_on(infer_one(&h.addr, &case))?;
         let counter = if ok { &valid } else { &invalid };
         counter.set(counter.get() + 1);
         Ok(())
     });
+    eprintln!(
+        "kserve: {} valid, {} invalid structured cases",
+        valid.get(),
+        invalid.get()
+    );
     assert!(
-        valid.get() >= 19 && invalid.get() >= 19,
+        valid.get() >= INFER_CASES / 10 && invalid.get() >= INFER_CASES / 10,
         "the generator must exercise both sides: {} valid, {} invalid",
         valid.get(),
         invalid.get()
@@ -1207,33 +1224,43 @@ fn kserve_infer_survives_hostile_bodies() {
         1 => vec(prop_oneof![0x21u8..=0x7e, 0x80u8..=0xff], 0..10).prop_map(Some),
     ];
     let (ok, refused) = (Cell::new(0u32), Cell::new(0u32));
-    h.run(128, (junk, route, header), |(body, route, header)| {
-        h.rt.block_on(async {
-            let mut headers: Vec<(&str, &[u8])> = Vec::new();
-            if let Some(v) = &header {
-                headers.push(("inference-header-content-length", v));
-            }
-            let reply = http(&h.addr, "POST", &route, &headers, &body, Framing::Length).await;
-            let context = format!(
-                "{route} header {:?} body {}",
-                header
-                    .as_ref()
-                    .map(|h| String::from_utf8_lossy(h).to_string()),
-                String::from_utf8_lossy(&body)
-                    .chars()
-                    .take(600)
-                    .collect::<String>()
-            );
-            if reply.status == 200 {
-                ok.set(ok.get() + 1);
-                prop_assert!(reply.header("x-cache").is_some(), "{}", context);
-            } else {
-                refused.set(refused.get() + 1);
-                kserve_error(&reply, &[400, 404]).map_err(|e| fail(format!("{e}\n{context}")))?;
-            }
-            Ok(())
-        })
-    });
+    h.run(
+        JUNK_CASES,
+        (junk, route, header),
+        |(body, route, header)| {
+            h.rt.block_on(async {
+                let mut headers: Vec<(&str, &[u8])> = Vec::new();
+                if let Some(v) = &header {
+                    headers.push(("inference-header-content-length", v));
+                }
+                let reply = http(&h.addr, "POST", &route, &headers, &body, Framing::Length).await;
+                let context = format!(
+                    "{route} header {:?} body {}",
+                    header
+                        .as_ref()
+                        .map(|h| String::from_utf8_lossy(h).to_string()),
+                    String::from_utf8_lossy(&body)
+                        .chars()
+                        .take(600)
+                        .collect::<String>()
+                );
+                if reply.status == 200 {
+                    ok.set(ok.get() + 1);
+                    prop_assert!(reply.header("x-cache").is_some(), "{}", context);
+                } else {
+                    refused.set(refused.get() + 1);
+                    kserve_error(&reply, &[400, 404])
+                        .map_err(|e| fail(format!("{e}\n{context}")))?;
+                }
+                Ok(())
+            })
+        },
+    );
+    eprintln!(
+        "kserve junk: {} answered 200, {} refused",
+        ok.get(),
+        refused.get()
+    );
     assert!(refused.get() > 0);
 
     // Declared sizes far beyond what is sent, and bodies over the limit.
@@ -1292,9 +1319,28 @@ fn kserve_infer_survives_hostile_bodies() {
         let deep = format!("{}{}", "[".repeat(500_000), "]".repeat(500_000));
         let r = post(deep.into_bytes(), None, Framing::Length).await;
         quick(&r, 400, "a body nested 500000 deep");
+        let valid = r#"{"inputs":[{"name":"x","shape":[1,16],"datatype":"FP32","data":[0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0]}]}"#;
+        let utf16: Vec<u8> = valid.encode_utf16().flat_map(u16::to_le_bytes).collect();
+        for (what, body) in [
+            ("duplicate `inputs`", format!("{{\"inputs\":[],{}", &valid[1..]).into_bytes()),
+            ("trailing garbage", format!("{valid}xyz").into_bytes()),
+            ("trailing NUL", format!("{valid}\0").into_bytes()),
+            ("two documents", format!("{valid}{valid}").into_bytes()),
+            ("UTF-16", utf16),
+            ("NUL in the name", valid.replace("\"x\"", "\"x\\u0000\"").into_bytes()),
+        ] {
+            let r = post(body, None, Framing::Length).await;
+            quick(&r, 400, what);
+        }
+        let r = post(valid.as_bytes().to_vec(), None, Framing::Length).await;
+        assert_eq!(r.status, 200, "the valid one: {}", r.text());
         healthy(&h.addr).await.unwrap();
     });
     if let (Some(before), Some(after)) = (rss_before, peak_rss()) {
+        eprintln!(
+            "kserve: peak RSS grew by {} MiB",
+            after.saturating_sub(before) >> 20
+        );
         assert!(
             after.saturating_sub(before) < 512 << 20,
             "peak RSS grew by {} MiB: something allocated from a declared size",
@@ -1654,7 +1700,7 @@ fn embeddings_survive_hostile_bodies() {
         a.max_request_size = Some(ByteSize::mib(2));
     });
     let (valid, invalid) = (Cell::new(0u32), Cell::new(0u32));
-    h.run(96, embed_case(), |case| {
+    h.run(EMBED_CASES, embed_case(), |case| {
         h.rt.block_on(async {
             let body = render_embed(&case);
             let want = embed_oracle(&case);
@@ -1694,8 +1740,13 @@ fn embeddings_survive_hostile_bodies() {
             Ok(())
         })
     });
+    eprintln!(
+        "embeddings: {} valid, {} invalid cases",
+        valid.get(),
+        invalid.get()
+    );
     assert!(
-        valid.get() >= 10 && invalid.get() >= 10,
+        valid.get() >= EMBED_CASES / 10 && invalid.get() >= EMBED_CASES / 10,
         "the generator must exercise both sides: {} valid, {} invalid",
         valid.get(),
         invalid.get()
@@ -1971,7 +2022,7 @@ async fn kv_one(addr: &str, case: &KvCase) -> Result<Option<bool>, TestCaseError
 fn kv_keys_and_queries_survive_hostile_input() {
     let h = Harness::start(|a| a.max_value_size = Some(ByteSize::kib(64)));
     let (stored, refused) = (Cell::new(0u32), Cell::new(0u32));
-    h.run(160, kv_case(), |case| {
+    h.run(KV_CASES, kv_case(), |case| {
         let stored_it = h.rt.block_on(kv_one(&h.addr, &case))?;
         let counter = if stored_it == Some(true) {
             &stored
@@ -1981,8 +2032,13 @@ fn kv_keys_and_queries_survive_hostile_input() {
         counter.set(counter.get() + 1);
         Ok(())
     });
+    eprintln!(
+        "kv: {} stored, {} refused cases",
+        stored.get(),
+        refused.get()
+    );
     assert!(
-        stored.get() >= 16 && refused.get() >= 16,
+        stored.get() >= KV_CASES / 10 && refused.get() >= KV_CASES / 10,
         "the generator must exercise both sides: {} stored, {} refused",
         stored.get(),
         refused.get()
@@ -2036,9 +2092,8 @@ const TOP_KEYS: &[&str] = &[
     "max_request_size",
 ];
 
+/// `[[model]]` keys besides `name` and `path` (always written first).
 const MODEL_KEYS: &[&str] = &[
-    "name",
-    "path",
     "vram_units",
     "max_batch",
     "max_delay_ms",
@@ -2123,9 +2178,76 @@ fn toml_line(keys: &'static [&'static str]) -> impl Strategy<Value = String> {
     (toml_key(keys), toml_value()).prop_map(|(k, v)| format!("{k} = {v}"))
 }
 
+/// A value that suits `key` (so that whole files are often valid).
+fn fitting_value(key: &str) -> BoxedStrategy<String> {
+    let size = || {
+        (1u32..1024, select(vec!["KiB", "MiB", "B", "KB"]))
+            .prop_map(|(n, u)| format!("\"{n}{u}\""))
+            .boxed()
+    };
+    let duration = || {
+        (1u32..1000, select(vec!["ms", "s", "m", "h"]))
+            .prop_map(|(n, u)| format!("\"{n}{u}\""))
+            .boxed()
+    };
+    let count = |max: u32| (1..=max).prop_map(|n| n.to_string()).boxed();
+    match key {
+        "listen" => select(vec![
+            "\"127.0.0.1:0\"",
+            "\"unix:/tmp/x.sock\"",
+            "\"[::1]:7600\"",
+        ])
+        .prop_map(String::from)
+        .boxed(),
+        "data_dir" | "onnxruntime" => hostile_string(12).prop_map(|s| toml_str(&s)).boxed(),
+        "auth_token" => "[!-~]{1,24}".prop_map(|s| toml_str(&s)).boxed(),
+        "memory_capacity" | "disk_capacity" | "max_value_size" | "max_request_size" => size(),
+        "write_delay" | "sweep_interval" | "request_timeout" | "ttl" => duration(),
+        "vram_units" => count(64),
+        "write_queue" | "write_batch" | "queue" | "max_inputs" => count(10_000),
+        "max_batch" | "threads" | "instances" => count(8),
+        "max_delay_ms" => (0u32..100).prop_map(|n| n.to_string()).boxed(),
+        "max_tokens" => count(512),
+        "max_batch_tokens" => (512u32..20_000).prop_map(|n| n.to_string()).boxed(),
+        "tokenizer" => Just("\"tok.json\"".to_string()).boxed(),
+        "pooling" => select(vec!["\"mean\"", "\"cls\""])
+            .prop_map(String::from)
+            .boxed(),
+        "normalize" => any::<bool>().prop_map(|b| b.to_string()).boxed(),
+        _ => toml_value().boxed(),
+    }
+}
+
+/// Lines for distinct keys among `keys` (duplicates are a TOML error that
+/// would hide everything else), each value fitting or hostile, plus now
+/// and then a line for an unknown or mangled key.
+fn key_lines(keys: &'static [&'static str], most: usize) -> impl Strategy<Value = Vec<String>> {
+    (
+        proptest::sample::subsequence(keys.to_vec(), 0..=most),
+        vec(toml_line(keys), 0..=1),
+        prop::bool::weighted(0.15),
+    )
+        .prop_flat_map(|(chosen, extra, hostile_extra)| {
+            let lines: Vec<BoxedStrategy<String>> = chosen
+                .into_iter()
+                .map(|key| {
+                    prop_oneof![5 => fitting_value(key), 1 => toml_value()]
+                        .prop_map(move |v| format!("{key} = {v}"))
+                        .boxed()
+                })
+                .collect();
+            lines.prop_map(move |mut lines| {
+                if hostile_extra {
+                    lines.extend(extra.iter().cloned());
+                }
+                lines
+            })
+        })
+}
+
 fn model_block() -> impl Strategy<Value = String> {
     let name = prop_oneof![
-        6 => Just("name = \"mlp\"".to_string()),
+        6 => select(vec!["mlp", "mlp2", "a.b-c_d"]).prop_map(|n| format!("name = \"{n}\"")),
         1 => prop_oneof![
             select(vec!["", "a b", "x\ny", "x\r", "../x", "é", "m/l"]).prop_map(String::from),
             Just("a".repeat(129)),
@@ -2141,8 +2263,11 @@ fn model_block() -> impl Strategy<Value = String> {
     (
         name,
         path,
-        vec(toml_line(MODEL_KEYS), 0..5),
-        select(vec!["[[model]]", "[model]", "[[model]]\n[[model]]"]),
+        key_lines(MODEL_KEYS, 4),
+        prop_oneof![
+            8 => Just("[[model]]"),
+            1 => select(vec!["[model]", "[[model]]\n[[model]]", "[[models]]"]),
+        ],
     )
         .prop_map(|(name, path, mut lines, header)| {
             lines.insert(0, path);
@@ -2152,11 +2277,21 @@ fn model_block() -> impl Strategy<Value = String> {
 }
 
 fn structured_config() -> impl Strategy<Value = String> {
-    (vec(toml_line(TOP_KEYS), 0..8), vec(model_block(), 0..3))
+    (key_lines(TOP_KEYS, 6), vec(model_block(), 0..3))
         .prop_map(|(lines, models)| format!("{}\n{}", lines.join("\n"), models.concat()))
 }
 
-fn config_text() -> impl Strategy<Value = Vec<u8>> {
+/// A config file's bytes, shown as (lossy) text.
+#[derive(Clone)]
+struct File(Vec<u8>);
+
+impl std::fmt::Debug for File {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", String::from_utf8_lossy(&self.0))
+    }
+}
+
+fn config_text() -> impl Strategy<Value = File> {
     let structured = structured_config();
     let mutated = (
         structured_config(),
@@ -2180,6 +2315,7 @@ fn config_text() -> impl Strategy<Value = Vec<u8>> {
         2 => hostile_string(120).prop_map(String::into_bytes),
         1 => vec(any::<u8>(), 0..200),
     ]
+    .prop_map(File)
 }
 
 #[test]
@@ -2189,8 +2325,8 @@ fn config_loader_survives_hostile_files() {
     std::fs::write(dir.path().join("tok.json"), b"{}").unwrap();
     let path = dir.path().join("infercache.toml");
     let (ok, err) = (Cell::new(0u32), Cell::new(0u32));
-    let mut runner = runner(384);
-    let result = runner.run(&config_text(), |text| {
+    let mut runner = runner(CONFIG_CASES);
+    let result = runner.run(&config_text(), |File(text)| {
         std::fs::write(&path, &text).unwrap();
         let args = ServeArgs {
             config: Some(path.clone()),
@@ -2209,7 +2345,7 @@ fn config_loader_survives_hostile_files() {
                 err.set(err.get() + 1);
                 let line = e.to_string();
                 prop_assert!(
-                    !line.contains(['\n', '\r']),
+                    !line.contains(LINE_BREAKS),
                     "the error is not one line: {:?}\nfile {:?}",
                     line,
                     shown
@@ -2223,13 +2359,54 @@ fn config_loader_survives_hostile_files() {
     if let Err(e) = result {
         panic!("{e}");
     }
+    eprintln!("config: {} Ok, {} Err cases", ok.get(), err.get());
     assert!(
-        ok.get() >= 10 && err.get() >= 10,
+        ok.get() >= CONFIG_CASES / 20 && err.get() >= CONFIG_CASES / 10,
         "the generator must exercise both sides: {} Ok, {} Err",
         ok.get(),
         err.get()
     );
 }
+
+/// Values that once made the loader's one-line error span several lines
+/// (found by the property above): user text echoed raw into the message.
+#[test]
+fn config_errors_stay_one_line_for_known_hostile_values() {
+    let dir = temp_dir();
+    std::fs::write(dir.path().join("m.onnx"), b"not really onnx").unwrap();
+    let path = dir.path().join("infercache.toml");
+    let mut multi_line = Vec::new();
+    for text in [
+        "\"\\n\" = \"0\"\n",                              // toml's message quotes the key
+        "\"\u{85}\" = 1",                                 // ditto, NEL
+        "0\r\u{a1}= 1",                                   // the key taken from the line
+        "\u{a1}\u{b}0= 1",                                // ditto, vertical tab
+        "listen = \"a\\nb\"",                             // parse_listen echoes the value
+        "[[model]]\nname = \"a\\nb\"\npath = \"m.onnx\"", // model name
+        "[[model]]\nname = \"m\"\npath = \"a\\nb.onnx\"", // model path
+        "[[model]]\nname = \"m\"\npath = \"m.onnx\"\ntokenizer = \"t\\rx\"", // tokenizer
+    ] {
+        std::fs::write(&path, text).unwrap();
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        };
+        let e = Config::from_args(&args).expect_err(text).to_string();
+        if e.contains(LINE_BREAKS) {
+            multi_line.push(format!("{text:?}\n    => {e:?}"));
+        }
+    }
+    assert!(
+        multi_line.is_empty(),
+        "config errors that are not one line:\n{}",
+        multi_line.join("\n")
+    );
+}
+
+/// What ends a line somewhere: a terminal, a log collector, a text editor.
+const LINE_BREAKS: [char; 7] = [
+    '\n', '\r', '\u{b}', '\u{c}', '\u{85}', '\u{2028}', '\u{2029}',
+];
 
 /// What `Ok` promises: every documented bound holds.
 fn check_valid_config(c: &Config, dir: &Path) -> Result<(), TestCaseError> {

@@ -201,9 +201,24 @@ pub struct ConfigError {
 
 fn invalid(key: &str, problem: impl Into<String>) -> ConfigError {
     ConfigError {
-        key: key.to_string(),
-        problem: problem.into(),
+        key: one_line(key),
+        problem: one_line(&problem.into()),
     }
+}
+
+/// Escape line breaks and other control characters that user text (keys,
+/// paths, values) may carry, so an error stays one line and cannot drive
+/// the terminal.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 impl Default for Config {
