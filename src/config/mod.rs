@@ -393,6 +393,7 @@ impl Config {
             write_batch: self.write_batch,
             write_delay: self.write_delay,
             sweep_interval: self.sweep_interval,
+            disk_full: None,
         }
     }
 

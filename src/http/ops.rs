@@ -5,9 +5,10 @@ use std::sync::Arc;
 use axum::{
     extract::{rejection::PathRejection, Path, State},
     http::header,
+    http::StatusCode,
     response::{
         sse::{Event as SseEvent, KeepAlive, Sse},
-        IntoResponse, Json,
+        IntoResponse, Json, Response,
     },
 };
 use serde_json::{json, Value};
@@ -18,8 +19,16 @@ use crate::{
     store::Tier,
 };
 
-pub async fn healthz() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+/// `GET /healthz`: 200 when healthy; 503 while disk writes fail.
+pub async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+    if state.store.disk_healthy() {
+        return Json(json!({ "status": "ok" })).into_response();
+    }
+    let body = json!({
+        "status": "degraded",
+        "error": "disk writes are failing (reads still work); restart to reopen the database",
+    });
+    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
 }
 
 pub async fn stats(State(state): State<Arc<AppState>>) -> Json<Value> {

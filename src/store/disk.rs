@@ -26,7 +26,10 @@ use redb::{
     Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table, TableDefinition,
 };
 
-use super::{Clock, Entry, Key};
+use super::{
+    fault::{DiskFull, Switchable},
+    Clock, Entry, Key,
+};
 use crate::error::{Error, Result};
 
 const ENTRIES: TableDefinition<(u32, &[u8]), &[u8]> = TableDefinition::new("entries");
@@ -100,13 +103,40 @@ fn charge(key: &[u8], record_len: usize) -> u64 {
 impl DiskTier {
     /// Open (or create) the tier in `dir`. Reads only the totals.
     pub fn open(dir: &std::path::Path, capacity: u64, clock: Clock) -> Result<DiskTier> {
+        Self::open_with(dir, capacity, clock, None)
+    }
+
+    /// [`DiskTier::open`], optionally behind a [`DiskFull`] switch.
+    pub fn open_with(
+        dir: &std::path::Path,
+        capacity: u64,
+        clock: Clock,
+        fault: Option<DiskFull>,
+    ) -> Result<DiskTier> {
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::Storage(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join("infercache.redb");
-        let db = Database::builder()
-            .set_cache_size(PAGE_CACHE)
-            .create(&path)
-            .map_err(|e| Error::Storage(format!("cannot open {}: {e}", path.display())))?;
+        let cannot = |e: &dyn std::fmt::Display| {
+            Error::Storage(format!("cannot open {}: {e}", path.display()))
+        };
+        let mut builder = Database::builder();
+        builder.set_cache_size(PAGE_CACHE);
+        let db = match fault {
+            None => builder.create(&path).map_err(|e| cannot(&e))?,
+            Some(full) => {
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&path)
+                    .map_err(|e| cannot(&e))?;
+                let backend = Switchable::new(file, full).map_err(|e| cannot(&e))?;
+                builder
+                    .create_with_backend(backend)
+                    .map_err(|e| cannot(&e))?
+            }
+        };
         let txn = db.begin_write().map_err(Error::storage)?;
         let totals = {
             txn.open_table(ENTRIES).map_err(Error::storage)?;

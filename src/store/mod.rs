@@ -11,6 +11,7 @@
 //! promotion that sees its stripe move undoes itself.
 
 pub mod disk;
+pub mod fault;
 pub mod memory;
 pub mod writer;
 
@@ -177,6 +178,9 @@ pub struct StoreOptions {
     pub write_batch: usize,
     pub write_delay: Duration,
     pub sweep_interval: Duration,
+    /// Fault injection: while the switch is on, disk writes fail as on a
+    /// full disk. `None` in production.
+    pub disk_full: Option<fault::DiskFull>,
 }
 
 impl Default for StoreOptions {
@@ -213,6 +217,7 @@ struct Inner {
     max_value_size: AtomicU64,
     metrics: CacheMetrics,
     events: Events,
+    healthy: Arc<std::sync::atomic::AtomicBool>,
     /// Background tasks, taken by `close`.
     tasks: Mutex<Option<Tasks>>,
 }
@@ -224,8 +229,9 @@ impl Store {
         let clock = Clock::new();
         let dir = options.dir.clone();
         let disk_clock = clock.clone();
+        let fault = options.disk_full.clone();
         let disk = tokio::task::spawn_blocking(move || {
-            DiskTier::open(&dir, options.disk_capacity, disk_clock)
+            DiskTier::open_with(&dir, options.disk_capacity, disk_clock, fault)
         })
         .await
         .map_err(|e| Error::Storage(format!("opening the disk tier panicked: {e}")))??;
@@ -233,8 +239,10 @@ impl Store {
         let events = Events::default();
         let memory = MemoryTier::new(options.memory_capacity, clock.clone(), events.clone());
         let fences = Arc::new(Fences::new());
+        let healthy = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let (writer, writer_task) = Writer::spawn(
             Targets {
+                healthy: healthy.clone(),
                 disk: disk.clone(),
                 memory: memory.clone(),
                 fences: fences.clone(),
@@ -257,6 +265,7 @@ impl Store {
                 max_value_size: AtomicU64::new(options.max_value_size),
                 metrics: CacheMetrics::default(),
                 events,
+                healthy,
                 tasks: Mutex::new(Some(Tasks {
                     writer: writer_task,
                     sweeper,
@@ -353,6 +362,13 @@ impl Store {
     /// Hit and miss counters.
     pub fn metrics(&self) -> &CacheMetrics {
         &self.inner.metrics
+    }
+
+    /// False while disk commits fail (e.g. a full disk). redb then refuses
+    /// every write until the database is reopened, so `/healthz` reports it
+    /// and an orchestrator can restart the process; reads keep working.
+    pub fn disk_healthy(&self) -> bool {
+        self.inner.healthy.load(Ordering::SeqCst)
     }
 
     /// The cache event stream (also fed by the model batchers).

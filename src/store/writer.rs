@@ -53,6 +53,8 @@ pub struct Targets {
     pub memory: MemoryTier,
     pub fences: Arc<Fences>,
     pub events: Events,
+    /// Whether the last commit succeeded (see `Store::disk_healthy`).
+    pub healthy: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Writer {
@@ -130,6 +132,9 @@ async fn commit(batch: Vec<(Op, Reply)>, targets: Arc<Targets>) -> Vec<(Op, Repl
     let joined = tokio::task::spawn_blocking(move || {
         let ops: Vec<&Op> = batch.iter().map(|(op, _)| op).collect();
         let result = targets.disk.apply(&ops);
+        targets
+            .healthy
+            .store(result.is_ok(), std::sync::atomic::Ordering::SeqCst);
         if let Ok(applied) = &result {
             for ((op, _), count) in batch.iter().zip(&applied.counts) {
                 mirror_in_memory(&targets, op);
