@@ -24,7 +24,11 @@ async fn main() {
         .find_map(|a| a.parse().ok())
         .unwrap_or(1_000_000);
     // `cargo test --all-targets` runs benches once as tests: keep that quick.
-    let n = if std::env::args().any(|a| a == "--bench") { n } else { 1_000 };
+    let n = if std::env::args().any(|a| a == "--bench") {
+        n
+    } else {
+        1_000
+    };
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(options(dir.path())).await.unwrap();
     let fill = Instant::now();
@@ -35,9 +39,14 @@ async fn main() {
             let store = store.clone();
             async move {
                 loop {
-                    match store.put(Key::new(0, i.to_le_bytes()), Entry::new(vec![7u8; 100])).await {
+                    match store
+                        .put(Key::new(0, i.to_le_bytes()), Entry::new(vec![7u8; 100]))
+                        .await
+                    {
                         Ok(()) => break,
-                        Err(infercache::Error::Overloaded(_)) => tokio::time::sleep(Duration::from_millis(1)).await,
+                        Err(infercache::Error::Overloaded(_)) => {
+                            tokio::time::sleep(Duration::from_millis(1)).await
+                        }
                         Err(e) => panic!("{e}"),
                     }
                 }
@@ -51,14 +60,19 @@ async fn main() {
     store.close().await;
     drop(store);
     let filled = fill.elapsed();
-    let size = std::fs::metadata(dir.path().join("infercache.redb")).unwrap().len();
+    let size = std::fs::metadata(dir.path().join("infercache.redb"))
+        .unwrap()
+        .len();
 
     let open = Instant::now();
     let store = Store::open(options(dir.path())).await.unwrap();
     let opened = open.elapsed();
     let (_, disk) = store.usage();
     let first = Instant::now();
-    let hit = store.get(&Key::new(0, (n / 2).to_le_bytes())).await.unwrap();
+    let hit = store
+        .get(&Key::new(0, (n / 2).to_le_bytes()))
+        .await
+        .unwrap();
     let first_hit = first.elapsed();
     assert!(hit.is_some());
     assert_eq!(disk.entries, n);
