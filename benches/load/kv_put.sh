@@ -13,13 +13,16 @@
 #
 # Each infercache configuration in CONFIGS gets a fresh server and data dir
 # per run. Runs alternate order (Redis first in odd rounds, last in even
-# rounds). Prints ops/s, p50/p99 and the ratio infercache / Redis per
-# configuration.
+# rounds). Prints ops/s, p50/p99, the server's CPU time per write, and
+# the ratio infercache / Redis per configuration.
 #
 # Target: ratio >= 1.0 for the default configuration.
 #
-# Every measurement waits for concurrent builds to finish and is repeated
-# if one started meanwhile (see `guarded` in lib.sh).
+# Every measurement waits for a quiet machine and is repeated if foreign
+# load appeared meanwhile (see `guarded` in lib.sh). Each line also shows
+# "dsync": the latency of one O_DSYNC 4 KiB write measured just before it,
+# because on a shared host the disk's fsync latency swings by 10x or more
+# and every durable-write number follows it.
 #
 # Environment: ROUNDS (2), DURATION (10s, wrk), REDIS_N (600000),
 # CONNS (64), THREADS (2), IC_PORT (17602), REDIS_PORT (17702),
@@ -47,6 +50,9 @@ IFS=';' read -r -a CONFIG_LIST <<<"$CONFIGS"
 [ "${#CONFIG_LIST[@]}" -gt 0 ] || CONFIG_LIST=("")
 label() { if [ -n "$1" ]; then echo "$1"; else echo "(defaults)"; fi; }
 
+# CPU ticks (user + system, 1/100 s) a process has used so far.
+ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+
 # --- Redis -------------------------------------------------------------
 # One measurement: a fresh redis-server, REDIS_N SETs, results in $1.csv.
 measure_redis() { # OUT_PREFIX
@@ -60,15 +66,18 @@ measure_redis() { # OUT_PREFIX
     local pid=$!
     PIDS+=("$pid")
     wait_for_port "$REDIS_PORT" "$pid"
-    local start end
+    dsync_probe_ms "$dir" >"$1.dsync"
+    local start end before after
     start="$(date +%s.%N)"
+    before="$(ticks "$pid")"
     redis-benchmark -p "$REDIS_PORT" -t set -d 100 -c "$CONNS" -r 1000000000 \
         -n "$REDIS_N" --csv >"$1.csv"
+    after="$(ticks "$pid")"
     end="$(date +%s.%N)"
+    awk -v t=$((after - before)) -v n="$REDIS_N" 'BEGIN { printf "%.1f", t * 10000 / n }' >"$1.cpu"
     awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f", b - a }' >"$1.secs"
     redis-cli -p "$REDIS_PORT" dbsize >"$1.keys"
-    kill "$pid"
-    wait "$pid" 2>/dev/null || true
+    stop_pid "$pid"
 }
 
 run_redis() { # ROUND
@@ -80,8 +89,9 @@ run_redis() { # ROUND
     p50="$(awk -F'"' '$2 == "SET" { print $10 }' "$out.csv")"
     p99="$(awk -F'"' '$2 == "SET" { print $14 }' "$out.csv")"
     REDIS_RPS+=("$rps")
-    printf '  %-30s %10s ops/s  p50 %7s ms  p99 %7s ms  (%s SETs in %ss, %s keys)\n' \
-        "redis appendfsync=always" "$rps" "$p50" "$p99" "$REDIS_N" "$(cat "$out.secs")" "$(cat "$out.keys")"
+    printf '  %-30s %8s ops/s  p50 %6s ms  p99 %7s ms  CPU %5s us/op  dsync %s ms  (%s SETs in %ss, %s keys)\n' \
+        "redis appendfsync=always" "$rps" "$p50" "$p99" "$(cat "$out.cpu")" "$(cat "$out.dsync")" \
+        "$REDIS_N" "$(cat "$out.secs")" "$(cat "$out.keys")"
 }
 
 # --- infercache --------------------------------------------------------
@@ -93,13 +103,19 @@ measure_infercache() { # OUT_PREFIX FLAGS
     mkdir -p "$dir"
     # shellcheck disable=SC2086
     start_infercache "$IC_PORT" "$dir" $2
+    dsync_probe_ms "$dir" >"$1.dsync"
+    local before after
+    before="$(ticks "$IC_PID")"
     wrk -t "$THREADS" -c "$CONNS" -d "$DURATION" --latency -s "$LUA" \
         "http://127.0.0.1:$IC_PORT" >"$1.txt"
+    after="$(ticks "$IC_PID")"
+    awk -v t=$((after - before)) '/requests in/ { n = $1 }
+        END { if (n > 0) printf "%.1f", t * 10000 / n }' "$1.txt" >"$1.cpu"
+    # /v1/stats: {"disk":{...,"entries":N,...},...}
     curl -sS "http://127.0.0.1:$IC_PORT/v1/stats" |
-        python3 -c 'import json, sys; print(json.load(sys.stdin)["disk"]["entries"])' >"$1.entries"
+        grep -o '"disk":{[^}]*}' | grep -o '"entries":[0-9]*' | cut -d: -f2 >"$1.entries"
     awk '/^VmRSS/ { printf "%d", $2 / 1024 }' "/proc/$IC_PID/status" >"$1.rss"
-    kill "$IC_PID"
-    wait "$IC_PID" 2>/dev/null || true
+    stop_pid "$IC_PID"
 }
 
 run_infercache() { # ROUND CONFIG_INDEX
@@ -114,9 +130,9 @@ run_infercache() { # ROUND CONFIG_INDEX
     fi
     rps="$(wrk_rps "$out.txt")"
     eval "IC_RPS_$2+=(\"$rps\")"
-    printf '  %-30s %10s ops/s  p50 %7s ms  p99 %7s ms  (%s entries on disk, RSS %s MiB)\n' \
+    printf '  %-30s %8s ops/s  p50 %6s ms  p99 %7s ms  CPU %5s us/op  dsync %s ms  (%s entries on disk, RSS %s MiB)\n' \
         "infercache $(label "$flags")" "$rps" "$(wrk_p50 "$out.txt")" "$(wrk_p99 "$out.txt")" \
-        "$(cat "$out.entries")" "$(cat "$out.rss")"
+        "$(cat "$out.cpu")" "$(cat "$out.dsync")" "$(cat "$out.entries")" "$(cat "$out.rss")"
 }
 
 echo "# kv_put: $(nproc) cores, $CONNS clients, 100-byte values, distinct keys, durable"
