@@ -80,7 +80,10 @@ pub async fn put(
                 .map_err(|_| Error::BadRequest("Content-Type must be visible ASCII".into()))
         })
         .transpose()?;
-    let value = read_body(&headers, body, state.config().max_value_size).await?;
+    // A small body can be a slice of the connection's 8 KiB read buffer:
+    // copy it, or every cached value would keep a whole buffer alive.
+    let body = read_body(&headers, body, state.config().max_value_size).await?;
+    let value = bytes::Bytes::copy_from_slice(&body);
     let entry = Entry {
         value,
         content_type: content_type.map(Into::into),
