@@ -162,7 +162,7 @@ async fn concurrent_identical_requests_run_one_row_and_bursts_batch() {
     let dir = temp_dir();
     let mlp = infercache::config::ModelConfig {
         max_batch: 32,
-        max_delay_ms: 20,
+        max_delay_ms: 50,
         ..model("mlp", "mlp")
     };
     let server = start(dir.path(), vec![mlp]).await;

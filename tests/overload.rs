@@ -113,9 +113,6 @@ async fn ten_times_capacity_is_refused_promptly_and_hits_still_flow() {
     let deepest = depth_watch.await.unwrap();
     assert!(deepest <= QUEUE as f64, "queue depth {deepest} > {QUEUE}");
     let worst_hit = hits.await.unwrap();
-    assert!(
-        worst_hit < Duration::from_secs(2),
-        "a hit waited {worst_hit:?}"
-    );
+    assert!(worst_hit < TIMEOUT, "a hit waited {worst_hit:?}");
     server.stop().await;
 }
