@@ -120,17 +120,20 @@ impl Batcher {
     /// for its outputs. Refused at once when the queue is full.
     pub async fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
         let queue = knobs(&self.live, &self.settings).map_or(0, |k| k.queue);
-        if self.series.queue_depth.get() >= queue as i64 {
+        // Reserve a place first (`inc` returns the depth before it), so
+        // concurrent callers can never push the depth past the bound.
+        if self.series.queue_depth.inc() >= queue as i64 {
+            self.series.queue_depth.dec();
             return Err(Error::Overloaded("the model's queue"));
         }
         let (reply, answer) = oneshot::channel();
-        self.tx
-            .try_send(Job { inputs, reply })
-            .map_err(|e| match e {
+        if let Err(e) = self.tx.try_send(Job { inputs, reply }) {
+            self.series.queue_depth.dec();
+            return Err(match e {
                 mpsc::error::TrySendError::Full(_) => Error::Overloaded("the model's queue"),
                 mpsc::error::TrySendError::Closed(_) => Error::ShuttingDown,
-            })?;
-        self.series.queue_depth.inc();
+            });
+        }
         answer.await.map_err(|_| {
             Error::Compute(format!(
                 "model `{}` dropped the request",
