@@ -220,7 +220,7 @@ impl Inflight {
             let _ = waiter.send(outcome.clone());
         }
         if let Some(entry) = keep {
-            if let Err(e) = store.put(fk.key.clone(), entry).await {
+            if let Err(e) = store.persist(fk.key.clone(), entry).await {
                 tracing::warn!(error = %e, "a computed result was not written to disk");
             }
             self.map.remove_if(

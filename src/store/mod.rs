@@ -316,9 +316,21 @@ impl Store {
             .map(drop)
     }
 
-    /// Make `entry` visible in memory now, ahead of its durable `put`.
+    /// Make `entry` visible in memory now, ahead of [`Store::persist`].
     pub(crate) fn insert_memory(&self, key: Key, entry: Entry) {
         self.inner.memory.insert(key, entry);
+    }
+
+    /// Write an entry already inserted with [`Store::insert_memory`] to
+    /// disk; returns once durable. The commit bumps the key's fence but does
+    /// not insert the entry into memory a second time.
+    pub(crate) async fn persist(&self, key: Key, entry: Entry) -> Result<()> {
+        self.check_size(&entry)?;
+        self.inner
+            .writer
+            .persist(Op::Put { key, entry })
+            .await
+            .map(drop)
     }
 
     /// A number that changes whenever a write to `key` commits. Read it

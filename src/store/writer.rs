@@ -28,7 +28,9 @@ use crate::{
 type Reply = oneshot::Sender<Result<u64>>;
 
 enum Msg {
-    Write(Op, Reply),
+    /// An op, its reply, and whether to mirror a put into memory (false
+    /// when the caller already put the same entry there).
+    Write(Op, Reply, bool),
     /// Commit what is queued, then stop taking writes.
     Close,
 }
@@ -68,9 +70,20 @@ impl Writer {
     /// Queue `op` and wait until it is committed. Returns how many entries
     /// it wrote or removed.
     pub async fn write(&self, op: Op) -> Result<u64> {
+        self.send(op, true).await
+    }
+
+    /// Like [`Writer::write`] for a put whose entry the caller has already
+    /// inserted into memory: the commit bumps the key's fence but does not
+    /// insert it again.
+    pub async fn persist(&self, op: Op) -> Result<u64> {
+        self.send(op, false).await
+    }
+
+    async fn send(&self, op: Op, mirror: bool) -> Result<u64> {
         let (reply, answer) = oneshot::channel();
         self.tx
-            .try_send(Msg::Write(op, reply))
+            .try_send(Msg::Write(op, reply, mirror))
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => Error::Overloaded("the disk write queue"),
                 mpsc::error::TrySendError::Closed(_) => Error::ShuttingDown,
@@ -87,11 +100,11 @@ impl Writer {
 }
 
 async fn run(mut rx: mpsc::Receiver<Msg>, targets: Arc<Targets>, batching: Batching) {
-    let mut batch: Vec<(Op, Reply)> = Vec::with_capacity(batching.max_batch);
+    let mut batch: Vec<(Op, Reply, bool)> = Vec::with_capacity(batching.max_batch);
     while let Some(first) = rx.recv().await {
         let mut closing = false;
         let mut take = |msg: Msg, batch: &mut Vec<_>| match msg {
-            Msg::Write(op, reply) => batch.push((op, reply)),
+            Msg::Write(op, reply, mirror) => batch.push((op, reply, mirror)),
             Msg::Close => closing = true,
         };
         take(first, &mut batch);
@@ -128,16 +141,16 @@ async fn run(mut rx: mpsc::Receiver<Msg>, targets: Arc<Targets>, batching: Batch
 
 /// Commit one group on a blocking thread, update memory, answer writers.
 /// Returns the (emptied) batch buffer for reuse.
-async fn commit(batch: Vec<(Op, Reply)>, targets: Arc<Targets>) -> Vec<(Op, Reply)> {
+async fn commit(batch: Vec<(Op, Reply, bool)>, targets: Arc<Targets>) -> Vec<(Op, Reply, bool)> {
     let joined = tokio::task::spawn_blocking(move || {
-        let ops: Vec<&Op> = batch.iter().map(|(op, _)| op).collect();
+        let ops: Vec<&Op> = batch.iter().map(|(op, _, _)| op).collect();
         let result = targets.disk.apply(&ops);
         targets
             .healthy
             .store(result.is_ok(), std::sync::atomic::Ordering::SeqCst);
         if let Ok(applied) = &result {
-            for ((op, _), count) in batch.iter().zip(&applied.counts) {
-                mirror_in_memory(&targets, op);
+            for ((op, _, mirror), count) in batch.iter().zip(&applied.counts) {
+                mirror_in_memory(&targets, op, *mirror);
                 announce(&targets.events, op, *count);
             }
             announce_capacity(&targets.events, applied);
@@ -156,13 +169,13 @@ async fn commit(batch: Vec<(Op, Reply)>, targets: Arc<Targets>) -> Vec<(Op, Repl
     };
     match result {
         Ok(counts) => {
-            for ((_, reply), count) in batch.drain(..).zip(counts) {
+            for ((_, reply, _), count) in batch.drain(..).zip(counts) {
                 let _ = reply.send(Ok(count));
             }
         }
         Err(err) => {
             tracing::error!(error = %err, writes = batch.len(), "disk commit failed");
-            for (_, reply) in batch.drain(..) {
+            for (_, reply, _) in batch.drain(..) {
                 let _ = reply.send(Err(err.clone()));
             }
         }
@@ -207,11 +220,13 @@ fn announce_capacity(events: &Events, applied: &Applied) {
     }
 }
 
-fn mirror_in_memory(targets: &Targets, op: &Op) {
+fn mirror_in_memory(targets: &Targets, op: &Op, mirror: bool) {
     match op {
         Op::Put { key, entry } => {
             targets.fences.bump(key);
-            targets.memory.insert(key.clone(), entry.clone());
+            if mirror {
+                targets.memory.insert(key.clone(), entry.clone());
+            }
         }
         Op::Delete { key } => {
             targets.fences.bump(key);
