@@ -20,6 +20,7 @@ pub mod coalesce;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod grpc;
 pub mod http;
 pub mod infer;
 pub mod key;
@@ -27,6 +28,7 @@ pub mod listen;
 pub mod memo;
 pub mod metrics;
 pub mod server;
+pub mod state;
 pub mod store;
 pub mod warm;
 
