@@ -8,8 +8,8 @@ mod common;
 use std::{collections::HashMap, path::Path};
 
 use bytes::Bytes;
-use futures::StreamExt;
 use common::{model, temp_dir, ChildServer, TestServer};
+use futures::StreamExt;
 use infercache::grpc::proto::{
     grpc_inference_service_client::GrpcInferenceServiceClient,
     infer_parameter::ParameterChoice,
@@ -45,7 +45,12 @@ fn row(seed: u32) -> Vec<f32> {
 }
 
 fn le(values: &[f32]) -> Bytes {
-    Bytes::from(values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>())
+    Bytes::from(
+        values
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect::<Vec<u8>>(),
+    )
 }
 
 fn tensor(name: &str, datatype: &str, shape: &[i64]) -> InferInputTensor {
@@ -68,7 +73,12 @@ fn mlp(rows: &[Vec<f32>]) -> ModelInferRequest {
 }
 
 fn cache_header(metadata: &tonic::metadata::MetadataMap) -> String {
-    metadata.get("x-cache").unwrap().to_str().unwrap().to_string()
+    metadata
+        .get("x-cache")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string()
 }
 
 /// (x-cache metadata, x-cache parameter, response)
@@ -76,9 +86,8 @@ async fn infer(c: &mut Client, request: ModelInferRequest) -> (String, String, M
     let response = c.model_infer(request).await.unwrap();
     let header = cache_header(response.metadata());
     let body = response.into_inner();
-    let Some(ParameterChoice::StringParam(param)) = body.parameters["x-cache"]
-        .parameter_choice
-        .clone()
+    let Some(ParameterChoice::StringParam(param)) =
+        body.parameters["x-cache"].parameter_choice.clone()
     else {
         panic!("x-cache parameter missing: {body:?}");
     };
@@ -118,8 +127,20 @@ async fn health_and_metadata() {
     let dir = temp_dir();
     let server = start(dir.path()).await;
     let mut c = client(&server.base).await;
-    assert!(c.server_live(ServerLiveRequest {}).await.unwrap().into_inner().live);
-    assert!(c.server_ready(ServerReadyRequest {}).await.unwrap().into_inner().ready);
+    assert!(
+        c.server_live(ServerLiveRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .live
+    );
+    assert!(
+        c.server_ready(ServerReadyRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .ready
+    );
     let meta = c
         .server_metadata(ServerMetadataRequest {})
         .await
@@ -130,10 +151,34 @@ async fn health_and_metadata() {
         name: name.into(),
         version: version.into(),
     };
-    assert!(c.model_ready(ready("mlp", "")).await.unwrap().into_inner().ready);
-    assert!(c.model_ready(ready("mlp", "1")).await.unwrap().into_inner().ready);
-    assert!(!c.model_ready(ready("mlp", "2")).await.unwrap().into_inner().ready);
-    assert!(!c.model_ready(ready("nope", "")).await.unwrap().into_inner().ready);
+    assert!(
+        c.model_ready(ready("mlp", ""))
+            .await
+            .unwrap()
+            .into_inner()
+            .ready
+    );
+    assert!(
+        c.model_ready(ready("mlp", "1"))
+            .await
+            .unwrap()
+            .into_inner()
+            .ready
+    );
+    assert!(
+        !c.model_ready(ready("mlp", "2"))
+            .await
+            .unwrap()
+            .into_inner()
+            .ready
+    );
+    assert!(
+        !c.model_ready(ready("nope", ""))
+            .await
+            .unwrap()
+            .into_inner()
+            .ready
+    );
     let meta = c
         .model_metadata(ModelMetadataRequest {
             name: "two_io".into(),
@@ -147,7 +192,10 @@ async fn health_and_metadata() {
         .iter()
         .map(|t| (t.name.as_str(), t.datatype.as_str(), t.shape.clone()))
         .collect();
-    assert_eq!(inputs, [("a", "FP32", vec![-1, 4]), ("b", "INT64", vec![-1, 4])]);
+    assert_eq!(
+        inputs,
+        [("a", "FP32", vec![-1, 4]), ("b", "INT64", vec![-1, 4])]
+    );
     assert_eq!(meta.versions, ["1"]);
     let missing = c
         .model_metadata(ModelMetadataRequest {
@@ -228,7 +276,12 @@ async fn requested_outputs_and_ids_are_honoured() {
             })
             .collect(),
         raw_input_contents: vec![
-            Bytes::from([5i64, 0, 7, 0].iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()),
+            Bytes::from(
+                [5i64, 0, 7, 0]
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect::<Vec<u8>>(),
+            ),
             le(&a),
         ],
         ..Default::default()
@@ -236,12 +289,18 @@ async fn requested_outputs_and_ids_are_honoured() {
     let (_, _, all) = infer(&mut c, request(&[])).await;
     let names: Vec<_> = all.outputs.iter().map(|o| o.name.as_str()).collect();
     assert_eq!(names, ["sum", "count"]);
-    assert_eq!((all.id.as_str(), all.model_name.as_str()), ("req-7", "two_io"));
+    assert_eq!(
+        (all.id.as_str(), all.model_name.as_str()),
+        ("req-7", "two_io")
+    );
     let (_, _, one) = infer(&mut c, request(&["count"])).await;
     assert_eq!(one.outputs.len(), 1);
     assert_eq!(one.outputs[0].name, "count");
     assert_eq!(one.outputs[0].datatype, "INT64");
-    assert_eq!(one.raw_output_contents, [all.raw_output_contents[1].clone()]);
+    assert_eq!(
+        one.raw_output_contents,
+        [all.raw_output_contents[1].clone()]
+    );
     let err = c.model_infer(request(&["nope"])).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err}");
     server.stop().await;
@@ -262,14 +321,46 @@ async fn bad_requests_get_triton_codes() {
         r
     };
     let cases: Vec<(ModelInferRequest, Code, &str)> = vec![
-        (with(&|r| r.model_name = "nope".into()), Code::NotFound, "no model"),
-        (with(&|r| r.model_version = "3".into()), Code::NotFound, "version"),
-        (with(&|r| r.inputs[0].shape = vec![1, 15]), Code::InvalidArgument, "shape"),
-        (with(&|r| r.inputs[0].datatype = "INT32".into()), Code::InvalidArgument, "must be FP32"),
-        (with(&|r| r.inputs[0].datatype = "BYTES".into()), Code::InvalidArgument, "unsupported"),
-        (with(&|r| r.inputs[0].name = "z".into()), Code::InvalidArgument, "no input `z`"),
-        (with(&|r| r.inputs[0].shape = vec![1 << 40, 16]), Code::InvalidArgument, "max_request_size"),
-        (with(&|r| r.raw_input_contents[0] = Bytes::from_static(&[0; 3])), Code::InvalidArgument, "needs 64 bytes"),
+        (
+            with(&|r| r.model_name = "nope".into()),
+            Code::NotFound,
+            "no model",
+        ),
+        (
+            with(&|r| r.model_version = "3".into()),
+            Code::NotFound,
+            "version",
+        ),
+        (
+            with(&|r| r.inputs[0].shape = vec![1, 15]),
+            Code::InvalidArgument,
+            "shape",
+        ),
+        (
+            with(&|r| r.inputs[0].datatype = "INT32".into()),
+            Code::InvalidArgument,
+            "must be FP32",
+        ),
+        (
+            with(&|r| r.inputs[0].datatype = "BYTES".into()),
+            Code::InvalidArgument,
+            "unsupported",
+        ),
+        (
+            with(&|r| r.inputs[0].name = "z".into()),
+            Code::InvalidArgument,
+            "no input `z`",
+        ),
+        (
+            with(&|r| r.inputs[0].shape = vec![1 << 40, 16]),
+            Code::InvalidArgument,
+            "max_request_size",
+        ),
+        (
+            with(&|r| r.raw_input_contents[0] = Bytes::from_static(&[0; 3])),
+            Code::InvalidArgument,
+            "needs 64 bytes",
+        ),
     ];
     for (request, code, expect) in cases {
         let err = c.model_infer(request).await.unwrap_err();
@@ -295,19 +386,31 @@ async fn the_bearer_token_guards_grpc_but_not_liveness() {
     })
     .await;
     let mut c = client(&server.base).await;
-    assert!(c.server_live(ServerLiveRequest {}).await.unwrap().into_inner().live);
+    assert!(
+        c.server_live(ServerLiveRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .live
+    );
     for token in [None, Some("Bearer wrong"), Some("s3cret")] {
         let mut request = tonic::Request::new(mlp(&[row(0)]));
         if let Some(t) = token {
-            request.metadata_mut().insert("authorization", t.parse().unwrap());
+            request
+                .metadata_mut()
+                .insert("authorization", t.parse().unwrap());
         }
         let err = c.model_infer(request).await.unwrap_err();
         assert_eq!(err.code(), Code::Unauthenticated, "{token:?}: {err}");
         let mut meta = tonic::Request::new(ServerMetadataRequest {});
         if let Some(t) = token {
-            meta.metadata_mut().insert("authorization", t.parse().unwrap());
+            meta.metadata_mut()
+                .insert("authorization", t.parse().unwrap());
         }
-        assert_eq!(c.server_metadata(meta).await.unwrap_err().code(), Code::Unauthenticated);
+        assert_eq!(
+            c.server_metadata(meta).await.unwrap_err().code(),
+            Code::Unauthenticated
+        );
     }
     let mut request = tonic::Request::new(mlp(&[row(0)]));
     request
@@ -337,12 +440,18 @@ async fn streams_answer_each_request_in_order() {
         .map(Result::unwrap)
         .collect();
     assert_eq!(answers.len(), 4);
-    let status = |i: usize| match &answers[i].infer_response.as_ref().unwrap().parameters["x-cache"].parameter_choice {
+    let status = |i: usize| match &answers[i].infer_response.as_ref().unwrap().parameters["x-cache"]
+        .parameter_choice
+    {
         Some(ParameterChoice::StringParam(s)) => s.clone(),
         other => panic!("{other:?}"),
     };
     assert_eq!(status(0), "miss");
-    assert!(answers[1].error_message.contains("no model"), "{:?}", answers[1]);
+    assert!(
+        answers[1].error_message.contains("no model"),
+        "{:?}",
+        answers[1]
+    );
     assert_eq!(status(2), "miss");
     assert_eq!(status(3), "hit");
     let shape = &answers[2].infer_response.as_ref().unwrap().outputs[0].shape;
@@ -363,7 +472,9 @@ async fn unknown_rpcs_are_unimplemented_and_http_still_works() {
             .unwrap(),
     );
     grpc.ready().await.unwrap();
-    let path = "/inference.GRPCInferenceService/ModelConfig".parse().unwrap();
+    let path = "/inference.GRPCInferenceService/ModelConfig"
+        .parse()
+        .unwrap();
     let err = grpc
         .unary::<ServerLiveRequest, ServerLiveRequest, _>(
             tonic::Request::new(ServerLiveRequest {}),
@@ -373,7 +484,12 @@ async fn unknown_rpcs_are_unimplemented_and_http_still_works() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented, "{err}");
-    let resp = server.client.get(server.url("/v2/health/live")).send().await.unwrap();
+    let resp = server
+        .client
+        .get(server.url("/v2/health/live"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     server.stop().await;
 }
@@ -426,5 +542,11 @@ async fn without_onnx_runtime_infer_is_unavailable() {
     let err = c.model_infer(mlp(&[row(0)])).await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "{err}");
     assert!(err.message().contains("scripts/setup"), "{err}");
-    assert!(!c.server_ready(ServerReadyRequest {}).await.unwrap().into_inner().ready);
+    assert!(
+        !c.server_ready(ServerReadyRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .ready
+    );
 }

@@ -133,13 +133,30 @@ fn dim() -> impl Strategy<Value = i64> {
 
 fn contents() -> impl Strategy<Value = Option<InferTensorContents>> {
     let field = prop_oneof![
-        vec(any::<f32>(), 0..70).prop_map(|v| InferTensorContents { fp32_contents: v, ..Default::default() }),
-        vec(any::<i64>(), 0..70).prop_map(|v| InferTensorContents { int64_contents: v, ..Default::default() }),
-        vec(any::<i32>(), 0..70).prop_map(|v| InferTensorContents { int_contents: v, ..Default::default() }),
-        vec(any::<u32>(), 0..70).prop_map(|v| InferTensorContents { uint_contents: v, ..Default::default() }),
-        vec(any::<bool>(), 0..70).prop_map(|v| InferTensorContents { bool_contents: v, ..Default::default() }),
-        vec(vec(any::<u8>(), 0..8).prop_map(Bytes::from), 0..4)
-            .prop_map(|v| InferTensorContents { bytes_contents: v, ..Default::default() }),
+        vec(any::<f32>(), 0..70).prop_map(|v| InferTensorContents {
+            fp32_contents: v,
+            ..Default::default()
+        }),
+        vec(any::<i64>(), 0..70).prop_map(|v| InferTensorContents {
+            int64_contents: v,
+            ..Default::default()
+        }),
+        vec(any::<i32>(), 0..70).prop_map(|v| InferTensorContents {
+            int_contents: v,
+            ..Default::default()
+        }),
+        vec(any::<u32>(), 0..70).prop_map(|v| InferTensorContents {
+            uint_contents: v,
+            ..Default::default()
+        }),
+        vec(any::<bool>(), 0..70).prop_map(|v| InferTensorContents {
+            bool_contents: v,
+            ..Default::default()
+        }),
+        vec(vec(any::<u8>(), 0..8).prop_map(Bytes::from), 0..4).prop_map(|v| InferTensorContents {
+            bytes_contents: v,
+            ..Default::default()
+        }),
     ];
     proptest::option::weighted(0.4, field)
 }
@@ -188,7 +205,9 @@ fn request() -> impl Strategy<Value = ModelInferRequest> {
 /// input `x` of shape [n >= 1, 16] with exactly its bytes, outputs `y` or
 /// none.
 fn must_work(r: &ModelInferRequest) -> Option<i64> {
-    let [x] = r.inputs.as_slice() else { return None };
+    let [x] = r.inputs.as_slice() else {
+        return None;
+    };
     let rows = *x.shape.first()?;
     let ok = r.model_name == "mlp"
         && matches!(r.model_version.as_str(), "" | "1")
@@ -206,7 +225,9 @@ fn must_work(r: &ModelInferRequest) -> Option<i64> {
 
 /// A valid mlp request of `rows` rows.
 fn valid(rows: usize) -> ModelInferRequest {
-    let data: Vec<u8> = (0..rows * 16).flat_map(|i| (i as f32 * 0.1).to_le_bytes()).collect();
+    let data: Vec<u8> = (0..rows * 16)
+        .flat_map(|i| (i as f32 * 0.1).to_le_bytes())
+        .collect();
     ModelInferRequest {
         model_name: "mlp".into(),
         inputs: vec![InferInputTensor {
@@ -221,7 +242,10 @@ fn valid(rows: usize) -> ModelInferRequest {
 }
 
 fn check_answer(
-    answer: Result<Result<tonic::Response<ModelInferResponse>, Status>, tokio::time::error::Elapsed>,
+    answer: Result<
+        Result<tonic::Response<ModelInferResponse>, Status>,
+        tokio::time::error::Elapsed,
+    >,
     rows: Option<i64>,
     allowed: &[Code],
 ) -> Result<(), TestCaseError> {
@@ -251,9 +275,8 @@ fn random_requests_get_protocol_statuses() {
     h.run(strategy, |channel, request| {
         let rows = must_work(&request);
         let mut c = GrpcInferenceServiceClient::new(channel.clone());
-        let answer = h
-            .rt
-            .block_on(async { tokio::time::timeout(HANG, c.model_infer(request)).await });
+        let answer =
+            h.rt.block_on(async { tokio::time::timeout(HANG, c.model_infer(request)).await });
         check_answer(answer, rows, &[Code::InvalidArgument, Code::NotFound])
     });
     h.stop();
@@ -307,14 +330,17 @@ enum Mutation {
 }
 
 fn malformed() -> impl Strategy<Value = Bytes> {
-    let mutated = ((1usize..4), vec(
-        prop_oneof![
-            any::<usize>().prop_map(Mutation::Truncate),
-            (any::<usize>(), 1u8..=255).prop_map(|(i, x)| Mutation::Flip(i, x)),
-            (any::<usize>(), vec(any::<u8>(), 1..12)).prop_map(|(i, b)| Mutation::Insert(i, b)),
-        ],
-        1..4,
-    ))
+    let mutated = (
+        (1usize..4),
+        vec(
+            prop_oneof![
+                any::<usize>().prop_map(Mutation::Truncate),
+                (any::<usize>(), 1u8..=255).prop_map(|(i, x)| Mutation::Flip(i, x)),
+                (any::<usize>(), vec(any::<u8>(), 1..12)).prop_map(|(i, b)| Mutation::Insert(i, b)),
+            ],
+            1..4,
+        ),
+    )
         .prop_map(|(rows, mutations)| {
             let mut bytes = valid(rows).encode_to_vec();
             for m in mutations {
@@ -345,14 +371,16 @@ fn malformed_messages_never_break_the_server() {
         let answer = h.rt.block_on(async {
             let mut grpc = tonic::client::Grpc::new(channel.clone());
             grpc.ready().await.unwrap();
-            let path = "/inference.GRPCInferenceService/ModelInfer".parse().unwrap();
-            tokio::time::timeout(
-                HANG,
-                grpc.unary(tonic::Request::new(bytes), path, RawCodec),
-            )
-            .await
+            let path = "/inference.GRPCInferenceService/ModelInfer"
+                .parse()
+                .unwrap();
+            tokio::time::timeout(HANG, grpc.unary(tonic::Request::new(bytes), path, RawCodec)).await
         });
-        check_answer(answer, rows, &[Code::InvalidArgument, Code::NotFound, Code::Internal])
+        check_answer(
+            answer,
+            rows,
+            &[Code::InvalidArgument, Code::NotFound, Code::Internal],
+        )
     });
     h.stop();
 }
@@ -361,19 +389,30 @@ fn malformed_messages_never_break_the_server() {
 fn absurd_declared_sizes_are_refused_quickly() {
     let h = Harness::start();
     let mut c = GrpcInferenceServiceClient::new(h.channel.clone());
-    for shape in [vec![1i64 << 40, 16], vec![i64::MAX, 2], vec![1 << 20, 1 << 20, 1 << 20]] {
+    for shape in [
+        vec![1i64 << 40, 16],
+        vec![i64::MAX, 2],
+        vec![1 << 20, 1 << 20, 1 << 20],
+    ] {
         for raw in [true, false] {
             let mut r = valid(1);
             r.inputs[0].shape = shape.clone();
             if !raw {
                 r.raw_input_contents.clear();
-                r.inputs[0].contents = Some(InferTensorContents { fp32_contents: vec![1.0; 16], ..Default::default() });
+                r.inputs[0].contents = Some(InferTensorContents {
+                    fp32_contents: vec![1.0; 16],
+                    ..Default::default()
+                });
             }
             let started = Instant::now();
             let err = h.rt.block_on(c.model_infer(r)).unwrap_err();
             assert_eq!(err.code(), Code::InvalidArgument, "{shape:?}: {err}");
             assert!(err.message().contains("max_request_size"), "{err}");
-            assert!(started.elapsed() < QUICK, "{shape:?} took {:?}", started.elapsed());
+            assert!(
+                started.elapsed() < QUICK,
+                "{shape:?} took {:?}",
+                started.elapsed()
+            );
         }
     }
     h.stop();

@@ -34,14 +34,19 @@ fn run_and_collect(extra: &[&str], env: &[(&str, &str)]) -> Vec<String> {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Some(at) = line.find("listening on http://") {
                 let rest = &line[at + "listening on http://".len()..];
-                let addr: String = rest.chars().take_while(|c| !matches!(c, '"' | ' ')).collect();
+                let addr: String = rest
+                    .chars()
+                    .take_while(|c| !matches!(c, '"' | ' '))
+                    .collect();
                 let _ = tx.send(addr);
             }
             lines.push(line);
         }
         lines
     });
-    let addr = rx.recv_timeout(Duration::from_secs(20)).expect("the server started");
+    let addr = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the server started");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let http = reqwest::Client::new();
@@ -84,14 +89,23 @@ fn json_logs_are_one_object_per_line_with_request_fields() {
     assert_eq!(fields(0)["cache"], "miss");
     assert_eq!(fields(1)["cache"], "hit");
     assert!(fields(1)["latency_us"].is_u64());
-    assert_eq!((fields(2)["status"].as_u64(), fields(2)["cache"].as_str()), (Some(404), Some("-")));
+    assert_eq!(
+        (fields(2)["status"].as_u64(), fields(2)["cache"].as_str()),
+        (Some(404), Some("-"))
+    );
 }
 
 #[test]
 fn the_environment_selects_json_and_text_is_the_default() {
     let lines = run_and_collect(&[], &[("INFERCACHE_LOG_FORMAT", "json")]);
-    assert!(lines.iter().all(|l| serde_json::from_str::<Value>(l).is_ok()));
+    assert!(lines
+        .iter()
+        .all(|l| serde_json::from_str::<Value>(l).is_ok()));
     let lines = run_and_collect(&[], &[]);
-    assert!(lines.iter().any(|l| l.contains("request") && l.contains("/v2/models/mlp/infer") && l.contains("status=200")));
-    assert!(lines.iter().all(|l| serde_json::from_str::<Value>(l).is_err()));
+    assert!(lines.iter().any(|l| l.contains("request")
+        && l.contains("/v2/models/mlp/infer")
+        && l.contains("status=200")));
+    assert!(lines
+        .iter()
+        .all(|l| serde_json::from_str::<Value>(l).is_err()));
 }

@@ -26,13 +26,7 @@ async fn lists_text_models_in_openai_shape() {
         a.auth_token = Some("t".into());
     })
     .await;
-    let get = |path: &str| {
-        server
-            .client
-            .get(server.url(path))
-            .bearer_auth("t")
-            .send()
-    };
+    let get = |path: &str| server.client.get(server.url(path)).bearer_auth("t").send();
     let list: Value = get("/v1/models").await.unwrap().json().await.unwrap();
     assert_eq!(list["object"], "list");
     let data = list["data"].as_array().unwrap();
@@ -51,7 +45,12 @@ async fn lists_text_models_in_openai_shape() {
         let body: Value = resp.json().await.unwrap();
         assert_eq!(body["error"]["type"], "not_found_error", "{body}");
     }
-    let anonymous = server.client.get(server.url("/v1/models")).send().await.unwrap();
+    let anonymous = server
+        .client
+        .get(server.url("/v1/models"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(anonymous.status(), 401);
     server.stop().await;
 }

@@ -34,6 +34,7 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
 /// The gRPC service; unknown services and methods answer UNIMPLEMENTED.
 pub fn routes(state: Arc<AppState>) -> axum::Router {
     let limit = usize::try_from(state.config().max_request_size).unwrap_or(usize::MAX);
-    let service = GrpcInferenceServiceServer::new(Service { state }).max_decoding_message_size(limit);
+    let service =
+        GrpcInferenceServiceServer::new(Service { state }).max_decoding_message_size(limit);
     tonic::service::Routes::new(service).into_axum_router()
 }

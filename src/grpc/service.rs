@@ -37,7 +37,12 @@ impl Service {
 }
 
 fn policy(metadata: &MetadataMap) -> Policy {
-    cache_policy(metadata.get_all("cache-control").iter().map(|v| v.as_bytes()))
+    cache_policy(
+        metadata
+            .get_all("cache-control")
+            .iter()
+            .map(|v| v.as_bytes()),
+    )
 }
 
 /// One infer, as REST runs it.

@@ -105,7 +105,12 @@ fn decode_input(input: InferInputTensor, raw: Option<Bytes>, max_bytes: u64) -> 
             }
             bytes
         }
-        None => typed(&name, datatype, elements, input.contents.unwrap_or_default())?,
+        None => typed(
+            &name,
+            datatype,
+            elements,
+            input.contents.unwrap_or_default(),
+        )?,
     };
     Ok(Tensor {
         name,
@@ -117,15 +122,12 @@ fn decode_input(input: InferInputTensor, raw: Option<Bytes>, max_bytes: u64) -> 
 
 /// Little-endian bytes of typed contents, from the one field `datatype`
 /// uses; values must fit the datatype and their count the shape.
-fn typed(
-    name: &str,
-    datatype: DataType,
-    elements: u64,
-    c: InferTensorContents,
-) -> Result<Bytes> {
+fn typed(name: &str, datatype: DataType, elements: u64, c: InferTensorContents) -> Result<Bytes> {
     let (field, used) = match datatype {
         DataType::Bool => ("bool_contents", c.bool_contents.len()),
-        DataType::Int8 | DataType::Int16 | DataType::Int32 => ("int_contents", c.int_contents.len()),
+        DataType::Int8 | DataType::Int16 | DataType::Int32 => {
+            ("int_contents", c.int_contents.len())
+        }
         DataType::Int64 => ("int64_contents", c.int64_contents.len()),
         DataType::Uint8 | DataType::Uint16 | DataType::Uint32 => {
             ("uint_contents", c.uint_contents.len())
@@ -171,7 +173,10 @@ fn typed(
     }
     macro_rules! le {
         ($values:expr) => {
-            $values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()
+            $values
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect::<Vec<u8>>()
         };
     }
     let bytes = match datatype {
@@ -225,7 +230,11 @@ pub fn encode(model: &str, id: String, response: Response) -> ModelInferResponse
 mod tests {
     use super::*;
 
-    fn input(datatype: &str, shape: &[i64], contents: Option<InferTensorContents>) -> InferInputTensor {
+    fn input(
+        datatype: &str,
+        shape: &[i64],
+        contents: Option<InferTensorContents>,
+    ) -> InferInputTensor {
         InferInputTensor {
             name: "x".into(),
             datatype: datatype.into(),
@@ -247,19 +256,34 @@ mod tests {
     fn raw_and_typed_contents_decode_to_the_same_tensor() {
         let values = [1.5f32, 2.0, 3.0, -4.0];
         let le: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let raw = decode(request(vec![input("FP32", &[2, 2], None)], vec![Bytes::from(le.clone())]), 1 << 20).unwrap();
+        let raw = decode(
+            request(
+                vec![input("FP32", &[2, 2], None)],
+                vec![Bytes::from(le.clone())],
+            ),
+            1 << 20,
+        )
+        .unwrap();
         let contents = InferTensorContents {
             fp32_contents: values.to_vec(),
             ..Default::default()
         };
-        let typed = decode(request(vec![input("FP32", &[2, 2], Some(contents))], vec![]), 1 << 20).unwrap();
+        let typed = decode(
+            request(vec![input("FP32", &[2, 2], Some(contents))], vec![]),
+            1 << 20,
+        )
+        .unwrap();
         assert_eq!(raw.inputs, typed.inputs);
         assert_eq!(&raw.inputs[0].data[..], &le[..]);
         let ints = InferTensorContents {
             int_contents: vec![-1, 127],
             ..Default::default()
         };
-        let int8 = decode(request(vec![input("INT8", &[2], Some(ints))], vec![]), 1 << 20).unwrap();
+        let int8 = decode(
+            request(vec![input("INT8", &[2], Some(ints))], vec![]),
+            1 << 20,
+        )
+        .unwrap();
         assert_eq!(&int8.inputs[0].data[..], &[0xff, 0x7f]);
     }
 
@@ -272,15 +296,51 @@ mod tests {
             })
         };
         let cases: Vec<(ModelInferRequest, &str)> = vec![
-            (request(vec![input("BYTES", &[1], None)], vec![]), "unsupported datatype"),
-            (request(vec![input("FP32", &[-1], None)], vec![]), "negative"),
-            (request(vec![input("FP32", &[1 << 20, 1 << 20], None)], vec![]), "max_request_size"),
-            (request(vec![input("FP32", &[i64::MAX, i64::MAX], None)], vec![]), "max_request_size"),
-            (request(vec![input("FP32", &[2], None)], vec![Bytes::from_static(&[0; 4])]), "needs 8 bytes"),
-            (request(vec![input("FP32", &[2], None)], vec![Bytes::new(), Bytes::new()]), "2 entries for 1 inputs"),
-            (request(vec![input("FP32", &[1], fp32(vec![1.0]))], vec![Bytes::from_static(&[0; 4])]), "one way"),
-            (request(vec![input("FP32", &[3], fp32(vec![1.0]))], vec![]), "has 3 elements"),
-            (request(vec![input("FP32", &[1], None)], vec![]), "has 1 elements"),
+            (
+                request(vec![input("BYTES", &[1], None)], vec![]),
+                "unsupported datatype",
+            ),
+            (
+                request(vec![input("FP32", &[-1], None)], vec![]),
+                "negative",
+            ),
+            (
+                request(vec![input("FP32", &[1 << 20, 1 << 20], None)], vec![]),
+                "max_request_size",
+            ),
+            (
+                request(vec![input("FP32", &[i64::MAX, i64::MAX], None)], vec![]),
+                "max_request_size",
+            ),
+            (
+                request(
+                    vec![input("FP32", &[2], None)],
+                    vec![Bytes::from_static(&[0; 4])],
+                ),
+                "needs 8 bytes",
+            ),
+            (
+                request(
+                    vec![input("FP32", &[2], None)],
+                    vec![Bytes::new(), Bytes::new()],
+                ),
+                "2 entries for 1 inputs",
+            ),
+            (
+                request(
+                    vec![input("FP32", &[1], fp32(vec![1.0]))],
+                    vec![Bytes::from_static(&[0; 4])],
+                ),
+                "one way",
+            ),
+            (
+                request(vec![input("FP32", &[3], fp32(vec![1.0]))], vec![]),
+                "has 3 elements",
+            ),
+            (
+                request(vec![input("FP32", &[1], None)], vec![]),
+                "has 1 elements",
+            ),
             (
                 request(vec![input("INT64", &[1], fp32(vec![1.0]))], vec![]),
                 "go in int64_contents only",
