@@ -151,34 +151,15 @@ async fn health_and_metadata() {
         name: name.into(),
         version: version.into(),
     };
-    assert!(
-        c.model_ready(ready("mlp", ""))
-            .await
-            .unwrap()
-            .into_inner()
-            .ready
-    );
-    assert!(
-        c.model_ready(ready("mlp", "1"))
-            .await
-            .unwrap()
-            .into_inner()
-            .ready
-    );
-    assert!(
-        !c.model_ready(ready("mlp", "2"))
-            .await
-            .unwrap()
-            .into_inner()
-            .ready
-    );
-    assert!(
-        !c.model_ready(ready("nope", ""))
-            .await
-            .unwrap()
-            .into_inner()
-            .ready
-    );
+    for (name, version, want) in [
+        ("mlp", "", true),
+        ("mlp", "1", true),
+        ("mlp", "2", false),
+        ("nope", "", false),
+    ] {
+        let answer = c.model_ready(ready(name, version)).await.unwrap();
+        assert_eq!(answer.into_inner().ready, want, "{name} {version}");
+    }
     let meta = c
         .model_metadata(ModelMetadataRequest {
             name: "two_io".into(),

@@ -75,24 +75,7 @@ fn decode_input(input: InferInputTensor, raw: Option<Bytes>, max_bytes: u64) -> 
     let name = input.name;
     let datatype =
         DataType::from_name(&input.datatype).map_err(|e| bad(format!("input `{name}`: {e}")))?;
-    let shape = input
-        .shape
-        .iter()
-        .map(|d| u64::try_from(*d))
-        .collect::<Result<Vec<u64>, _>>()
-        .map_err(|_| {
-            bad(format!(
-                "input `{name}`: negative dimension in {:?}",
-                input.shape
-            ))
-        })?;
-    let elements = Tensor::elements(&shape)
-        .filter(|n| n.checked_mul(datatype.size() as u64).is_some_and(|b| b <= max_bytes))
-        .ok_or_else(|| {
-            bad(format!(
-                "input `{name}`: shape {shape:?} declares more than max_request_size ({max_bytes} bytes)"
-            ))
-        })?;
+    let (shape, elements) = Tensor::declared(&name, datatype, &input.shape, max_bytes)?;
     let data = match raw {
         Some(bytes) => {
             let want = elements * datatype.size() as u64;
