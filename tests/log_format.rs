@@ -11,6 +11,9 @@ use std::{
 };
 
 use common::{fixture, temp_dir};
+use infercache::grpc::proto::{
+    grpc_inference_service_client::GrpcInferenceServiceClient, ModelInferRequest,
+};
 use serde_json::Value;
 
 /// Run the binary with `extra`, make a few requests, stop it with SIGTERM
@@ -62,6 +65,18 @@ fn run_and_collect(extra: &[&str], env: &[(&str, &str)]) -> Vec<String> {
         }
         let resp = http.get(format!("http://{addr}/nope")).send().await.unwrap();
         assert_eq!(resp.status(), 404);
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut grpc = GrpcInferenceServiceClient::new(channel);
+        let request = ModelInferRequest {
+            model_name: "nope".into(),
+            ..Default::default()
+        };
+        let err = grpc.model_infer(request).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::NotFound);
     });
     // SAFETY: kill(2) on our own child's pid has no memory effects.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
@@ -80,7 +95,7 @@ fn json_logs_are_one_object_per_line_with_request_fields() {
         .iter()
         .filter(|o| o["target"] == "infercache::request")
         .collect();
-    assert_eq!(requests.len(), 3, "{lines:#?}");
+    assert_eq!(requests.len(), 4, "{lines:#?}");
     let fields = |i: usize| &requests[i]["fields"];
     assert_eq!(requests[0]["level"], "INFO");
     assert_eq!(fields(0)["method"], "POST");
@@ -93,6 +108,11 @@ fn json_logs_are_one_object_per_line_with_request_fields() {
         (fields(2)["status"].as_u64(), fields(2)["cache"].as_str()),
         (Some(404), Some("-"))
     );
+    assert_eq!(
+        fields(3)["path"],
+        "/inference.GRPCInferenceService/ModelInfer"
+    );
+    assert_eq!(fields(3)["grpc_status"], "5");
 }
 
 #[test]

@@ -26,3 +26,39 @@ impl From<Error> for Status {
         Status::new(e.grpc_code(), e.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The codes Triton's clients expect for each kind of failure.
+    #[test]
+    fn errors_map_to_tritons_codes() {
+        let cases = [
+            (Error::NotFound("no model".into()), Code::NotFound),
+            (Error::BadRequest("shape".into()), Code::InvalidArgument),
+            (Error::TooLarge { limit: 1 }, Code::InvalidArgument),
+            (
+                Error::Overloaded("the model's queue"),
+                Code::ResourceExhausted,
+            ),
+            (
+                Error::Unavailable("no ONNX Runtime".into()),
+                Code::Unavailable,
+            ),
+            (Error::ShuttingDown, Code::Unavailable),
+            (Error::Unauthorized, Code::Unauthenticated),
+            (
+                Error::Timeout(std::time::Duration::from_secs(1)),
+                Code::DeadlineExceeded,
+            ),
+            (Error::Compute("boom".into()), Code::Internal),
+        ];
+        for (error, code) in cases {
+            let message = error.to_string();
+            let status = Status::from(error);
+            assert_eq!(status.code(), code, "{message}");
+            assert_eq!(status.message(), message);
+        }
+    }
+}

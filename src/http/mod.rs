@@ -163,8 +163,9 @@ impl Service<Request> for Split {
     }
 }
 
-/// One `info` line per request: method, path, status, cache status and
-/// the time to the response's head.
+/// One `info` line per request: method, path, status (and gRPC status
+/// when the call failed), cache status and the time to the response's
+/// head.
 async fn log_request(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
@@ -175,12 +176,18 @@ async fn log_request(request: Request, next: Next) -> Response {
         .get(X_CACHE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-");
+    // A failed gRPC call answers its status in the head (trailers-only).
+    let grpc_status = response
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok());
     tracing::info!(
         target: "infercache::request",
         %method,
         path,
         status = response.status().as_u16(),
         cache,
+        grpc_status,
         latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
         "request"
     );
