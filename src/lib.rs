@@ -4,6 +4,8 @@
 //!
 //! ```text
 //! HTTP request          http::{kv, ops}      routes, one error mapping
+//! gRPC request          grpc                 KServe v2 service, same listener
+//! shared by both        state                AppState, token, Cache-Control
 //!   -> key              key                  blake3 over model, input, params
 //!   -> read path        memo                 tiers, then coalesce, then compute
 //!   -> memory tier      store::memory        moka, byte-weighted, TTL
