@@ -6,6 +6,7 @@ use std::{path::PathBuf, time::Duration};
 use serde::Deserialize;
 
 use super::{invalid, ConfigError};
+use crate::store::TTL_RANGE;
 
 /// One model to serve.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -33,7 +34,8 @@ pub struct ModelConfig {
     /// Bound of the batcher's queue, in rows; full answers 429.
     #[serde(default = "defaults::queue")]
     pub queue: usize,
-    /// Lifetime of cached results; none: until evicted.
+    /// Lifetime of cached results, from 1s to ten years; none: until
+    /// evicted.
     #[serde(default, with = "humantime_serde")]
     pub ttl: Option<Duration>,
     /// A `tokenizer.json`: makes this a text model served at
@@ -162,6 +164,17 @@ impl ModelConfig {
                 format!(
                     "{} must be between 1 and the server's vram_units ({budget})",
                     self.vram_units
+                ),
+            ));
+        }
+        if let Some(ttl) = self.ttl.filter(|t| !TTL_RANGE.contains(t)) {
+            return Err(invalid(
+                &key("ttl"),
+                format!(
+                    "`{}` must be between {} and {} (ten years)",
+                    humantime::format_duration(ttl),
+                    humantime::format_duration(*TTL_RANGE.start()),
+                    humantime::format_duration(*TTL_RANGE.end()),
                 ),
             ));
         }
