@@ -171,10 +171,10 @@ impl ModelConfig {
             return Err(invalid(
                 &key("ttl"),
                 format!(
-                    "`{}` must be between {} and {} (ten years)",
+                    "`{}` must be between {}s and {}days (ten years)",
                     humantime::format_duration(ttl),
-                    humantime::format_duration(*TTL_RANGE.start()),
-                    humantime::format_duration(*TTL_RANGE.end()),
+                    TTL_RANGE.start().as_secs(),
+                    TTL_RANGE.end().as_secs() / (24 * 3600),
                 ),
             ));
         }
@@ -222,4 +222,33 @@ pub fn parse_model_flag(s: &str) -> Result<ModelConfig, String> {
         .filter(|(n, p)| !n.is_empty() && !p.is_empty())
         .ok_or_else(|| format!("`{s}` is not NAME=PATH"))?;
     Ok(ModelConfig::new(name, path))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, ServeArgs};
+
+    fn with_ttl(ttl: &str) -> Result<Config, super::ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("m.onnx"), b"x").unwrap();
+        let path = dir.path().join("c.toml");
+        let text = format!("[[model]]\nname = \"mlp\"\npath = \"m.onnx\"\nttl = \"{ttl}\"\n");
+        std::fs::write(&path, text).unwrap();
+        Config::from_args(&ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn ttl_is_between_one_second_and_ten_years() {
+        for bad in ["0s", "500ms", "20years", "3651days"] {
+            let e = with_ttl(bad).unwrap_err();
+            assert_eq!(e.key, "model `mlp`: ttl", "{bad}: {e}");
+            assert!(!e.to_string().contains('\n'), "{e}");
+        }
+        for good in ["1s", "1h", "3650days"] {
+            assert!(with_ttl(good).is_ok(), "{good}");
+        }
+    }
 }

@@ -16,6 +16,9 @@ pub mod fence;
 pub mod memory;
 pub mod writer;
 
+#[cfg(test)]
+mod races;
+
 use std::{
     future::Future,
     ops::RangeInclusive,
@@ -202,9 +205,9 @@ struct Inner {
     healthy: Arc<std::sync::atomic::AtomicBool>,
     /// Background tasks, taken by `close`.
     tasks: Mutex<Option<Tasks>>,
-    /// Holds a promotion between its disk read and its memory insert.
+    /// Hold a promotion after its disk read and after its memory insert.
     #[cfg(test)]
-    promotion: fence::Gate,
+    promotion: [fence::Gate; 2],
 }
 
 impl Store {
@@ -257,7 +260,7 @@ impl Store {
                     sweeper,
                 })),
                 #[cfg(test)]
-                promotion: fence::Gate::default(),
+                promotion: Default::default(),
             }),
         })
     }
@@ -285,7 +288,7 @@ impl Store {
             return Ok(None);
         };
         #[cfg(test)]
-        inner.promotion.pass().await;
+        inner.promotion[0].pass().await;
         // If a write to this key committed while we read, our copy may be
         // older than it (or deleted): leave memory to the writer. The read
         // itself began before that write was acknowledged, so answering it
@@ -293,6 +296,8 @@ impl Store {
         inner.fences.publish_if(key, fence, || {
             inner.memory.insert(key.clone(), entry.clone());
         });
+        #[cfg(test)]
+        inner.promotion[1].pass().await;
         inner.metrics.hit(Tier::Disk);
         Ok(Some((entry, Tier::Disk)))
     }
