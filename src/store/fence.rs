@@ -74,7 +74,12 @@ impl Fences {
 
     /// Run `publish` only if no write to `key` was announced since the
     /// fence read `seen`; none can be announced while it runs.
-    pub(super) fn publish_if<R>(&self, key: &Key, seen: u64, publish: impl FnOnce() -> R) -> Option<R> {
+    pub(super) fn publish_if<R>(
+        &self,
+        key: &Key,
+        seen: u64,
+        publish: impl FnOnce() -> R,
+    ) -> Option<R> {
         publish_if(self.stripe(key), |n| *n, seen, publish)
     }
 }

@@ -324,17 +324,15 @@ impl Store {
         generation: u64,
     ) -> Option<impl Future<Output = Result<()>>> {
         let inner = &self.inner;
-        inner
-            .generations
-            .publish_if(key.namespace, generation, || {
-                let queued = self.check_size(&entry).and_then(|()| {
-                    inner.memory.insert(key.clone(), entry.clone());
-                    // The commit bumps the key's fence but does not insert
-                    // the entry into memory a second time.
-                    inner.writer.persist(Op::Put { key, entry })
-                });
-                async move { queued?.await.map(drop) }
-            })
+        inner.generations.publish_if(key.namespace, generation, || {
+            let queued = self.check_size(&entry).and_then(|()| {
+                inner.memory.insert(key.clone(), entry.clone());
+                // The commit bumps the key's fence but does not insert
+                // the entry into memory a second time.
+                inner.writer.persist(Op::Put { key, entry })
+            });
+            async move { queued?.await.map(drop) }
+        })
     }
 
     /// The namespace's generation: read it before computing a result, and
