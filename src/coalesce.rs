@@ -11,6 +11,10 @@
 //!   once the write has committed, so a caller that finds it empty will find
 //!   the result on disk (the store's fence tells it to look again).
 //!
+//! A flight remembers its model's generation (see [`crate::store::fence`]):
+//! if the model's cache is dropped while it runs, its result still reaches
+//! its waiters but is neither stored nor handed out from a `Landed` slot.
+//!
 //! Invariants, each enforced under the slot's lock: exactly one of the task
 //! (landing), the last leaving waiter, or the task's drop guard (panic,
 //! abort) removes a `Running` slot; errors are fanned out and never stored;
@@ -108,6 +112,9 @@ pub struct Inflight {
     map: DashMap<FlightKey, Flight>,
     next_id: AtomicU64,
     running: Gauge,
+    /// Holds a landed flight before it waits for its durable write.
+    #[cfg(test)]
+    pub(crate) landed: crate::store::fence::Gate,
 }
 
 impl Inflight {
@@ -116,6 +123,8 @@ impl Inflight {
             map: DashMap::new(),
             next_id: AtomicU64::new(0),
             running,
+            #[cfg(test)]
+            landed: Default::default(),
         })
     }
 
@@ -246,6 +255,8 @@ impl Inflight {
             let _ = waiter.send(outcome.clone());
         }
         if let Some(durable) = durable {
+            #[cfg(test)]
+            self.landed.pass().await;
             if let Err(e) = durable.await {
                 tracing::warn!(error = %e, "a computed result was not written to disk");
             }
