@@ -147,13 +147,12 @@ mod tests {
     #[tokio::test]
     async fn a_drop_wins_over_a_landed_flight() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(StoreOptions {
+        let options = StoreOptions {
             dir: dir.path().to_path_buf(),
             ..Default::default()
-        })
-        .await
-        .unwrap();
-        let memo = Memo::new(store.clone());
+        };
+        let memo = Memo::new(Store::open(options).await.unwrap());
+        let store = memo.store().clone();
         let key = Key::new(5, "k");
         let (landed, release) = memo.inflight.landed.arm();
         let old = memo.get_or_compute(key.clone(), Lookup::default(), || async {

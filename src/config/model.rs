@@ -228,16 +228,18 @@ pub fn parse_model_flag(s: &str) -> Result<ModelConfig, String> {
 mod tests {
     use crate::config::{Config, ServeArgs};
 
+    /// A config file with one model (any readable file will do: nothing
+    /// is loaded) whose `ttl` is `ttl`.
     fn with_ttl(ttl: &str) -> Result<Config, super::ConfigError> {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("m.onnx"), b"x").unwrap();
-        let path = dir.path().join("c.toml");
-        let text = format!("[[model]]\nname = \"mlp\"\npath = \"m.onnx\"\nttl = \"{ttl}\"\n");
-        std::fs::write(&path, text).unwrap();
-        Config::from_args(&ServeArgs {
-            config: Some(path),
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let model = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+        let text = format!("[[model]]\nname = \"mlp\"\npath = \"{model}\"\nttl = \"{ttl}\"\n");
+        std::fs::write(file.path(), text).unwrap();
+        let args = ServeArgs {
+            config: Some(file.path().into()),
             ..Default::default()
-        })
+        };
+        Config::from_args(&args)
     }
 
     #[test]
