@@ -342,7 +342,7 @@ async fn compute(model: Arc<Model>, text: String) -> Result<Bytes> {
         .await
         .expect("the tokenizing semaphore is never closed");
     let tokenizing = model.clone();
-    let (row, len) = off_runtime(move || {
+    let (row, len) = off_runtime(usize::MAX, move || {
         let tm = tokenizing.text.as_ref().expect("checked by embed");
         tm.row(&text, &tokenizing.inputs)
     })
