@@ -23,7 +23,7 @@ pub mod text;
 
 use std::{collections::HashMap, sync::Arc};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
 use self::{
     registry::{Model, Registry},
@@ -98,28 +98,17 @@ impl Inference {
         } else {
             1
         };
-        // Rows are keyed in place; only distinct rows are ever copied out,
-        // and only once their count is known to fit the queue, so memory
-        // stays a small multiple of the body however many rows repeat.
-        let mut distinct: Vec<(Key, usize)> = Vec::new();
-        let mut index: HashMap<Key, usize> = HashMap::new();
-        let mut row_slot: Vec<usize> = Vec::with_capacity(rows);
-        for i in 0..rows {
-            let key = row_key(&model, &inputs, i, rows);
-            let slot = *index.entry(key.clone()).or_insert_with(|| {
-                distinct.push((key, i));
-                distinct.len() - 1
-            });
-            if distinct.len() > settings.queue {
-                return Err(Error::BadRequest(format!(
-                    "the request has more than {} distinct rows, the most model `{}` takes per request (its queue)",
-                    settings.queue,
-                    model.name(),
-                )));
-            }
-            row_slot.push(slot);
-        }
-        drop(index);
+        // Keying and reassembly cost about a key per row plus the bytes.
+        let (size, keying, queue) = (
+            inputs.iter().map(|t| t.data.len()).sum::<usize>() + rows.saturating_mul(64),
+            model.clone(),
+            settings.queue,
+        );
+        let (inputs, distinct, row_slot) = off_runtime(size, move || {
+            let (distinct, row_slot) = plan_rows(&keying, &inputs, rows, queue)?;
+            Ok((inputs, distinct, row_slot))
+        })
+        .await?;
         let lookups = distinct.iter().map(|(key, i)| {
             let row = if model.batchable {
                 row_of(&inputs, *i, rows)
@@ -134,17 +123,49 @@ impl Inference {
         });
         let found = futures::future::try_join_all(lookups).await?;
         let status = combined_status(found.iter().map(|(_, s)| *s));
-        let decoded = found
-            .iter()
-            .map(|(entry, _)| decode_row(&entry.value))
-            .collect::<Result<Vec<_>>>()?;
-        let per_row: Vec<&Vec<Tensor>> = row_slot.iter().map(|slot| &decoded[*slot]).collect();
-        let outputs = wanted
-            .iter()
-            .map(|&o| assemble(&model, o, &per_row))
-            .collect::<Result<_>>()?;
+        let values: Vec<Bytes> = found.into_iter().map(|(entry, _)| entry.value).collect();
+        let outputs = off_runtime(size, move || {
+            let decoded = values.iter().map(decode_row).collect::<Result<Vec<_>>>()?;
+            let per_row: Vec<&Vec<Tensor>> = row_slot.iter().map(|slot| &decoded[*slot]).collect();
+            wanted
+                .iter()
+                .map(|&o| assemble(&model, o, &per_row))
+                .collect::<Result<_>>()
+        })
+        .await?;
         Ok(Response { outputs, status })
     }
+}
+
+/// Key every row of checked `inputs` in place: the distinct keys with the
+/// first row of each, and each row's index into them. Only distinct rows
+/// are ever copied out later, and only once their count is known to fit
+/// the model's `queue`, so memory stays a small multiple of the body
+/// however many rows repeat.
+fn plan_rows(
+    model: &Model,
+    inputs: &[Tensor],
+    rows: usize,
+    queue: usize,
+) -> Result<(Vec<(Key, usize)>, Vec<usize>)> {
+    let mut distinct: Vec<(Key, usize)> = Vec::new();
+    let mut index: HashMap<Key, usize> = HashMap::new();
+    let mut row_slot: Vec<usize> = Vec::with_capacity(rows);
+    for i in 0..rows {
+        let key = row_key(model, inputs, i, rows);
+        let slot = *index.entry(key.clone()).or_insert_with(|| {
+            distinct.push((key, i));
+            distinct.len() - 1
+        });
+        if distinct.len() > queue {
+            return Err(Error::BadRequest(format!(
+                "the request has more than {queue} distinct rows, the most model `{}` takes per request (its queue)",
+                model.name(),
+            )));
+        }
+        row_slot.push(slot);
+    }
+    Ok((distinct, row_slot))
 }
 
 /// Inputs smaller than this are worked on in place: moving them to another
@@ -185,7 +206,11 @@ fn row_ref<'a>(model: &Model, t: &'a Tensor, r: usize, rows: usize) -> TensorRef
     TensorRef {
         name: &t.name,
         datatype: t.datatype.name(),
-        shape: if model.batchable { &t.shape[1..] } else { &t.shape },
+        shape: if model.batchable {
+            &t.shape[1..]
+        } else {
+            &t.shape
+        },
         data: &t.data[r * len..(r + 1) * len],
     }
 }
@@ -207,10 +232,7 @@ fn row_of(inputs: &[Tensor], r: usize, rows: usize) -> Vec<Tensor> {
 }
 
 fn row_key(model: &Model, inputs: &[Tensor], r: usize, rows: usize) -> Key {
-    let refs: Vec<TensorRef<'_>> = inputs
-        .iter()
-        .map(|t| row_ref(model, t, r, rows))
-        .collect();
+    let refs: Vec<TensorRef<'_>> = inputs.iter().map(|t| row_ref(model, t, r, rows)).collect();
     tensor_key(model.namespace, model.name(), &model.digest, &refs)
 }
 

@@ -29,15 +29,17 @@ use tokio::sync::Semaphore;
 
 use super::{
     backend::IoSpec,
+    off_runtime,
     registry::Model,
     tensor::{DataType, Tensor},
-    off_runtime, Inference,
+    Inference,
 };
 use crate::{
     config::{ModelConfig, Pooling},
     error::{Error, Result},
     key::{text_key, TextParams},
     memo::{CacheStatus, Policy},
+    store::Key,
 };
 
 /// A loaded tokenizer plus how the model's outputs become one vector.
@@ -64,9 +66,8 @@ const TYPES: &str = "token_type_ids";
 const PREFIX_BYTES_PER_TOKEN: usize = 16;
 
 /// Tokenizations running at once: one per core, on the blocking pool.
-static TOKENIZING: LazyLock<Semaphore> = LazyLock::new(|| {
-    Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()))
-});
+static TOKENIZING: LazyLock<Semaphore> =
+    LazyLock::new(|| Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())));
 
 impl TextModel {
     /// Load `config.tokenizer` and check that the model takes token ids.
@@ -183,7 +184,12 @@ impl TextModel {
         let prefix = &text[..text.floor_char_boundary(bound)];
         if let Some((last_space, _)) = prefix.char_indices().rfind(|(_, c)| c.is_whitespace()) {
             let encoding = tokenize(prefix)?;
-            let kept_end = encoding.get_offsets().iter().map(|o| o.1).max().unwrap_or(0);
+            let kept_end = encoding
+                .get_offsets()
+                .iter()
+                .map(|o| o.1)
+                .max()
+                .unwrap_or(0);
             if encoding.get_ids().len() >= max_tokens && kept_end <= last_space {
                 return Ok(encoding);
             }
@@ -195,7 +201,10 @@ impl TextModel {
     /// (and its batches sized) for at most that many tokens per row.
     pub fn check_tokens(&self, inputs: &[Tensor]) -> Result<()> {
         let max = u64::from(self.params.max_tokens);
-        match inputs.iter().find(|t| t.shape.get(1).is_some_and(|n| *n > max)) {
+        match inputs
+            .iter()
+            .find(|t| t.shape.get(1).is_some_and(|n| *n > max))
+        {
             Some(t) => Err(Error::BadRequest(format!(
                 "input `{}` has {} tokens per row; this model takes at most {max} (max_tokens)",
                 t.name, t.shape[1]
@@ -281,12 +290,12 @@ impl Inference {
         policy: Policy,
     ) -> Result<Embeddings> {
         let model = self.registry.get(model)?;
-        let Some(text) = model.text.as_ref() else {
+        if model.text.is_none() {
             return Err(Error::BadRequest(format!(
                 "model `{}` is not a text model (configure `tokenizer` for it)",
                 model.name()
             )));
-        };
+        }
         if texts.is_empty() {
             return Err(Error::BadRequest("input must not be empty".into()));
         }
@@ -301,24 +310,28 @@ impl Inference {
         if let Some(i) = texts.iter().position(String::is_empty) {
             return Err(Error::BadRequest(format!("input[{i}] is an empty string")));
         }
-        let mut order: Vec<usize> = Vec::with_capacity(texts.len());
-        let mut distinct: Vec<&str> = Vec::new();
-        let mut seen: HashMap<&str, usize> = HashMap::new();
-        for t in &texts {
-            order.push(*seen.entry(t.as_str()).or_insert_with(|| {
-                distinct.push(t.as_str());
-                distinct.len() - 1
-            }));
-        }
-        let lookups = distinct.iter().map(|t| {
-            let key = text_key(
-                model.namespace,
-                model.name(),
-                &model.digest,
-                t,
-                &text.params,
-            );
-            let (model, t) = (model.clone(), t.to_string());
+        // Keying hashes every byte of every text: off the async workers
+        // for a big request. Equal texts get equal keys, so they are looked
+        // up (and computed) once.
+        let size = texts.iter().map(String::len).sum();
+        let keying = model.clone();
+        let (texts, order, distinct) = off_runtime(size, move || {
+            let params = &keying.text.as_ref().expect("checked above").params;
+            let mut order = Vec::with_capacity(texts.len());
+            let mut distinct: Vec<(Key, usize)> = Vec::new();
+            let mut seen: HashMap<Key, usize> = HashMap::new();
+            for (i, t) in texts.iter().enumerate() {
+                let key = text_key(keying.namespace, keying.name(), &keying.digest, t, params);
+                order.push(*seen.entry(key.clone()).or_insert_with(|| {
+                    distinct.push((key, i));
+                    distinct.len() - 1
+                }));
+            }
+            Ok((texts, order, distinct))
+        })
+        .await?;
+        let lookups = distinct.into_iter().map(|(key, i)| {
+            let (model, t) = (model.clone(), texts[i].clone());
             self.memo
                 .get_or_compute(key, lookup, move || compute(model, t))
         });

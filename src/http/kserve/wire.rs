@@ -170,8 +170,7 @@ pub fn decode(body: &Bytes, header_len: Option<usize>, max_bytes: u64) -> Result
         )));
     }
     let mut binary_outputs = BinaryOutputs {
-        all: flag(request.parameters.binary_data_output, "binary_data_output")?
-            .unwrap_or(false),
+        all: flag(request.parameters.binary_data_output, "binary_data_output")?.unwrap_or(false),
         by_name: Vec::new(),
     };
     let outputs = match request.outputs {
