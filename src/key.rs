@@ -203,7 +203,7 @@ mod tests {
                 "A man is eating food.",
                 &PARAMS
             )),
-            "9a3399e7c75edd4116f7fe16a9e1ca2b938184492349afa4ef618336df796a46"
+            "7ab8aaf770d74019c733e5028e5b1223e8e9f1e84b5956ea949c7fb255a12adf"
         );
     }
 

@@ -1015,6 +1015,10 @@ fn infer_oracle(case: &InferCase, r: &Rendered) -> Option<u64> {
             return None;
         }
     }
+    // Each output may be named once (a repeat would be built and sent again).
+    if case.outputs.iter().flatten().count() > 1 {
+        return None;
+    }
     let [input] = &case.inputs[..] else {
         return None;
     };

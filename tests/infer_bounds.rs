@@ -318,3 +318,66 @@ async fn tokenizing_a_huge_request_leaves_healthz_responsive() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_new_tokenizer_file_never_serves_old_vectors() {
+    let dir = temp_dir();
+    let tokenizer = dir.path().join("tokenizer.json");
+    let original: Value =
+        serde_json::from_slice(&std::fs::read(asset("tokenizer.json")).unwrap()).unwrap();
+    let embed = |tokenizer: PathBuf| {
+        let data = dir.path().join("data");
+        async move {
+            let server = TestServer::start(&data, |a| {
+                a.models = vec![minilm(|m| m.tokenizer = Some(tokenizer))]
+            })
+            .await;
+            let r = server
+                .client
+                .post(server.url("/v1/embeddings"))
+                .json(&json!({"model": "minilm", "input": "a new tokenizer"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+            let cache = r.headers()["x-cache"].to_str().unwrap().to_string();
+            server.stop().await;
+            cache
+        }
+    };
+    std::fs::write(&tokenizer, serde_json::to_vec(&original).unwrap()).unwrap();
+    assert_eq!(embed(tokenizer.clone()).await, "miss");
+    assert_eq!(
+        embed(tokenizer.clone()).await,
+        "hit",
+        "same file: from disk"
+    );
+    // Same vocabulary, different file: it could have changed anything.
+    std::fs::write(&tokenizer, serde_json::to_vec_pretty(&original).unwrap()).unwrap();
+    assert_eq!(embed(tokenizer).await, "miss");
+}
+
+#[tokio::test]
+async fn long_texts_embed_as_their_truncated_tokens_would() {
+    let dir = temp_dir();
+    let server = TestServer::start(dir.path(), |a| {
+        a.models = vec![minilm(|m| m.max_tokens = 8)]
+    })
+    .await;
+    let long = "the quick brown fox jumps over the lazy dog and keeps running ".repeat(200);
+    // Both are truncated to the same 8 tokens; only the long one is cut
+    // to a prefix (16 bytes per token) before tokenizing.
+    let short = &long[..100];
+    let r = server
+        .client
+        .post(server.url("/v1/embeddings"))
+        .json(&json!({"model": "minilm", "input": [long, short]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["data"][0]["embedding"], v["data"][1]["embedding"]);
+    assert_eq!(v["usage"]["prompt_tokens"], 16);
+    server.stop().await;
+}

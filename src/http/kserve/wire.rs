@@ -65,16 +65,22 @@ struct OutputJson<'a> {
     parameters: Params<'a>,
 }
 
-/// The `parameters` keys we read, unparsed; any other key is skipped
-/// without building it, so a huge `parameters` costs no memory.
+/// The `parameters` keys we read, unparsed (`null` included, which is
+/// refused like any other non-value); any other key is skipped without
+/// building it, so a huge `parameters` costs no memory.
 #[derive(Deserialize, Default)]
 struct Params<'a> {
-    #[serde(borrow)]
+    #[serde(default, borrow, deserialize_with = "present")]
     binary_data_output: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(default, borrow, deserialize_with = "present")]
     binary_data_size: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(default, borrow, deserialize_with = "present")]
     binary_data: Option<&'a RawValue>,
+}
+
+/// A key that is there, whatever its value.
+fn present<'de, D: de::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
 }
 
 /// A JSON array of at most `N` items; the parse stops at item `N + 1`.
