@@ -1379,8 +1379,11 @@ fn replace_at(node: &mut Value, path: &[prop::sample::Index], with: Value) {
 // 1b. Zero and huge dimensions against every model, minilm included.
 // ---------------------------------------------------------------------------
 
-/// Each model's inputs: (name, datatype, rank).
-const MODEL_INPUTS: &[(&str, &[(&str, &str, usize)])] = &[
+/// One model input: (name, datatype, rank).
+type InputSpec = (&'static str, &'static str, usize);
+
+/// Each model's inputs.
+const MODEL_INPUTS: &[(&str, &[InputSpec])] = &[
     ("mlp", &[("x", "FP32", 2)]),
     ("two_io", &[("a", "FP32", 2), ("b", "INT64", 2)]),
     (

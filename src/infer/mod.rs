@@ -105,8 +105,8 @@ impl Inference {
             settings.queue,
         );
         let (inputs, distinct, row_slot) = off_runtime(size, move || {
-            let (distinct, row_slot) = plan_rows(&keying, &inputs, rows, queue)?;
-            Ok((inputs, distinct, row_slot))
+            let plan = plan_rows(&keying, &inputs, rows, queue)?;
+            Ok((inputs, plan.distinct, plan.row_slot))
         })
         .await?;
         let lookups = distinct.iter().map(|(key, i)| {
@@ -137,17 +137,20 @@ impl Inference {
     }
 }
 
+/// The distinct rows of a request and where each row's result comes from.
+struct RowPlan {
+    /// Key and first row index of each distinct row.
+    distinct: Vec<(Key, usize)>,
+    /// Per row, its index into `distinct`.
+    row_slot: Vec<usize>,
+}
+
 /// Key every row of checked `inputs` in place: the distinct keys with the
 /// first row of each, and each row's index into them. Only distinct rows
 /// are ever copied out later, and only once their count is known to fit
 /// the model's `queue`, so memory stays a small multiple of the body
 /// however many rows repeat.
-fn plan_rows(
-    model: &Model,
-    inputs: &[Tensor],
-    rows: usize,
-    queue: usize,
-) -> Result<(Vec<(Key, usize)>, Vec<usize>)> {
+fn plan_rows(model: &Model, inputs: &[Tensor], rows: usize, queue: usize) -> Result<RowPlan> {
     let mut distinct: Vec<(Key, usize)> = Vec::new();
     let mut index: HashMap<Key, usize> = HashMap::new();
     let mut row_slot: Vec<usize> = Vec::with_capacity(rows);
@@ -165,7 +168,7 @@ fn plan_rows(
         }
         row_slot.push(slot);
     }
-    Ok((distinct, row_slot))
+    Ok(RowPlan { distinct, row_slot })
 }
 
 /// Inputs smaller than this are worked on in place: moving them to another
