@@ -169,34 +169,44 @@ async fn memory_per_request_is_a_small_multiple_of_its_body() {
     assert_eq!(status, 200);
 
     // 64 MiB of identical rows: "0," per element.
-    let limit = 64usize << 20;
-    let rows = (limit - 256) / (16 * 2);
-    let mut body = format!(
+    let rows = ((64usize << 20) - 256) / (16 * 2);
+    let head = format!(
         r#"{{"outputs":[{{"name":"y","parameters":{{"binary_data":true}}}}],"inputs":[{{"name":"x","shape":[{rows},16],"datatype":"FP32","data":["#
-    )
-    .into_bytes();
-    body.extend(std::iter::repeat_n(*b"0,", rows * 16).flatten());
-    body.pop();
-    body.extend(b"]}]}");
-    let size = body.len() as u64;
-    let (status, grew) = peak_growth(&server, &client, "mlp", body).await;
-    assert_eq!(status, 200);
-    assert!(
-        grew < 8 * size,
-        "{rows} identical rows: peak grew {grew} bytes for a {size}-byte body"
     );
+    let body = repeated(head.as_bytes(), b"0,", rows * 16, b"]}]}");
+    assert_bounded(&server, &client, body, 200, "identical rows").await;
 
     // A million repeats of one output name.
-    let mut body = br#"{"inputs":[{"name":"x","shape":[1,16],"datatype":"FP32","data":[1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1]}],"outputs":["#.to_vec();
-    body.extend(std::iter::repeat_n(*br#"{"name":"y"},"#, 1_000_000).flatten());
+    let head = br#"{"inputs":[{"name":"x","shape":[1,16],"datatype":"FP32","data":[1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1]}],"outputs":["#;
+    let body = repeated(head, br#"{"name":"y"},"#, 1_000_000, b"]}");
+    assert_bounded(&server, &client, body, 400, "a million outputs").await;
+}
+
+/// `head`, `item` `n` times without its last byte (the comma), `tail`.
+fn repeated(head: &[u8], item: &[u8], n: usize, tail: &[u8]) -> Vec<u8> {
+    let mut body = head.to_vec();
+    body.extend(std::iter::repeat_n(item, n).flatten());
     body.pop();
-    body.extend(b"]}");
+    body.extend(tail);
+    body
+}
+
+/// Answering `body` with `status` grows the server's peak memory by less
+/// than 8x the body.
+async fn assert_bounded(
+    server: &ChildServer,
+    client: &reqwest::Client,
+    body: Vec<u8>,
+    status: u16,
+    what: &str,
+) {
     let size = body.len() as u64;
-    let (status, grew) = peak_growth(&server, &client, "mlp", body).await;
-    assert_eq!(status, 400);
+    let (got, grew) = peak_growth(server, client, "mlp", body).await;
+    assert_eq!(got, status, "{what}");
+    eprintln!("{what}: peak grew {grew} bytes for a {size}-byte body");
     assert!(
         grew < 8 * size,
-        "a million outputs: peak grew {grew} bytes for a {size}-byte body"
+        "{what}: peak grew {grew} bytes for a {size}-byte body"
     );
 }
 
