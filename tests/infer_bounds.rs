@@ -17,6 +17,9 @@ use infercache::config::ModelConfig;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
+/// Held by the CPU-heavy tests, so that they do not measure each other.
+static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn asset(file: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("assets/models/minilm")
@@ -145,6 +148,7 @@ async fn peak_growth(
 
 #[tokio::test]
 async fn memory_per_request_is_a_small_multiple_of_its_body() {
+    let _heavy = HEAVY.lock().await;
     let dir = temp_dir();
     // The decoded tensor (4 bytes per "0," sent) must fit the limit too.
     let server = ChildServer::spawn(
@@ -275,6 +279,7 @@ async fn text_rows_keep_their_own_length_whatever_they_are_batched_with() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokenizing_a_huge_request_leaves_healthz_responsive() {
+    let _heavy = HEAVY.lock().await;
     let dir = temp_dir();
     let server = TestServer::start(dir.path(), |a| {
         a.models = vec![minilm(|m| {
@@ -305,8 +310,29 @@ async fn tokenizing_a_huge_request_leaves_healthz_responsive() {
             .unwrap()
             .status()
     });
+    let busy = healthz_p99(&server, || request.is_finished()).await;
+    assert_eq!(request.await.unwrap(), StatusCode::OK);
+    // The bound is 50 ms, unless the machine itself is slower than that
+    // with the server idle (a loaded CI box): then 3x what idle shows.
+    let idle = healthz_p99(&server, {
+        let until = Instant::now() + Duration::from_secs(2);
+        move || Instant::now() > until
+    })
+    .await;
+    let bound = Duration::from_millis(50).max(idle * 3);
+    eprintln!("healthz p99 {busy:?} while embedding, {idle:?} idle");
+    assert!(
+        busy < bound,
+        "healthz p99 {busy:?} while embedding (idle: {idle:?})"
+    );
+    server.stop().await;
+}
+
+/// p99 latency of `/healthz`, polled every 5 ms until `done` (at least 20
+/// polls).
+async fn healthz_p99(server: &TestServer, done: impl Fn() -> bool) -> Duration {
     let mut latencies = Vec::new();
-    while !request.is_finished() {
+    while latencies.len() < 20 || !done() {
         let started = Instant::now();
         let r = server
             .client
@@ -318,15 +344,8 @@ async fn tokenizing_a_huge_request_leaves_healthz_responsive() {
         latencies.push(started.elapsed());
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert_eq!(request.await.unwrap(), StatusCode::OK);
     latencies.sort();
-    let p99 = latencies[latencies.len() * 99 / 100];
-    assert!(
-        latencies.len() >= 20 && p99 < Duration::from_millis(50),
-        "healthz p99 {p99:?} over {} polls",
-        latencies.len()
-    );
-    server.stop().await;
+    latencies[latencies.len() * 99 / 100]
 }
 
 #[tokio::test]

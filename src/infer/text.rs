@@ -65,9 +65,13 @@ const TYPES: &str = "token_type_ids";
 /// always holds `max_tokens` complete words' tokens.
 const PREFIX_BYTES_PER_TOKEN: usize = 16;
 
-/// Tokenizations running at once: one per core, on the blocking pool.
-static TOKENIZING: LazyLock<Semaphore> =
-    LazyLock::new(|| Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())));
+/// Tokenizations running at once, on the blocking pool: one core fewer
+/// than the machine has (at least one), so that tokenizing a huge request
+/// never takes every core from the async workers and the model.
+static TOKENIZING: LazyLock<Semaphore> = LazyLock::new(|| {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    Semaphore::new(cores.saturating_sub(1).max(1))
+});
 
 impl TextModel {
     /// Load `config.tokenizer` and check that the model takes token ids.
@@ -327,13 +331,13 @@ impl Inference {
                     distinct.len() - 1
                 }));
             }
-            Ok((texts, order, distinct))
+            Ok((Arc::new(texts), order, distinct))
         })
         .await?;
         let lookups = distinct.into_iter().map(|(key, i)| {
-            let (model, t) = (model.clone(), texts[i].clone());
+            let (model, texts) = (model.clone(), texts.clone());
             self.memo
-                .get_or_compute(key, lookup, move || compute(model, t))
+                .get_or_compute(key, lookup, move || compute(model, texts, i))
         });
         let found = futures::future::try_join_all(lookups).await?;
         let status = super::combined_status(found.iter().map(|(_, s)| *s));
@@ -349,7 +353,8 @@ impl Inference {
     }
 }
 
-async fn compute(model: Arc<Model>, text: String) -> Result<Bytes> {
+/// Embed `texts[i]` (shared, so that no text is copied on the way).
+async fn compute(model: Arc<Model>, texts: Arc<Vec<String>>, i: usize) -> Result<Bytes> {
     let permit = TOKENIZING
         .acquire()
         .await
@@ -357,7 +362,7 @@ async fn compute(model: Arc<Model>, text: String) -> Result<Bytes> {
     let tokenizing = model.clone();
     let (row, len) = off_runtime(usize::MAX, move || {
         let tm = tokenizing.text.as_ref().expect("checked by embed");
-        tm.row(&text, &tokenizing.inputs)
+        tm.row(&texts[i], &tokenizing.inputs)
     })
     .await?;
     drop(permit);
