@@ -17,7 +17,8 @@ use infercache::config::ModelConfig;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-/// Held by the CPU-heavy tests, so that they do not measure each other.
+/// Held by every test here: the healthz latency and peak-memory ones must
+/// not measure the others.
 static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn asset(file: &str) -> PathBuf {
@@ -81,6 +82,7 @@ async fn infer(client: &reqwest::Client, base: &str, model: &str, body: Vec<u8>)
 
 #[tokio::test]
 async fn absurd_shapes_with_zero_dimensions_are_refused_naming_the_input() {
+    let _heavy = HEAVY.lock().await;
     let dir = temp_dir();
     let mut server = child(dir.path(), &["ragged", "mlp"]);
     let client = reqwest::Client::new();
@@ -235,6 +237,7 @@ fn token_row(len: usize, first: i64) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_rows_keep_their_own_length_whatever_they_are_batched_with() {
+    let _heavy = HEAVY.lock().await;
     let dir = temp_dir();
     let server = TestServer::start(dir.path(), |a| {
         a.models = vec![minilm(|m| {
@@ -350,6 +353,7 @@ async fn healthz_p99(server: &TestServer, done: impl Fn() -> bool) -> Duration {
 
 #[tokio::test]
 async fn a_new_tokenizer_file_never_serves_old_vectors() {
+    let _heavy = HEAVY.lock().await;
     let dir = temp_dir();
     let tokenizer = dir.path().join("tokenizer.json");
     let original: Value =
@@ -388,6 +392,7 @@ async fn a_new_tokenizer_file_never_serves_old_vectors() {
 
 #[tokio::test]
 async fn long_texts_embed_as_their_truncated_tokens_would() {
+    let _heavy = HEAVY.lock().await;
     let dir = temp_dir();
     let server = TestServer::start(dir.path(), |a| {
         a.models = vec![minilm(|m| m.max_tokens = 8)]
