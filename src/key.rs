@@ -107,11 +107,16 @@ pub struct TensorRef<'a> {
 }
 
 /// How a text embedding is produced; part of a text key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TextParams {
     pub max_tokens: u32,
     pub pooling: &'static str,
     pub normalize: bool,
+    /// blake3 digest of the tokenizer file's bytes.
+    pub tokenizer: [u8; 32],
+    /// The tokenizer settings the server applies over the file's own
+    /// (padding, truncation), in a canonical text form.
+    pub overrides: String,
 }
 
 /// Key of one inference row (or of a whole request to a model that does
@@ -144,6 +149,8 @@ pub fn text_key(
     key.u64(u64::from(params.max_tokens))
         .bytes(params.pooling.as_bytes())
         .u64(u64::from(params.normalize))
+        .bytes(&params.tokenizer)
+        .bytes(params.overrides.as_bytes())
         .payload(text.as_bytes());
     key.finish()
 }
@@ -157,6 +164,8 @@ mod tests {
         max_tokens: 256,
         pooling: "mean",
         normalize: true,
+        tokenizer: [9; 32],
+        overrides: String::new(),
     };
 
     fn hex(key: &Key) -> String {
@@ -194,7 +203,7 @@ mod tests {
                 "A man is eating food.",
                 &PARAMS
             )),
-            "9a3399e7c75edd4116f7fe16a9e1ca2b938184492349afa4ef618336df796a46"
+            "7ab8aaf770d74019c733e5028e5b1223e8e9f1e84b5956ea949c7fb255a12adf"
         );
     }
 
@@ -235,6 +244,14 @@ mod tests {
             },
             TextParams {
                 normalize: false,
+                ..PARAMS
+            },
+            TextParams {
+                tokenizer: [10; 32],
+                ..PARAMS
+            },
+            TextParams {
+                overrides: "{\"padding\":null}".into(),
                 ..PARAMS
             },
         ] {

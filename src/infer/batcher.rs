@@ -18,14 +18,20 @@
 //! batch's longest row (the attention mask is padded with zeros too, so
 //! padding does not change real tokens' results), and a batch also closes
 //! when its padded size would pass `max_batch_tokens`; the row that did not
-//! fit opens the next batch.
+//! fit opens the next batch. Each row's outputs are cut back to its own
+//! length along every dynamic token dimension, so a row's result (and its
+//! cache entry) never depends on the rows it happened to share a batch with.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use super::{backend::Backend, budget::Budget, tensor::Tensor};
+use super::{
+    backend::{Backend, IoSpec},
+    budget::Budget,
+    tensor::Tensor,
+};
 use crate::{
     config::Live,
     error::{Error, Result},
@@ -237,19 +243,26 @@ impl Actor {
                 if !batchable {
                     return vec![backend.run(&inputs[0])];
                 }
-                match backend
-                    .run(&stack(&inputs, pad))
-                    .and_then(|out| unstack(out, rows))
-                {
+                let run = |rows: &[Vec<Tensor>]| -> Result<Vec<Vec<Tensor>>> {
+                    let out = backend.run(&stack(rows, pad))?;
+                    let per_row = unstack(out, rows.len())?;
+                    if !pad {
+                        return Ok(per_row);
+                    }
+                    let longest = rows.iter().map(|r| r[0].shape[0]).max().unwrap_or(0);
+                    Ok(per_row
+                        .into_iter()
+                        .zip(rows)
+                        .map(|(out, row)| unpad(out, row[0].shape[0], longest, backend.outputs()))
+                        .collect())
+                };
+                match run(&inputs) {
                     Ok(per_row) => per_row.into_iter().map(Ok).collect(),
                     // One bad row must not fail the rows batched with it:
                     // run each alone, so only the culprit gets the error.
                     Err(_) if rows > 1 => inputs
                         .iter()
-                        .map(|row| {
-                            let out = backend.run(&stack(std::slice::from_ref(row), pad))?;
-                            Ok(unstack(out, 1)?.remove(0))
-                        })
+                        .map(|row| Ok(run(std::slice::from_ref(row))?.remove(0)))
                         .collect(),
                     Err(e) => vec![Err(e)],
                 }
@@ -356,6 +369,29 @@ fn unstack(outputs: Vec<Tensor>, rows: usize) -> Result<Vec<Vec<Tensor>>> {
     Ok(per_row)
 }
 
+/// One padded row's outputs cut back to the row's own `len` tokens: every
+/// output whose declared token dimension (the one after the batch) is
+/// dynamic and came out `longest` long is cut to its first `len` entries.
+fn unpad(outputs: Vec<Tensor>, len: u64, longest: u64, specs: &[IoSpec]) -> Vec<Tensor> {
+    if len == longest {
+        return outputs;
+    }
+    outputs
+        .into_iter()
+        .map(|mut t| {
+            let dynamic = specs
+                .iter()
+                .any(|s| s.name == t.name && s.shape.get(1) == Some(&-1));
+            if dynamic && t.shape.first() == Some(&longest) {
+                let keep = t.data.len() / longest as usize * len as usize;
+                t.data = t.data.slice(..keep);
+                t.shape[0] = len;
+            }
+            t
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -390,6 +426,26 @@ mod tests {
         let stacked = stack(&rows, true);
         assert_eq!(stacked[0].shape, [2, 3]);
         assert_eq!(&stacked[0].data[..], [7, 0, 0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn unpad_cuts_dynamic_token_dimensions_only() {
+        let spec = |name: &str, shape: &[i64]| IoSpec {
+            name: name.into(),
+            datatype: DataType::Uint8,
+            shape: shape.to_vec(),
+        };
+        let specs = [spec("x", &[-1, -1, 2]), spec("pooled", &[-1, 3])];
+        let out = vec![
+            t(&[3, 2], &[1, 2, 3, 4, 0, 0]),
+            Tensor {
+                name: "pooled".into(),
+                ..t(&[3], &[5, 6, 7])
+            },
+        ];
+        let cut = unpad(out, 2, 3, &specs);
+        assert_eq!(cut[0], t(&[2, 2], &[1, 2, 3, 4]));
+        assert_eq!(cut[1].shape, [3], "a fixed dimension is never cut");
     }
 
     #[test]

@@ -23,7 +23,7 @@ pub mod text;
 
 use std::{collections::HashMap, sync::Arc};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
 use self::{
     registry::{Model, Registry},
@@ -89,38 +89,33 @@ impl Inference {
 
     pub async fn infer(&self, model: &str, request: Request) -> Result<Response> {
         let model = self.registry.get(model)?;
-        let inputs = model.check_inputs(request.inputs)?;
+        let max_bytes = self.live.borrow().max_request_size;
+        let inputs = model.check_inputs(request.inputs, max_bytes)?;
         let wanted = model.check_outputs(request.outputs.as_deref())?;
         let (lookup, settings) = self.lookup(&model, request.policy);
         let rows = if model.batchable {
-            split_rows(&inputs)
+            inputs[0].shape[0] as usize
         } else {
-            vec![inputs]
+            1
         };
-        // Identical rows are computed (or looked up) once.
-        let mut distinct: Vec<(Key, usize)> = Vec::new();
-        let mut index: HashMap<Key, usize> = HashMap::new();
-        let row_slot: Vec<usize> = rows
-            .iter()
-            .enumerate()
-            .map(|(i, row)| {
-                let key = row_key(&model, row);
-                *index.entry(key.clone()).or_insert_with(|| {
-                    distinct.push((key, i));
-                    distinct.len() - 1
-                })
-            })
-            .collect();
-        if distinct.len() > settings.queue {
-            return Err(Error::BadRequest(format!(
-                "the request has {} distinct rows; model `{}` takes at most {} per request (its queue)",
-                distinct.len(),
-                model.name(),
-                settings.queue
-            )));
-        }
+        // Keying and reassembly cost about a key per row plus the bytes.
+        let (size, keying, queue) = (
+            inputs.iter().map(|t| t.data.len()).sum::<usize>() + rows.saturating_mul(64),
+            model.clone(),
+            settings.queue,
+        );
+        let (inputs, distinct, row_slot) = off_runtime(size, move || {
+            let plan = plan_rows(&keying, &inputs, rows, queue)?;
+            Ok((inputs, plan.distinct, plan.row_slot))
+        })
+        .await?;
         let lookups = distinct.iter().map(|(key, i)| {
-            let (model, row) = (model.clone(), rows[*i].clone());
+            let row = if model.batchable {
+                row_of(&inputs, *i, rows)
+            } else {
+                inputs.clone()
+            };
+            let model = model.clone();
             self.memo
                 .get_or_compute(key.clone(), lookup, move || async move {
                     model.batcher.run(row).await.map(|out| encode_row(&out))
@@ -128,17 +123,71 @@ impl Inference {
         });
         let found = futures::future::try_join_all(lookups).await?;
         let status = combined_status(found.iter().map(|(_, s)| *s));
-        let decoded = found
-            .iter()
-            .map(|(entry, _)| decode_row(&entry.value))
-            .collect::<Result<Vec<_>>>()?;
-        let per_row: Vec<&Vec<Tensor>> = row_slot.iter().map(|slot| &decoded[*slot]).collect();
-        let outputs = wanted
-            .iter()
-            .map(|&o| assemble(&model, o, &per_row))
-            .collect::<Result<_>>()?;
+        let values: Vec<Bytes> = found.into_iter().map(|(entry, _)| entry.value).collect();
+        let outputs = off_runtime(size, move || {
+            let decoded = values.iter().map(decode_row).collect::<Result<Vec<_>>>()?;
+            let per_row: Vec<&Vec<Tensor>> = row_slot.iter().map(|slot| &decoded[*slot]).collect();
+            wanted
+                .iter()
+                .map(|&o| assemble(&model, o, &per_row))
+                .collect::<Result<_>>()
+        })
+        .await?;
         Ok(Response { outputs, status })
     }
+}
+
+/// The distinct rows of a request and where each row's result comes from.
+struct RowPlan {
+    /// Key and first row index of each distinct row.
+    distinct: Vec<(Key, usize)>,
+    /// Per row, its index into `distinct`.
+    row_slot: Vec<usize>,
+}
+
+/// Key every row of checked `inputs` in place: the distinct keys with the
+/// first row of each, and each row's index into them. Only distinct rows
+/// are ever copied out later, and only once their count is known to fit
+/// the model's `queue`, so memory stays a small multiple of the body
+/// however many rows repeat.
+fn plan_rows(model: &Model, inputs: &[Tensor], rows: usize, queue: usize) -> Result<RowPlan> {
+    let mut distinct: Vec<(Key, usize)> = Vec::new();
+    let mut index: HashMap<Key, usize> = HashMap::new();
+    let mut row_slot: Vec<usize> = Vec::with_capacity(rows);
+    for i in 0..rows {
+        let key = row_key(model, inputs, i, rows);
+        let slot = *index.entry(key.clone()).or_insert_with(|| {
+            distinct.push((key, i));
+            distinct.len() - 1
+        });
+        if distinct.len() > queue {
+            return Err(Error::BadRequest(format!(
+                "the request has more than {queue} distinct rows, the most model `{}` takes per request (its queue)",
+                model.name(),
+            )));
+        }
+        row_slot.push(slot);
+    }
+    Ok(RowPlan { distinct, row_slot })
+}
+
+/// Inputs smaller than this are worked on in place: moving them to another
+/// thread would cost more than the work.
+const INLINE_BYTES: usize = 64 << 10;
+
+/// Run CPU-heavy `work` over `bytes` of input (tokenizing, big JSON) on the
+/// blocking pool, so the async workers keep answering other requests
+/// meanwhile; small work runs right here.
+pub async fn off_runtime<T: Send + 'static>(
+    bytes: usize,
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    if bytes < INLINE_BYTES {
+        return work();
+    }
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::Compute(format!("a blocking task failed: {e}")))?
 }
 
 /// A request's status from its parts': `Miss` if any part was computed for
@@ -153,37 +202,40 @@ fn combined_status(parts: impl Iterator<Item = CacheStatus>) -> CacheStatus {
         .expect("a request has at least one part")
 }
 
-/// Split checked, batchable inputs into rows (first dimension removed).
-fn split_rows(inputs: &[Tensor]) -> Vec<Vec<Tensor>> {
-    let rows = inputs[0].shape[0] as usize;
-    (0..rows)
-        .map(|r| {
-            inputs
-                .iter()
-                .map(|t| {
-                    let len = t.data.len() / rows;
-                    Tensor {
-                        name: t.name.clone(),
-                        datatype: t.datatype,
-                        shape: t.shape[1..].to_vec(),
-                        data: t.data.slice(r * len..(r + 1) * len),
-                    }
-                })
-                .collect()
+/// Row `r` of `rows` of a checked input (first dimension removed), or
+/// the whole input when `rows` is 1 and the model does not batch.
+fn row_ref<'a>(model: &Model, t: &'a Tensor, r: usize, rows: usize) -> TensorRef<'a> {
+    let len = t.data.len() / rows;
+    TensorRef {
+        name: &t.name,
+        datatype: t.datatype.name(),
+        shape: if model.batchable {
+            &t.shape[1..]
+        } else {
+            &t.shape
+        },
+        data: &t.data[r * len..(r + 1) * len],
+    }
+}
+
+/// Row `r` of `rows` of checked, batchable inputs, sharing their buffers.
+fn row_of(inputs: &[Tensor], r: usize, rows: usize) -> Vec<Tensor> {
+    inputs
+        .iter()
+        .map(|t| {
+            let len = t.data.len() / rows;
+            Tensor {
+                name: t.name.clone(),
+                datatype: t.datatype,
+                shape: t.shape[1..].to_vec(),
+                data: t.data.slice(r * len..(r + 1) * len),
+            }
         })
         .collect()
 }
 
-fn row_key(model: &Model, row: &[Tensor]) -> Key {
-    let refs: Vec<TensorRef<'_>> = row
-        .iter()
-        .map(|t| TensorRef {
-            name: &t.name,
-            datatype: t.datatype.name(),
-            shape: &t.shape,
-            data: &t.data,
-        })
-        .collect();
+fn row_key(model: &Model, inputs: &[Tensor], r: usize, rows: usize) -> Key {
+    let refs: Vec<TensorRef<'_>> = inputs.iter().map(|t| row_ref(model, t, r, rows)).collect();
     tensor_key(model.namespace, model.name(), &model.digest, &refs)
 }
 

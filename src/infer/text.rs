@@ -2,22 +2,34 @@
 //! path behind `/v1/embeddings`.
 //!
 //! Each distinct text is one cache entry, keyed by the model digest, the
-//! exact text and the settings that shape its vector (truncation, pooling,
-//! normalization). A miss tokenizes the text (truncated at `max_tokens`;
-//! the tokenizer file's own fixed padding is switched off), sends its row
+//! exact text and everything that shapes its vector: the tokenizer file's
+//! digest, the tokenizer settings the server overrides (padding off,
+//! truncation at `max_tokens`), pooling and normalization. A miss tokenizes
+//! the text on the blocking pool (at most one tokenization per core at a
+//! time, so a huge request cannot starve the async workers), sends its row
 //! to the model's batcher, which pads each batch only to its own longest
 //! text, and pools the token vectors of the real tokens.
+//!
+//! A long text is tokenized from a prefix first (see [`TextModel::encode`]):
+//! truncation would drop the rest anyway, and tokenizing 30 KB to keep 256
+//! tokens is most of a request's CPU time.
 //!
 //! A cached value is the token count (u32 LE, for `usage`) followed by the
 //! vector as f32 LE.
 
-use std::{collections::HashMap, path::Path};
+use std::{
+    collections::HashMap,
+    path::Path,
+    sync::{Arc, LazyLock},
+};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use tokenizers::{Tokenizer, TruncationParams};
+use tokenizers::{Encoding, Tokenizer, TruncationParams};
+use tokio::sync::Semaphore;
 
 use super::{
     backend::IoSpec,
+    off_runtime,
     registry::Model,
     tensor::{DataType, Tensor},
     Inference,
@@ -27,6 +39,7 @@ use crate::{
     error::{Error, Result},
     key::{text_key, TextParams},
     memo::{CacheStatus, Policy},
+    store::Key,
 };
 
 /// A loaded tokenizer plus how the model's outputs become one vector.
@@ -47,6 +60,19 @@ const IDS: &str = "input_ids";
 const MASK: &str = "attention_mask";
 const TYPES: &str = "token_type_ids";
 
+/// Bytes of text tokenized per allowed token before the whole text is:
+/// English runs about 4-6 bytes per token, so a prefix of this size almost
+/// always holds `max_tokens` complete words' tokens.
+const PREFIX_BYTES_PER_TOKEN: usize = 16;
+
+/// Tokenizations running at once, on the blocking pool: one core fewer
+/// than the machine has (at least one), so that tokenizing a huge request
+/// never takes every core from the async workers and the model.
+static TOKENIZING: LazyLock<Semaphore> = LazyLock::new(|| {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    Semaphore::new(cores.saturating_sub(1).max(1))
+});
+
 impl TextModel {
     /// Load `config.tokenizer` and check that the model takes token ids.
     pub fn load(
@@ -57,14 +83,20 @@ impl TextModel {
     ) -> Result<TextModel> {
         let refuse =
             |why: String| Error::Unavailable(format!("text model `{}`: {why}", config.name));
-        let mut tokenizer = Tokenizer::from_file(path)
+        let bytes = std::fs::read(path)
+            .map_err(|e| refuse(format!("cannot read tokenizer {}: {e}", path.display())))?;
+        let mut tokenizer = Tokenizer::from_bytes(&bytes)
             .map_err(|e| refuse(format!("cannot load tokenizer {}: {e}", path.display())))?;
+        let truncation = TruncationParams {
+            max_length: config.max_tokens,
+            ..TruncationParams::default()
+        };
+        // What the server sets over the file's own settings, as it goes
+        // into every key: changing any of it must not serve old vectors.
+        let overrides = overrides(&truncation);
         tokenizer.with_padding(None);
         tokenizer
-            .with_truncation(Some(TruncationParams {
-                max_length: config.max_tokens,
-                ..TruncationParams::default()
-            }))
+            .with_truncation(Some(truncation))
             .map_err(|e| refuse(format!("cannot set truncation: {e}")))?;
         for spec in inputs {
             let known = [IDS, MASK, TYPES].contains(&spec.name.as_str());
@@ -95,6 +127,8 @@ impl TextModel {
                 max_tokens: config.max_tokens as u32,
                 pooling: config.pooling.as_str(),
                 normalize: config.normalize,
+                tokenizer: *blake3::hash(&bytes).as_bytes(),
+                overrides,
             },
             pooling: config.pooling,
         })
@@ -103,10 +137,7 @@ impl TextModel {
     /// The model's input row for `text`, in the model's input order, and
     /// its token count.
     fn row(&self, text: &str, inputs: &[IoSpec]) -> Result<(Vec<Tensor>, usize)> {
-        let encoding = self
-            .tokenizer
-            .encode(text, true)
-            .map_err(|e| Error::BadRequest(format!("cannot tokenize the text: {e}")))?;
+        let encoding = self.encode(text)?;
         let len = encoding.get_ids().len();
         let ints = |values: &[u32]| -> Bytes {
             values
@@ -129,6 +160,61 @@ impl TextModel {
             })
             .collect();
         Ok((row, len))
+    }
+
+    /// `text` tokenized and truncated at `max_tokens`, tokenizing only a
+    /// prefix when that provably gives the same tokens.
+    ///
+    /// Why the prefix is exact: the normalizer and pre-tokenizer of the
+    /// tokenizers we serve (BERT, Metaspace, byte-level BPE) act within
+    /// whitespace-delimited words, so every word that ends before the
+    /// prefix's last whitespace gets the same tokens in the prefix as in
+    /// the whole text; only the word the cut goes through may differ. If
+    /// the prefix alone already fills `max_tokens` and every kept token
+    /// ends before that last whitespace, the whole text has at least as
+    /// many tokens and truncation keeps exactly these. Otherwise (few long
+    /// words, no whitespace) the whole text is tokenized, as before.
+    fn encode(&self, text: &str) -> Result<Encoding> {
+        let tokenize = |t: &str| {
+            self.tokenizer
+                .encode(t, true)
+                .map_err(|e| Error::BadRequest(format!("cannot tokenize the text: {e}")))
+        };
+        let max_tokens = self.params.max_tokens as usize;
+        let bound = max_tokens.saturating_mul(PREFIX_BYTES_PER_TOKEN);
+        if text.len() <= bound {
+            return tokenize(text);
+        }
+        let prefix = &text[..text.floor_char_boundary(bound)];
+        if let Some((last_space, _)) = prefix.char_indices().rfind(|(_, c)| c.is_whitespace()) {
+            let encoding = tokenize(prefix)?;
+            let kept_end = encoding
+                .get_offsets()
+                .iter()
+                .map(|o| o.1)
+                .max()
+                .unwrap_or(0);
+            if encoding.get_ids().len() >= max_tokens && kept_end <= last_space {
+                return Ok(encoding);
+            }
+        }
+        tokenize(text)
+    }
+
+    /// Refuse KServe rows longer than `max_tokens`: the model was set up
+    /// (and its batches sized) for at most that many tokens per row.
+    pub fn check_tokens(&self, inputs: &[Tensor]) -> Result<()> {
+        let max = u64::from(self.params.max_tokens);
+        match inputs
+            .iter()
+            .find(|t| t.shape.get(1).is_some_and(|n| *n > max))
+        {
+            Some(t) => Err(Error::BadRequest(format!(
+                "input `{}` has {} tokens per row; this model takes at most {max} (max_tokens)",
+                t.name, t.shape[1]
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// One vector from a row's first output: pooled over the first `len`
@@ -175,6 +261,12 @@ impl TextModel {
     }
 }
 
+/// The tokenizer settings the server applies, canonically: padding off and
+/// `truncation`. Keys hash this text, so its form is pinned by a test.
+fn overrides(truncation: &TruncationParams) -> String {
+    serde_json::json!({ "padding": null, "truncation": truncation }).to_string()
+}
+
 fn encode_value(tokens: usize, vector: &[f32]) -> Bytes {
     let mut out = BytesMut::with_capacity(4 + 4 * vector.len());
     out.put_u32_le(tokens as u32);
@@ -202,12 +294,12 @@ impl Inference {
         policy: Policy,
     ) -> Result<Embeddings> {
         let model = self.registry.get(model)?;
-        let Some(text) = model.text.as_ref() else {
+        if model.text.is_none() {
             return Err(Error::BadRequest(format!(
                 "model `{}` is not a text model (configure `tokenizer` for it)",
                 model.name()
             )));
-        };
+        }
         if texts.is_empty() {
             return Err(Error::BadRequest("input must not be empty".into()));
         }
@@ -222,29 +314,30 @@ impl Inference {
         if let Some(i) = texts.iter().position(String::is_empty) {
             return Err(Error::BadRequest(format!("input[{i}] is an empty string")));
         }
-        let mut order: Vec<usize> = Vec::with_capacity(texts.len());
-        let mut distinct: Vec<&str> = Vec::new();
-        let mut seen: HashMap<&str, usize> = HashMap::new();
-        for t in &texts {
-            order.push(*seen.entry(t.as_str()).or_insert_with(|| {
-                distinct.push(t.as_str());
-                distinct.len() - 1
-            }));
-        }
-        let lookups = distinct.iter().map(|t| {
-            let key = text_key(
-                model.namespace,
-                model.name(),
-                &model.digest,
-                t,
-                &text.params,
-            );
-            let (model, t) = (model.clone(), t.to_string());
-            self.memo.get_or_compute(
-                key,
-                lookup,
-                move || async move { compute(&model, &t).await },
-            )
+        // Keying hashes every byte of every text: off the async workers
+        // for a big request. Equal texts get equal keys, so they are looked
+        // up (and computed) once.
+        let size = texts.iter().map(String::len).sum();
+        let keying = model.clone();
+        let (texts, order, distinct) = off_runtime(size, move || {
+            let params = &keying.text.as_ref().expect("checked above").params;
+            let mut order = Vec::with_capacity(texts.len());
+            let mut distinct: Vec<(Key, usize)> = Vec::new();
+            let mut seen: HashMap<Key, usize> = HashMap::new();
+            for (i, t) in texts.iter().enumerate() {
+                let key = text_key(keying.namespace, keying.name(), &keying.digest, t, params);
+                order.push(*seen.entry(key.clone()).or_insert_with(|| {
+                    distinct.push((key, i));
+                    distinct.len() - 1
+                }));
+            }
+            Ok((Arc::new(texts), order, distinct))
+        })
+        .await?;
+        let lookups = distinct.into_iter().map(|(key, i)| {
+            let (model, texts) = (model.clone(), texts.clone());
+            self.memo
+                .get_or_compute(key, lookup, move || compute(model, texts, i))
         });
         let found = futures::future::try_join_all(lookups).await?;
         let status = super::combined_status(found.iter().map(|(_, s)| *s));
@@ -260,10 +353,38 @@ impl Inference {
     }
 }
 
-async fn compute(model: &Model, text: &str) -> Result<Bytes> {
+/// Embed `texts[i]` (shared, so that no text is copied on the way).
+async fn compute(model: Arc<Model>, texts: Arc<Vec<String>>, i: usize) -> Result<Bytes> {
+    let permit = TOKENIZING
+        .acquire()
+        .await
+        .expect("the tokenizing semaphore is never closed");
+    let tokenizing = model.clone();
+    let (row, len) = off_runtime(usize::MAX, move || {
+        let tm = tokenizing.text.as_ref().expect("checked by embed");
+        tm.row(&texts[i], &tokenizing.inputs)
+    })
+    .await?;
+    drop(permit);
     let tm = model.text.as_ref().expect("checked by embed");
-    let (row, len) = tm.row(text, &model.inputs)?;
     let outputs = model.batcher.run(row).await?;
     let vector = tm.pool(&outputs[0], len)?;
     Ok(encode_value(len, &vector))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_have_a_pinned_form() {
+        let truncation = TruncationParams {
+            max_length: 256,
+            ..TruncationParams::default()
+        };
+        assert_eq!(
+            overrides(&truncation),
+            r#"{"padding":null,"truncation":{"direction":"Right","max_length":256,"strategy":"LongestFirst","stride":0}}"#
+        );
+    }
 }

@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use super::{cache_policy, read_body, AppState, X_CACHE};
 use crate::{
     error::{Error, Result},
-    infer::{registry::Model, Request},
+    infer::{off_runtime, registry::Model, Request},
 };
 
 const HEADER_LENGTH: &str = "inference-header-content-length";
@@ -110,7 +110,7 @@ pub async fn infer(
     };
     let limit = state.config().max_request_size;
     let body = read_body(&headers, body, limit).await?;
-    let request = wire::decode(&body, header_len, limit)?;
+    let request = off_runtime(body.len(), move || wire::decode(&body, header_len, limit)).await?;
     let response = state
         .inference
         .infer(
@@ -122,12 +122,17 @@ pub async fn infer(
             },
         )
         .await?;
-    let encoded = wire::encode(
-        model.name(),
-        request.id.as_deref(),
-        &response.outputs,
-        &request.binary,
-    );
+    let size = response.outputs.iter().map(|t| t.data.len()).sum();
+    let (id, binary) = (request.id, request.binary);
+    let encoded = off_runtime(size, move || {
+        Ok(wire::encode(
+            model.name(),
+            id.as_deref(),
+            &response.outputs,
+            &binary,
+        ))
+    })
+    .await?;
     let mut http = Response::new(Body::from(encoded.body));
     let h = http.headers_mut();
     h.insert(X_CACHE, HeaderValue::from_static(response.status.as_str()));

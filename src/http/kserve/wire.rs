@@ -6,9 +6,12 @@
 //! with `parameters.binary_data_size` takes its bytes from there, in order.
 //! JSON `data` (flat or nested) is streamed straight into little-endian
 //! bytes: memory grows with the data actually sent, never with a declared
-//! shape, and more elements than the shape declares stop the parse.
+//! shape, and more elements than the shape declares stop the parse. The
+//! rest of the JSON is bounded the same way: `parameters` keep only the
+//! keys we read (others are skipped unparsed) and the `inputs`, `outputs`
+//! and `shape` arrays stop the parse past [`MAX_TENSORS`] / [`MAX_RANK`].
 
-use std::fmt;
+use std::{fmt, marker::PhantomData};
 
 use bytes::Bytes;
 use serde::{
@@ -16,7 +19,7 @@ use serde::{
     ser::SerializeSeq,
     Deserialize, Serialize, Serializer,
 };
-use serde_json::{value::RawValue, Map, Value};
+use serde_json::{value::RawValue, Value};
 
 use crate::{
     error::{Error, Result},
@@ -27,33 +30,85 @@ fn bad(msg: impl Into<String>) -> Error {
     Error::BadRequest(msg.into())
 }
 
+/// Most inputs or outputs one request may name.
+pub const MAX_TENSORS: usize = 1024;
+/// Most dimensions one input shape may have.
+pub const MAX_RANK: usize = 64;
+
 #[derive(Deserialize)]
 #[serde(bound(deserialize = "'de: 'a"))]
 struct RequestJson<'a> {
     id: Option<String>,
-    #[serde(default)]
-    parameters: Map<String, Value>,
-    inputs: Vec<InputJson<'a>>,
-    #[serde(default)]
-    outputs: Option<Vec<OutputJson>>,
+    #[serde(default, borrow)]
+    parameters: Params<'a>,
+    #[serde(borrow)]
+    inputs: Bounded<InputJson<'a>, MAX_TENSORS>,
+    #[serde(default, borrow)]
+    outputs: Option<Bounded<OutputJson<'a>, MAX_TENSORS>>,
 }
 
 #[derive(Deserialize)]
 struct InputJson<'a> {
     name: String,
-    shape: Vec<i64>,
+    shape: Bounded<i64, MAX_RANK>,
     datatype: String,
-    #[serde(default)]
-    parameters: Map<String, Value>,
+    #[serde(default, borrow)]
+    parameters: Params<'a>,
     #[serde(borrow)]
     data: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
-struct OutputJson {
+struct OutputJson<'a> {
     name: String,
-    #[serde(default)]
-    parameters: Map<String, Value>,
+    #[serde(default, borrow)]
+    parameters: Params<'a>,
+}
+
+/// The `parameters` keys we read, unparsed (`null` included, which is
+/// refused like any other non-value); any other key is skipped without
+/// building it, so a huge `parameters` costs no memory.
+#[derive(Deserialize, Default)]
+struct Params<'a> {
+    #[serde(default, borrow, deserialize_with = "present")]
+    binary_data_output: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    binary_data_size: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    binary_data: Option<&'a RawValue>,
+}
+
+/// A key that is there, whatever its value.
+fn present<'de, D: de::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+/// A JSON array of at most `N` items; the parse stops at item `N + 1`.
+struct Bounded<T, const N: usize>(Vec<T>);
+
+impl<'de, T: Deserialize<'de>, const N: usize> Deserialize<'de> for Bounded<T, N> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Items<T, const N: usize>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>, const N: usize> Visitor<'de> for Items<T, N> {
+            type Value = Bounded<T, N>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "an array of at most {N} items")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(N));
+                while let Some(item) = seq.next_element()? {
+                    if items.len() == N {
+                        return Err(de::Error::custom(format!(
+                            "more than {N} items in one array; name each tensor once"
+                        )));
+                    }
+                    items.push(item);
+                }
+                Ok(Bounded(items))
+            }
+        }
+        d.deserialize_seq(Items(PhantomData))
+    }
 }
 
 /// A decoded infer request.
@@ -85,14 +140,17 @@ impl BinaryOutputs {
     }
 }
 
-fn flag(parameters: &Map<String, Value>, name: &str) -> Result<Option<bool>> {
-    match parameters.get(name) {
-        None => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(other) => Err(bad(format!(
-            "parameter `{name}` must be true or false, got {other}"
-        ))),
-    }
+fn flag(value: Option<&RawValue>, name: &str) -> Result<Option<bool>> {
+    value
+        .map(|raw| {
+            serde_json::from_str(raw.get()).map_err(|_| {
+                bad(format!(
+                    "parameter `{name}` must be true or false, got {}",
+                    raw.get()
+                ))
+            })
+        })
+        .transpose()
 }
 
 /// Decode a body; `header_len` is `Inference-Header-Content-Length`.
@@ -107,8 +165,8 @@ pub fn decode(body: &Bytes, header_len: Option<usize>, max_bytes: u64) -> Result
     let request: RequestJson<'_> = serde_json::from_slice(&body[..json_len])
         .map_err(|e| bad(format!("malformed inference request JSON: {e}")))?;
     let mut binary = body.slice(json_len..);
-    let mut inputs = Vec::with_capacity(request.inputs.len());
-    for input in &request.inputs {
+    let mut inputs = Vec::with_capacity(request.inputs.0.len());
+    for input in &request.inputs.0 {
         inputs.push(decode_input(input, &mut binary, max_bytes)?);
     }
     if !binary.is_empty() {
@@ -118,15 +176,15 @@ pub fn decode(body: &Bytes, header_len: Option<usize>, max_bytes: u64) -> Result
         )));
     }
     let mut binary_outputs = BinaryOutputs {
-        all: flag(&request.parameters, "binary_data_output")?.unwrap_or(false),
+        all: flag(request.parameters.binary_data_output, "binary_data_output")?.unwrap_or(false),
         by_name: Vec::new(),
     };
     let outputs = match request.outputs {
         None => None,
         Some(list) => {
-            let mut names = Vec::with_capacity(list.len());
-            for o in list {
-                if let Some(b) = flag(&o.parameters, "binary_data")? {
+            let mut names = Vec::with_capacity(list.0.len());
+            for o in list.0 {
+                if let Some(b) = flag(o.parameters.binary_data, "binary_data")? {
                     binary_outputs.by_name.push((o.name.clone(), b));
                 }
                 names.push(o.name);
@@ -146,12 +204,12 @@ fn decode_input(input: &InputJson<'_>, binary: &mut Bytes, max_bytes: u64) -> Re
     let name = &input.name;
     let datatype =
         DataType::from_name(&input.datatype).map_err(|e| bad(format!("input `{name}`: {e}")))?;
-    let (shape, elements) = Tensor::declared(name, datatype, &input.shape, max_bytes)?;
+    let (shape, elements) = Tensor::declared(name, datatype, &input.shape.0, max_bytes)?;
     let byte_len = elements * datatype.size() as u64;
     let elements = elements as usize;
-    let data = match (input.parameters.get("binary_data_size"), input.data) {
+    let data = match (input.parameters.binary_data_size, input.data) {
         (Some(size), None) => {
-            let size = size.as_u64().ok_or_else(|| {
+            let size: u64 = serde_json::from_str(size.get()).map_err(|_| {
                 bad(format!(
                     "input `{name}`: binary_data_size must be a whole number"
                 ))
