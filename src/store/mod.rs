@@ -308,7 +308,7 @@ impl Store {
 
     /// Store `entry` in both tiers; returns once it is durable on disk.
     pub async fn put(&self, key: Key, entry: Entry) -> Result<()> {
-        self.check_size(&entry)?;
+        self.check_size(&key, &entry)?;
         self.inner
             .writer
             .write(Op::Put { key, entry })
@@ -325,7 +325,7 @@ impl Store {
     /// disk; returns once durable. The commit bumps the key's fence but does
     /// not insert the entry into memory a second time.
     pub(crate) async fn persist(&self, key: Key, entry: Entry) -> Result<()> {
-        self.check_size(&entry)?;
+        self.check_size(&key, &entry)?;
         self.inner
             .writer
             .persist(Op::Put { key, entry })
@@ -416,12 +416,12 @@ impl Store {
         }
     }
 
-    fn check_size(&self, entry: &Entry) -> Result<()> {
+    fn check_size(&self, key: &Key, entry: &Entry) -> Result<()> {
         let limit = self.max_value_size();
         if entry.value.len() as u64 > limit {
             return Err(Error::TooLarge { limit });
         }
-        Ok(())
+        self.inner.disk.check_fits(key, entry)
     }
 }
 
