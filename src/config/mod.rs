@@ -317,7 +317,9 @@ impl Config {
         let max_value_size = args.max_value_size.or(file.max_value_size);
         let config = Config {
             max_value_size: max_value_size
-                .map_or(config.disk_capacity.min(16 << 20), |size| size.as_u64()),
+                .map_or(default_max_value_size(config.disk_capacity), |size| {
+                    size.as_u64()
+                }),
             ..config
         };
         config.validate()?;
@@ -418,12 +420,21 @@ impl Config {
         if self.disk_capacity == 0 {
             return Err(invalid("disk_capacity", "must be greater than 0"));
         }
-        if self.max_value_size == 0 || self.max_value_size > self.disk_capacity {
+        let reserve = crate::store::disk::ENTRY_RESERVE;
+        if self.disk_capacity <= reserve {
+            return Err(invalid(
+                "disk_capacity",
+                format!("must be more than {}", ByteSize(reserve)),
+            ));
+        }
+        if self.max_value_size == 0 || self.max_value_size > self.disk_capacity - reserve {
             return Err(invalid(
                 "max_value_size",
                 format!(
-                    "must be between 1 byte and disk_capacity ({})",
-                    ByteSize(self.disk_capacity)
+                    "must be between 1 byte and disk_capacity ({}) minus {} of per-entry \
+                     overhead; raise disk_capacity or lower max_value_size",
+                    ByteSize(self.disk_capacity),
+                    ByteSize(reserve)
                 ),
             ));
         }
@@ -472,6 +483,13 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// The value limit when none is set: 16 MiB, less on a small disk tier.
+fn default_max_value_size(disk_capacity: u64) -> u64 {
+    disk_capacity
+        .saturating_sub(crate::store::disk::ENTRY_RESERVE)
+        .clamp(1, 16 << 20)
 }
 
 fn pick(flag: Option<ByteSize>, file: Option<ByteSize>, default: &str) -> u64 {
@@ -579,6 +597,18 @@ mod tests {
         assert_eq!(e.key, "listen");
         let e = from_toml("max_value_size = \"8GiB\"\ndisk_capacity = \"1GiB\"").unwrap_err();
         assert_eq!(e.key, "max_value_size");
+        // A value of the limit plus its per-entry charge must fit the disk.
+        let e = from_toml("max_value_size = \"1MiB\"\ndisk_capacity = \"1MiB\"").unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("max_value_size") && text.contains("disk_capacity"),
+            "{text}"
+        );
+        let c = from_toml("disk_capacity = \"1MiB\"").unwrap();
+        assert_eq!(
+            c.max_value_size,
+            (1 << 20) - crate::store::disk::ENTRY_RESERVE
+        );
         let e = from_toml("vram_units = 0").unwrap_err();
         assert_eq!(e.key, "vram_units");
         assert!(!e.to_string().contains('\n'));

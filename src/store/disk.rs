@@ -45,6 +45,11 @@ const HEADER: usize = 19;
 /// Bytes charged per entry beyond its key and record: the two index rows
 /// (which repeat the key) and B-tree slack, rounded up.
 const ENTRY_OVERHEAD: u64 = 64;
+/// Bytes of every disk entry that are not its value, at worst: a
+/// 1024-byte key (charged twice), the record header, a content type and
+/// [`ENTRY_OVERHEAD`]. `max_value_size` plus this must fit `disk_capacity`,
+/// or a value of the limit would evict itself in the commit that stores it.
+pub const ENTRY_RESERVE: u64 = 4096;
 /// Expired entries removed per sweep transaction, so a sweep never holds
 /// the writer for long.
 pub const SWEEP_LIMIT: usize = 10_000;
@@ -194,6 +199,23 @@ impl DiskTier {
         };
         txn.commit().map_err(Error::storage)?;
         Ok(id)
+    }
+
+    /// Refuse (413) an entry whose charge alone exceeds the capacity: its
+    /// commit would evict it again, after its writer was told it is stored.
+    pub fn check_fits(&self, key: &Key, entry: &Entry) -> Result<()> {
+        let ct = entry
+            .content_type
+            .as_deref()
+            .map_or(0, str::len)
+            .min(usize::from(u16::MAX));
+        let overhead = charge(&key.id, HEADER + ct);
+        if overhead + entry.value.len() as u64 > self.capacity {
+            return Err(Error::TooLarge {
+                limit: self.capacity.saturating_sub(overhead),
+            });
+        }
+        Ok(())
     }
 
     /// (entries, bytes) as of the last commit.

@@ -304,7 +304,7 @@ impl Store {
 
     /// Store `entry` in both tiers; returns once it is durable on disk.
     pub async fn put(&self, key: Key, entry: Entry) -> Result<()> {
-        self.check_size(&entry)?;
+        self.check_size(&key, &entry)?;
         self.inner
             .writer
             .write(Op::Put { key, entry })
@@ -325,7 +325,7 @@ impl Store {
     ) -> Option<impl Future<Output = Result<()>>> {
         let inner = &self.inner;
         inner.generations.publish_if(key.namespace, generation, || {
-            let queued = self.check_size(&entry).and_then(|()| {
+            let queued = self.check_size(&key, &entry).and_then(|()| {
                 inner.memory.insert(key.clone(), entry.clone());
                 // The commit bumps the key's fence but does not insert
                 // the entry into memory a second time.
@@ -429,12 +429,12 @@ impl Store {
         }
     }
 
-    fn check_size(&self, entry: &Entry) -> Result<()> {
+    fn check_size(&self, key: &Key, entry: &Entry) -> Result<()> {
         let limit = self.max_value_size();
         if entry.value.len() as u64 > limit {
             return Err(Error::TooLarge { limit });
         }
-        Ok(())
+        self.inner.disk.check_fits(key, entry)
     }
 }
 
