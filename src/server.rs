@@ -68,10 +68,7 @@ pub async fn run_live<L: Listener>(
         started: Instant::now(),
         stopping,
     });
-    let limits = Limits {
-        max_connections: config.max_connections,
-        header_timeout: config.header_timeout,
-    };
+    let limits = Limits::new(config.max_connections, config.header_timeout);
     let app = router(state);
     serve(listener, app, limits, shutdown).await;
     tracing::info!("connections drained; flushing the disk writer");
