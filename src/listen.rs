@@ -6,14 +6,15 @@
 //! (slowloris), silent, idle or too many:
 //! - a connection limit: a slot is taken *before* accepting, so excess
 //!   clients wait in the kernel's backlog instead of costing memory here;
-//! - a first-bytes deadline: the builder reads the HTTP/2 preface to choose
-//!   a protocol and has no timeout of its own, so a connection that has not
-//!   shown which protocol it speaks within `header_timeout` is closed;
-//! - a header read timeout for HTTP/1 (hyper's `header_read_timeout`, which
-//!   also closes idle keep-alive connections);
-//! - an idle deadline for every connection: one with no request in progress
-//!   for `header_timeout` is closed gracefully (an idle h2c connection
-//!   answers pings, so keep-alive alone would keep it forever);
+//! - an idle deadline: a connection with no request in progress for
+//!   `header_timeout`, from its start or since its last request, is closed
+//!   gracefully. This is what frees a socket that sends nothing or only part
+//!   of the HTTP/2 preface (the builder reads the preface to choose a
+//!   protocol, with no timeout of its own; a graceful shutdown cancels that
+//!   read), and an idle h2c connection (it answers pings, so keep-alive
+//!   alone would keep it forever);
+//! - a header read timeout for HTTP/1 (hyper's `header_read_timeout`), so
+//!   a request head trickled in byte by byte is cut off too;
 //! - HTTP/2 keep-alive pings, which close connections to vanished peers,
 //!   and a bound on concurrent streams, so the connection limit still bounds
 //!   the requests in flight;
@@ -28,9 +29,7 @@ use std::{
     future::Future,
     io,
     path::Path,
-    pin::Pin,
     sync::Arc,
-    task::{Context, Poll},
     time::Duration,
 };
 
@@ -41,9 +40,8 @@ use hyper_util::{
     server::conn::auto::Builder,
 };
 use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
+    io::{AsyncRead, AsyncWrite},
     sync::{watch, Semaphore},
-    time::Sleep,
 };
 use tower::ServiceExt;
 
@@ -67,8 +65,8 @@ const KEEP_ALIVE: Duration = Duration::from_secs(20);
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_connections: usize,
-    /// Deadline for the protocol preface and each HTTP/1 request head, and
-    /// how long a connection may sit with no request in progress.
+    /// How long a connection may sit with no request in progress, and the
+    /// deadline for each HTTP/1 request head.
     pub header_timeout: Duration,
     /// See [`DRAIN_TIMEOUT`].
     pub drain_timeout: Duration,
@@ -172,7 +170,7 @@ async fn connection<I>(
             }
         }
     });
-    let io = TokioIo::new(Preface::new(io, header_timeout));
+    let io = TokioIo::new(io);
     let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
     let idle = idle(active.subscribe(), header_timeout);
@@ -224,93 +222,6 @@ async fn idle(mut active: watch::Receiver<usize>, timeout: Duration) {
         if busy_again.is_err() {
             return;
         }
-    }
-}
-
-/// The HTTP/2 client preface; hyper-util reads this many bytes (or until
-/// they differ) to choose a protocol.
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// An IO whose reads fail with `TimedOut` if the protocol is not known by
-/// a deadline: until the bytes read either differ from the HTTP/2 preface
-/// (HTTP/1, whose head hyper times itself) or complete it.
-struct Preface<I> {
-    io: I,
-    deadline: Option<Pin<Box<Sleep>>>,
-    matched: usize,
-}
-
-impl<I> Preface<I> {
-    fn new(io: I, timeout: Duration) -> Preface<I> {
-        Preface {
-            io,
-            deadline: Some(Box::pin(tokio::time::sleep(timeout))),
-            matched: 0,
-        }
-    }
-}
-
-impl<I: AsyncRead + Unpin> AsyncRead for Preface<I> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut this.io).poll_read(cx, buf);
-        let Some(deadline) = &mut this.deadline else {
-            return polled;
-        };
-        match &polled {
-            Poll::Ready(Ok(())) => {
-                let read = &buf.filled()[before..];
-                let rest = &H2_PREFACE[this.matched..];
-                let n = read.len().min(rest.len());
-                this.matched += n;
-                if read.is_empty() || read[..n] != rest[..n] || this.matched == H2_PREFACE.len() {
-                    this.deadline = None;
-                }
-            }
-            Poll::Pending if deadline.as_mut().poll(cx).is_ready() => {
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "no request within header_timeout",
-                )));
-            }
-            _ => {}
-        }
-        polled
-    }
-}
-
-impl<I: AsyncWrite + Unpin> AsyncWrite for Preface<I> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
     }
 }
 

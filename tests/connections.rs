@@ -37,35 +37,63 @@ async fn h2_get(
     Ok(response.await?.status())
 }
 
-#[tokio::test]
-async fn silent_partial_and_idle_h2c_connections_free_their_slots() {
-    let dir = temp_dir();
-    let server = TestServer::start(dir.path(), |a| {
-        a.max_connections = Some(3);
-        a.header_timeout = Some(Duration::from_millis(500).into());
-    })
-    .await;
-    let addr = server.base.trim_start_matches("http://").to_string();
-    // An h2c client that made one request and keeps its connection idle.
-    let idle = h2c(&addr).await;
-    assert_eq!(h2_get(idle.clone(), "/healthz").await.unwrap(), 200);
-    let silent = TcpStream::connect(&addr).await.unwrap();
-    let mut partial = TcpStream::connect(&addr).await.unwrap();
-    partial.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+/// What a client that holds a connection without a request in progress
+/// does with it.
+#[derive(Debug, Clone, Copy)]
+enum Hog {
+    Silent,
+    PartialPreface,
+    IdleH2c,
+    IdleHttp1,
+}
 
-    let started = Instant::now();
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()
-        .unwrap();
-    let answer = client.get(server.url("/healthz")).send().await;
-    assert!(
-        answer.as_ref().is_ok_and(|r| r.status() == 200),
-        "/healthz did not answer within 2 s with every slot held: {answer:?}"
-    );
-    assert!(started.elapsed() < Duration::from_secs(2));
-    drop((silent, partial, idle, client));
-    server.stop().await;
+async fn hog(kind: Hog, addr: &str) -> Box<dyn std::any::Any + Send> {
+    match kind {
+        Hog::Silent => Box::new(TcpStream::connect(addr).await.unwrap()),
+        Hog::PartialPreface => {
+            let mut tcp = TcpStream::connect(addr).await.unwrap();
+            tcp.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+            Box::new(tcp)
+        }
+        Hog::IdleH2c => {
+            let client = h2c(addr).await;
+            assert_eq!(h2_get(client.clone(), "/healthz").await.unwrap(), 200);
+            Box::new(client)
+        }
+        Hog::IdleHttp1 => {
+            let client = reqwest::Client::new();
+            let url = format!("http://{addr}/healthz");
+            assert_eq!(client.get(url).send().await.unwrap().status(), 200);
+            Box::new(client)
+        }
+    }
+}
+
+#[tokio::test]
+async fn connections_without_a_request_free_their_slots() {
+    for kind in [Hog::Silent, Hog::PartialPreface, Hog::IdleH2c, Hog::IdleHttp1] {
+        let dir = temp_dir();
+        let server = TestServer::start(dir.path(), |a| {
+            a.max_connections = Some(2);
+            a.header_timeout = Some(Duration::from_millis(500).into());
+        })
+        .await;
+        let addr = server.base.trim_start_matches("http://");
+        let hogs = [hog(kind, addr).await, hog(kind, addr).await];
+        let started = Instant::now();
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        let answer = client.get(server.url("/healthz")).send().await;
+        assert!(
+            answer.as_ref().is_ok_and(|r| r.status() == 200),
+            "{kind:?}: /healthz did not answer within 2 s: {answer:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(2), "{kind:?}");
+        drop((hogs, client));
+        server.stop().await;
+    }
 }
 
 /// A router whose `/hang` never answers, counting the requests it holds.
@@ -158,4 +186,31 @@ async fn shutdown_closes_connections_still_busy_at_the_drain_deadline() {
     assert!(answer.unwrap().is_err());
     let answer = tokio::time::timeout(closed, http2).await.expect("h2c closed");
     assert!(answer.unwrap().is_err());
+}
+
+#[tokio::test]
+async fn a_request_longer_than_the_idle_deadline_is_answered() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let slow = Router::new().route(
+        "/slow",
+        get(|| async {
+            tokio::time::sleep(Duration::from_millis(900)).await;
+            "done"
+        }),
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve(
+        listener,
+        slow,
+        Limits::new(2, Duration::from_millis(300)),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    assert_eq!(h2_get(h2c(&addr).await, "/slow").await.unwrap(), 200);
+    let http1 = reqwest::get(format!("http://{addr}/slow")).await.unwrap();
+    assert_eq!(http1.status(), 200);
+    stop.send(()).unwrap();
+    server.await.unwrap();
 }
