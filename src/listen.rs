@@ -25,13 +25,7 @@
 //! requests and close (idle ones close at once), then wait up to
 //! `drain_timeout`; connections still open then are closed.
 
-use std::{
-    future::Future,
-    io,
-    path::Path,
-    sync::Arc,
-    time::Duration,
-};
+use std::{future::Future, io, path::Path, sync::Arc, time::Duration};
 
 use axum::{extract::Request, serve::Listener, Router};
 use hyper::body::Incoming;

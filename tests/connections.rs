@@ -32,7 +32,9 @@ async fn h2_get(
     path: &str,
 ) -> Result<http::StatusCode, h2::Error> {
     client = client.ready().await?;
-    let request = http::Request::get(format!("http://x{path}")).body(()).unwrap();
+    let request = http::Request::get(format!("http://x{path}"))
+        .body(())
+        .unwrap();
     let (response, _) = client.send_request(request, true)?;
     Ok(response.await?.status())
 }
@@ -71,7 +73,12 @@ async fn hog(kind: Hog, addr: &str) -> Box<dyn std::any::Any + Send> {
 
 #[tokio::test]
 async fn connections_without_a_request_free_their_slots() {
-    for kind in [Hog::Silent, Hog::PartialPreface, Hog::IdleH2c, Hog::IdleHttp1] {
+    for kind in [
+        Hog::Silent,
+        Hog::PartialPreface,
+        Hog::IdleH2c,
+        Hog::IdleHttp1,
+    ] {
         let dir = temp_dir();
         let server = TestServer::start(dir.path(), |a| {
             a.max_connections = Some(2);
@@ -143,7 +150,10 @@ async fn http2_streams_per_connection_are_bounded() {
     until(&entered, &notify, MAX_CONCURRENT_STREAMS as usize).await;
     // Give any stream beyond the bound time to arrive, should it be let in.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(entered.load(Ordering::SeqCst), MAX_CONCURRENT_STREAMS as usize);
+    assert_eq!(
+        entered.load(Ordering::SeqCst),
+        MAX_CONCURRENT_STREAMS as usize
+    );
     stop.send(()).unwrap();
     server.await.unwrap();
     for request in requests {
@@ -182,9 +192,13 @@ async fn shutdown_closes_connections_still_busy_at_the_drain_deadline() {
         .expect("shutdown finished soon after the drain deadline")
         .unwrap();
     let closed = Duration::from_secs(5);
-    let answer = tokio::time::timeout(closed, http1).await.expect("HTTP/1 closed");
+    let answer = tokio::time::timeout(closed, http1)
+        .await
+        .expect("HTTP/1 closed");
     assert!(answer.unwrap().is_err());
-    let answer = tokio::time::timeout(closed, http2).await.expect("h2c closed");
+    let answer = tokio::time::timeout(closed, http2)
+        .await
+        .expect("h2c closed");
     assert!(answer.unwrap().is_err());
 }
 

@@ -74,7 +74,8 @@ fn watch_dir(dir: &std::path::Path, during: impl FnOnce()) -> Vec<(u32, String)>
     // SAFETY: plain syscalls on a descriptor this function owns and closes.
     let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
     assert!(fd >= 0);
-    let wd = unsafe { libc::inotify_add_watch(fd, path.as_ptr(), libc::IN_CREATE | libc::IN_MOVED_TO) };
+    let wd =
+        unsafe { libc::inotify_add_watch(fd, path.as_ptr(), libc::IN_CREATE | libc::IN_MOVED_TO) };
     assert!(wd >= 0);
     during();
     let mut buf = vec![0u8; 64 * 1024];
@@ -86,7 +87,9 @@ fn watch_dir(dir: &std::path::Path, during: impl FnOnce()) -> Vec<(u32, String)>
         let field = |i: usize| u32::from_ne_bytes(buf[at + i..at + i + 4].try_into().unwrap());
         let (mask, len) = (field(4), field(12) as usize);
         let name = &buf[at + 16..at + 16 + len];
-        let name = String::from_utf8_lossy(name).trim_end_matches('\0').to_string();
+        let name = String::from_utf8_lossy(name)
+            .trim_end_matches('\0')
+            .to_string();
         events.push((mask, name));
         at += 16 + len;
     }

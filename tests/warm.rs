@@ -98,7 +98,10 @@ async fn warm_streams_a_pipe_to_a_unix_socket() {
         }
     })
     .await;
-    assert!(seen.is_ok(), "the first line was not sent while the pipe stayed open");
+    assert!(
+        seen.is_ok(),
+        "the first line was not sent while the pipe stayed open"
+    );
     let infer = json!({"infer": {"model": "mlp?x", "request": {"inputs": []}}});
     writeln!(pipe, "{infer}").unwrap();
     drop(pipe);
