@@ -125,25 +125,40 @@ async fn until(entered: &AtomicUsize, notify: &Notify, n: usize) {
     .expect("the requests reached the handler");
 }
 
+/// `serve` on 127.0.0.1:0 in the background.
+struct Served {
+    addr: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Served {
+    async fn start(app: Router, limits: Limits) -> Served {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(serve(listener, app, limits, async {
+            let _ = stopped.await;
+        }));
+        Served { addr, stop, task }
+    }
+
+    /// Shut down; resolves when `serve` has returned.
+    async fn stop(self) {
+        self.stop.send(()).unwrap();
+        self.task.await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn http2_streams_per_connection_are_bounded() {
     let (entered, notify) = (Arc::new(AtomicUsize::new(0)), Arc::new(Notify::new()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let limits = Limits {
         drain_timeout: Duration::from_millis(100),
         ..Limits::new(1, Duration::from_secs(5))
     };
-    let server = tokio::spawn(serve(
-        listener,
-        hanging(entered.clone(), notify.clone()),
-        limits,
-        async {
-            let _ = stopped.await;
-        },
-    ));
-    let client = h2c(&addr).await;
+    let server = Served::start(hanging(entered.clone(), notify.clone()), limits).await;
+    let client = h2c(&server.addr).await;
     let requests: Vec<_> = (0..MAX_CONCURRENT_STREAMS + 50)
         .map(|_| tokio::spawn(h2_get(client.clone(), "/hang")))
         .collect();
@@ -154,8 +169,7 @@ async fn http2_streams_per_connection_are_bounded() {
         entered.load(Ordering::SeqCst),
         MAX_CONCURRENT_STREAMS as usize
     );
-    stop.send(()).unwrap();
-    server.await.unwrap();
+    server.stop().await;
     for request in requests {
         request.abort();
     }
@@ -164,21 +178,12 @@ async fn http2_streams_per_connection_are_bounded() {
 #[tokio::test]
 async fn shutdown_closes_connections_still_busy_at_the_drain_deadline() {
     let (entered, notify) = (Arc::new(AtomicUsize::new(0)), Arc::new(Notify::new()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let limits = Limits {
         drain_timeout: Duration::from_millis(300),
         ..Limits::new(4, Duration::from_secs(5))
     };
-    let server = tokio::spawn(serve(
-        listener,
-        hanging(entered.clone(), notify.clone()),
-        limits,
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let server = Served::start(hanging(entered.clone(), notify.clone()), limits).await;
+    let addr = server.addr.clone();
     let http1 = tokio::spawn(
         reqwest::Client::new()
             .get(format!("http://{addr}/hang"))
@@ -186,11 +191,9 @@ async fn shutdown_closes_connections_still_busy_at_the_drain_deadline() {
     );
     let http2 = tokio::spawn(h2_get(h2c(&addr).await, "/hang"));
     until(&entered, &notify, 2).await;
-    stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(5), server)
+    tokio::time::timeout(Duration::from_secs(5), server.stop())
         .await
-        .expect("shutdown finished soon after the drain deadline")
-        .unwrap();
+        .expect("shutdown finished soon after the drain deadline");
     let closed = Duration::from_secs(5);
     let answer = tokio::time::timeout(closed, http1)
         .await
@@ -204,8 +207,6 @@ async fn shutdown_closes_connections_still_busy_at_the_drain_deadline() {
 
 #[tokio::test]
 async fn a_request_longer_than_the_idle_deadline_is_answered() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
     let slow = Router::new().route(
         "/slow",
         get(|| async {
@@ -213,18 +214,10 @@ async fn a_request_longer_than_the_idle_deadline_is_answered() {
             "done"
         }),
     );
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve(
-        listener,
-        slow,
-        Limits::new(2, Duration::from_millis(300)),
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let server = Served::start(slow, Limits::new(2, Duration::from_millis(300))).await;
+    let addr = server.addr.clone();
     assert_eq!(h2_get(h2c(&addr).await, "/slow").await.unwrap(), 200);
     let http1 = reqwest::get(format!("http://{addr}/slow")).await.unwrap();
     assert_eq!(http1.status(), 200);
-    stop.send(()).unwrap();
-    server.await.unwrap();
+    server.stop().await;
 }

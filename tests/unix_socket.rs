@@ -3,7 +3,10 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use infercache::{listen::bind_unix, Config, ServeArgs};
+mod common;
+
+use common::UnixServer;
+use infercache::listen::bind_unix;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn request(path: &std::path::Path, raw: &str) -> String {
@@ -28,16 +31,7 @@ async fn serves_over_a_unix_socket_with_safe_replacement() {
     let err = bind_unix(&sock).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
 
-    let config = Config::from_args(&ServeArgs {
-        data_dir: Some(dir.path().join("data")),
-        listen: Some(format!("unix:{}", sock.display())),
-        ..Default::default()
-    })
-    .unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(infercache::run(listener, config, async {
-        let _ = stopped.await;
-    }));
+    let server = UnixServer::start(listener, &sock, dir.path().join("data"));
     let put = request(
         &sock,
         "PUT /v1/kv/k HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
@@ -53,8 +47,7 @@ async fn serves_over_a_unix_socket_with_safe_replacement() {
         get.starts_with("HTTP/1.1 200") && get.ends_with("hello"),
         "{get}"
     );
-    stop.send(()).unwrap();
-    server.await.unwrap().unwrap();
+    server.stop().await;
 
     // A regular file at the path is never deleted.
     let file = dir.path().join("not-a-socket");

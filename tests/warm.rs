@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{model, temp_dir, TestServer};
+use common::{model, temp_dir, TestServer, UnixServer};
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -59,16 +59,7 @@ async fn warm_streams_a_pipe_to_a_unix_socket() {
     let dir = temp_dir();
     let sock = dir.path().join("infercache.sock");
     let listener = infercache::listen::bind_unix(&sock).unwrap();
-    let config = infercache::Config::from_args(&infercache::ServeArgs {
-        data_dir: Some(dir.path().join("data")),
-        listen: Some(format!("unix:{}", sock.display())),
-        ..Default::default()
-    })
-    .unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(infercache::run(listener, config, async {
-        let _ = stopped.await;
-    }));
+    let server = UnixServer::start(listener, &sock, dir.path().join("data"));
     let fifo = dir.path().join("warm.fifo");
     let path = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
     // SAFETY: mkfifo(3) on a NUL-terminated path.
@@ -110,6 +101,5 @@ async fn warm_streams_a_pipe_to_a_unix_socket() {
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(stdout.starts_with("done 1, failed 1, "), "{stdout}");
     assert!(stderr.contains("no model named `mlp?x`"), "{stderr}");
-    stop.send(()).unwrap();
-    server.await.unwrap().unwrap();
+    server.stop().await;
 }
