@@ -2,8 +2,9 @@
 //! gracefully.
 //!
 //! Shutdown order matters for durability: stop accepting, let in-flight
-//! requests finish (each PUT is answered only after its commit), then flush
-//! the disk writer and close redb. Nothing acknowledged is lost, and a
+//! requests finish (each PUT is answered only after its commit; requests
+//! still running at the listener's drain deadline, 30 s, have their
+//! connections closed), then flush the disk writer and close redb. Nothing acknowledged is lost, and a
 //! clean close means the next start opens instantly.
 
 use std::{future::Future, sync::Arc, time::Instant};
