@@ -11,6 +11,10 @@
 //!   once the write has committed, so a caller that finds it empty will find
 //!   the result on disk (the store's fence tells it to look again).
 //!
+//! A flight remembers its model's generation (see [`crate::store::fence`]):
+//! if the model's cache is dropped while it runs, its result still reaches
+//! its waiters but is neither stored nor handed out from a `Landed` slot.
+//!
 //! Invariants, each enforced under the slot's lock: exactly one of the task
 //! (landing), the last leaving waiter, or the task's drop guard (panic,
 //! abort) removes a `Running` slot; errors are fanned out and never stored;
@@ -75,7 +79,19 @@ enum Flight {
     Landed {
         id: u64,
         entry: Entry,
+        /// The namespace generation it was computed under; a drop since
+        /// makes it stale (see [`crate::store::fence`]).
+        generation: u64,
     },
+}
+
+/// What a flight's task needs to know about itself.
+struct Takeoff {
+    fk: FlightKey,
+    id: u64,
+    /// The namespace generation when the flight started.
+    generation: u64,
+    ttl: Option<Duration>,
 }
 
 /// What a caller got from [`Inflight::join`].
@@ -96,6 +112,9 @@ pub struct Inflight {
     map: DashMap<FlightKey, Flight>,
     next_id: AtomicU64,
     running: Gauge,
+    /// Holds a landed flight before it waits for its durable write.
+    #[cfg(test)]
+    pub(crate) landed: crate::store::fence::Gate,
 }
 
 impl Inflight {
@@ -104,6 +123,8 @@ impl Inflight {
             map: DashMap::new(),
             next_id: AtomicU64::new(0),
             running,
+            #[cfg(test)]
+            landed: Default::default(),
         })
     }
 
@@ -136,39 +157,47 @@ impl Inflight {
             key: key.clone(),
             policy,
         };
-        match self.map.entry(fk.clone()) {
-            Slot::Occupied(mut slot) => match slot.get_mut() {
+        let generation = store.generation(key.namespace);
+        let mut slot = self.map.entry(fk.clone());
+        if let Slot::Occupied(occupied) = &mut slot {
+            match occupied.get_mut() {
                 Flight::Running {
                     id, waiters, live, ..
                 } => {
                     let (tx, rx) = oneshot::channel();
                     waiters.push(tx);
                     *live += 1;
-                    Join::Followed(self.waiter(fk, *id, rx))
+                    return Join::Followed(self.waiter(fk, *id, rx));
                 }
-                Flight::Landed { entry, .. } => Join::Landed(entry.clone()),
-            },
-            Slot::Vacant(slot) => {
-                if stored_since_look() {
-                    return Join::LookAgain;
-                }
-                let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-                let (tx, rx) = oneshot::channel();
-                let task =
-                    tokio::spawn(
-                        self.clone()
-                            .fly(fk.clone(), id, store.clone(), ttl, compute()),
-                    );
-                slot.insert(Flight::Running {
-                    id,
-                    waiters: vec![tx],
-                    live: 1,
-                    abort: task.abort_handle(),
-                });
-                self.running.inc();
-                Join::Led(self.waiter(fk, id, rx))
+                Flight::Landed {
+                    entry,
+                    generation: landed,
+                    ..
+                } if *landed == generation => return Join::Landed(entry.clone()),
+                // Landed before its model's cache was dropped: as if empty.
+                Flight::Landed { .. } => {}
             }
         }
+        if stored_since_look() {
+            return Join::LookAgain;
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        let flight = Takeoff {
+            fk: fk.clone(),
+            id,
+            generation,
+            ttl,
+        };
+        let task = tokio::spawn(self.clone().fly(flight, store.clone(), compute()));
+        slot.insert(Flight::Running {
+            id,
+            waiters: vec![tx],
+            live: 1,
+            abort: task.abort_handle(),
+        });
+        self.running.inc();
+        Join::Led(self.waiter(fk, id, rx))
     }
 
     fn waiter(self: &Arc<Self>, fk: FlightKey, id: u64, rx: oneshot::Receiver<Outcome>) -> Waiter {
@@ -186,12 +215,16 @@ impl Inflight {
     /// The spawned computation: run, publish, fan out, persist, clear.
     async fn fly(
         self: Arc<Self>,
-        fk: FlightKey,
-        id: u64,
+        flight: Takeoff,
         store: Store,
-        ttl: Option<Duration>,
         work: impl Future<Output = Result<bytes::Bytes>> + Send + 'static,
     ) {
+        let Takeoff {
+            fk,
+            id,
+            generation,
+            ttl,
+        } = flight;
         let _guard = CrashGuard {
             inflight: &self,
             fk: &fk,
@@ -201,26 +234,30 @@ impl Inflight {
             Ok(result) => result.map(|value| Entry {
                 value,
                 content_type: None,
-                expires_at: ttl.map(|t| store.clock().now_ms() + t.as_millis() as u64),
+                expires_at: ttl.map(|t| store.clock().deadline(t)),
             }),
             Err(panic) => Err(Error::Compute(format!(
                 "the computation panicked: {}",
                 panic_message(&panic)
             ))),
         };
-        let keep = match &outcome {
-            Ok(entry) if fk.policy.write => Some(entry.clone()),
+        // Published only if the model's cache was not dropped meanwhile;
+        // the waiters get the result either way.
+        let stored = match &outcome {
+            Ok(entry) if fk.policy.write => store
+                .land(fk.key.clone(), entry.clone(), generation)
+                .map(|durable| (entry.clone(), durable)),
             _ => None,
         };
-        if let Some(entry) = &keep {
-            store.insert_memory(fk.key.clone(), entry.clone());
-        }
-        let waiters = self.land(&fk, id, keep.clone());
+        let (keep, durable) = stored.unzip();
+        let waiters = self.land(&fk, id, keep.map(|entry| (entry, generation)));
         for waiter in waiters {
             let _ = waiter.send(outcome.clone());
         }
-        if let Some(entry) = keep {
-            if let Err(e) = store.persist(fk.key.clone(), entry).await {
+        if let Some(durable) = durable {
+            #[cfg(test)]
+            self.landed.pass().await;
+            if let Err(e) = durable.await {
                 tracing::warn!(error = %e, "a computed result was not written to disk");
             }
             self.map.remove_if(
@@ -230,8 +267,14 @@ impl Inflight {
         }
     }
 
-    /// Running -> Landed (with `keep`) or removed; returns the waiters.
-    fn land(&self, fk: &FlightKey, id: u64, keep: Option<Entry>) -> Vec<oneshot::Sender<Outcome>> {
+    /// Running -> Landed (with `keep` and its generation) or removed;
+    /// returns the waiters.
+    fn land(
+        &self,
+        fk: &FlightKey,
+        id: u64,
+        keep: Option<(Entry, u64)>,
+    ) -> Vec<oneshot::Sender<Outcome>> {
         let Slot::Occupied(mut slot) = self.map.entry(fk.clone()) else {
             return Vec::new();
         };
@@ -240,7 +283,14 @@ impl Inflight {
         }
         self.running.dec();
         let old = match keep {
-            Some(entry) => std::mem::replace(slot.get_mut(), Flight::Landed { id, entry }),
+            Some((entry, generation)) => std::mem::replace(
+                slot.get_mut(),
+                Flight::Landed {
+                    id,
+                    entry,
+                    generation,
+                },
+            ),
             None => slot.remove(),
         };
         match old {

@@ -4,6 +4,8 @@
 //!
 //! ```text
 //! HTTP request          http::{kv, ops}      routes, one error mapping
+//! gRPC request          grpc                 KServe v2 service, same listener
+//! shared by both        state                AppState, token, Cache-Control
 //!   -> key              key                  blake3 over model, input, params
 //!   -> read path        memo                 tiers, then coalesce, then compute
 //!   -> memory tier      store::memory        moka, byte-weighted, TTL
@@ -20,6 +22,7 @@ pub mod coalesce;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod grpc;
 pub mod http;
 pub mod infer;
 pub mod key;
@@ -27,6 +30,7 @@ pub mod listen;
 pub mod memo;
 pub mod metrics;
 pub mod server;
+pub mod state;
 pub mod store;
 pub mod warm;
 

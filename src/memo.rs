@@ -136,3 +136,45 @@ impl Memo {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreOptions;
+
+    /// A result that landed just before its model's cache was dropped, and
+    /// whose flight has not cleared its slot yet, is not handed out.
+    #[tokio::test]
+    async fn a_drop_wins_over_a_landed_flight() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions {
+            dir: dir.path().to_path_buf(),
+            ..Default::default()
+        };
+        let memo = Memo::new(Store::open(options).await.unwrap());
+        let store = memo.store().clone();
+        let key = Key::new(5, "k");
+        let (landed, release) = memo.inflight.landed.arm();
+        let old = memo.get_or_compute(key.clone(), Lookup::default(), || async {
+            Ok::<_, String>("old")
+        });
+        let (first, _) = old.await.unwrap();
+        assert_eq!(first.value, "old");
+        landed.await.unwrap();
+        store.drop_namespace(5).await.unwrap();
+        let (after, status) = memo
+            .get_or_compute(key.clone(), Lookup::default(), || async {
+                Ok::<_, String>("new")
+            })
+            .await
+            .unwrap();
+        assert_eq!((&after.value[..], status), (&b"new"[..], CacheStatus::Miss));
+        release.send(()).unwrap();
+        while memo.pending() > 0 {
+            tokio::task::yield_now().await;
+        }
+        let (stored, _) = store.get(&key).await.unwrap().unwrap();
+        assert_eq!(stored.value, "new");
+        store.close().await;
+    }
+}

@@ -393,3 +393,87 @@ async fn a_caller_arriving_at_completion_never_recomputes() {
         );
     }
 }
+
+/// A computation in flight while its model's cache is dropped: its callers
+/// still get its result, but afterwards the key is a miss in both tiers.
+#[tokio::test]
+async fn a_result_computed_across_a_cache_drop_is_not_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let memo = memo(dir.path()).await;
+    let key = Key::new(3, "in-flight");
+    let (started, on_start) = tokio::sync::oneshot::channel();
+    let (resume, on_resume) = tokio::sync::oneshot::channel::<()>();
+    let caller = tokio::spawn({
+        let (memo, key) = (memo.clone(), key.clone());
+        async move {
+            let work = move || async move {
+                started.send(()).unwrap();
+                on_resume.await.unwrap();
+                Ok::<_, String>("stale")
+            };
+            memo.get_or_compute(key, Lookup::default(), work).await
+        }
+    });
+    on_start.await.unwrap();
+    memo.store().drop_namespace(3).await.unwrap();
+    resume.send(()).unwrap();
+    let (entry, status) = caller.await.unwrap().unwrap();
+    assert_eq!(
+        (&entry.value[..], status),
+        (&b"stale"[..], CacheStatus::Miss)
+    );
+    settle(&memo).await;
+    assert!(memo.store().get_memory(&key).is_none(), "kept in memory");
+    assert!(
+        memo.store().get(&key).await.unwrap().is_none(),
+        "kept on disk"
+    );
+    assert_eq!(memo.store().usage().1.entries, 0);
+    // The next caller computes afresh, and that result is stored.
+    let runs = Arc::new(AtomicUsize::new(0));
+    let (entry, status) = memo
+        .get_or_compute(
+            key.clone(),
+            Lookup::default(),
+            counted(&runs, Duration::ZERO, "fresh"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (&entry.value[..], status),
+        (&b"fresh"[..], CacheStatus::Miss)
+    );
+    settle(&memo).await;
+    assert_eq!(
+        memo.store().get(&key).await.unwrap().unwrap().0.value,
+        "fresh"
+    );
+}
+
+/// No lifetime, however long, can overflow a deadline: it saturates and
+/// the result is stored and served.
+#[tokio::test]
+async fn a_huge_ttl_cannot_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let memo = memo(dir.path()).await;
+    let runs = Arc::new(AtomicUsize::new(0));
+    for (i, ttl) in [Duration::MAX, Duration::from_secs(u64::MAX / 1000)]
+        .into_iter()
+        .enumerate()
+    {
+        let key = Key::new(1, format!("forever-{i}"));
+        let lookup = Lookup {
+            ttl: Some(ttl),
+            ..Default::default()
+        };
+        let (entry, _) = memo
+            .get_or_compute(key.clone(), lookup, counted(&runs, Duration::ZERO, "v"))
+            .await
+            .unwrap();
+        assert!(entry.expires_at.is_some());
+        settle(&memo).await;
+        let (entry, _) = memo.store().get(&key).await.unwrap().unwrap();
+        assert_eq!(entry.value, "v");
+    }
+    assert!(memo.store().clock().deadline(Duration::MAX) > memo.store().clock().now_ms());
+}

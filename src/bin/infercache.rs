@@ -1,7 +1,10 @@
 //! The `infercache` binary: parse flags, set up logging, bind, run.
 
 use clap::{Parser, Subcommand};
-use infercache::{config::Listen, Config, ServeArgs};
+use infercache::{
+    config::{Listen, LogFormat},
+    Config, ServeArgs,
+};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -30,14 +33,23 @@ enum Command {
 const DEFAULT_LOG: &str = "info,ort=warn";
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
+    let command = Cli::parse().command;
+    let format = match &command {
+        Command::Serve(args) => args.log_format,
+        Command::Warm(_) => None,
+    };
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG)),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    let args = match Cli::parse().command {
+        .with_writer(std::io::stderr);
+    match format.unwrap_or(LogFormat::Text) {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => logs.json().init(),
+    }
+    let args = match command {
         Command::Serve(args) => *args,
         Command::Warm(args) => return warm(args),
     };

@@ -79,9 +79,23 @@ pub struct ServeArgs {
     /// Longest wait for the next piece of a request body, e.g. 30s [default: 30s]
     #[arg(long, env = "INFERCACHE_BODY_TIMEOUT")]
     pub body_timeout: Option<humantime::Duration>,
+    /// Log lines: `text` (human-readable) or `json` (one object per line)
+    /// [default: text]. A flag or variable only: logging starts before the
+    /// config file is read.
+    #[arg(long, env = "INFERCACHE_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
     /// Serve a model: NAME=PATH (repeatable; other settings at defaults).
     #[arg(long = "model", value_name = "NAME=PATH", value_parser = model::parse_model_flag)]
     pub models: Vec<ModelConfig>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log pipelines.
+    Json,
 }
 
 /// The config file's schema. Unknown keys are errors, so a typo is caught.

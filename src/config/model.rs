@@ -6,6 +6,7 @@ use std::{path::PathBuf, time::Duration};
 use serde::Deserialize;
 
 use super::{invalid, ConfigError};
+use crate::store::TTL_RANGE;
 
 /// One model to serve.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -33,7 +34,8 @@ pub struct ModelConfig {
     /// Bound of the batcher's queue, in rows; full answers 429.
     #[serde(default = "defaults::queue")]
     pub queue: usize,
-    /// Lifetime of cached results; none: until evicted.
+    /// Lifetime of cached results, from 1s to ten years; none: until
+    /// evicted.
     #[serde(default, with = "humantime_serde")]
     pub ttl: Option<Duration>,
     /// A `tokenizer.json`: makes this a text model served at
@@ -165,6 +167,17 @@ impl ModelConfig {
                 ),
             ));
         }
+        if let Some(ttl) = self.ttl.filter(|t| !TTL_RANGE.contains(t)) {
+            return Err(invalid(
+                &key("ttl"),
+                format!(
+                    "`{}` must be between {}s and {}days (ten years)",
+                    humantime::format_duration(ttl),
+                    TTL_RANGE.start().as_secs(),
+                    TTL_RANGE.end().as_secs() / (24 * 3600),
+                ),
+            ));
+        }
         if let Some(tokenizer) = self.tokenizer.as_ref().filter(|t| !t.is_file()) {
             return Err(invalid(
                 &key("tokenizer"),
@@ -209,4 +222,35 @@ pub fn parse_model_flag(s: &str) -> Result<ModelConfig, String> {
         .filter(|(n, p)| !n.is_empty() && !p.is_empty())
         .ok_or_else(|| format!("`{s}` is not NAME=PATH"))?;
     Ok(ModelConfig::new(name, path))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, ServeArgs};
+
+    /// A config file with one model (any readable file will do: nothing
+    /// is loaded) whose `ttl` is `ttl`.
+    fn with_ttl(ttl: &str) -> Result<Config, super::ConfigError> {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let model = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+        let text = format!("[[model]]\nname = \"mlp\"\npath = \"{model}\"\nttl = \"{ttl}\"\n");
+        std::fs::write(file.path(), text).unwrap();
+        let args = ServeArgs {
+            config: Some(file.path().into()),
+            ..Default::default()
+        };
+        Config::from_args(&args)
+    }
+
+    #[test]
+    fn ttl_is_between_one_second_and_ten_years() {
+        for bad in ["0s", "500ms", "20years", "3651days"] {
+            let e = with_ttl(bad).unwrap_err();
+            assert_eq!(e.key, "model `mlp`: ttl", "{bad}: {e}");
+            assert!(!e.to_string().contains('\n'), "{e}");
+        }
+        for good in ["1s", "1h", "3650days"] {
+            assert!(with_ttl(good).is_ok(), "{good}");
+        }
+    }
 }

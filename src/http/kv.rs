@@ -4,7 +4,7 @@
 //! any byte string of 1 to 1024 bytes is a key, `/` included). `PUT`
 //! answers 204 only once its entry is durable on disk.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use axum::{
     body::Body,
@@ -17,13 +17,11 @@ use percent_encoding::percent_decode_str;
 use super::{read_body, AppState};
 use crate::{
     error::{Error, Result},
-    store::{Entry, Key, KV_NAMESPACE},
+    store::{Entry, Key, KV_NAMESPACE, TTL_RANGE},
 };
 
 /// Longest key accepted, in bytes after URL decoding.
 pub const MAX_KEY_LEN: usize = 1024;
-/// Longest TTL accepted: ten years, far from any overflow.
-const MAX_TTL_SECS: u64 = 10 * 365 * 24 * 3600;
 
 fn key_from(uri: &Uri) -> Result<Key> {
     let raw = uri.path().strip_prefix("/v1/kv/").unwrap_or_default();
@@ -38,7 +36,7 @@ fn key_from(uri: &Uri) -> Result<Key> {
 }
 
 /// `?ttl=SECONDS`, the only query parameter PUT takes.
-fn ttl_from(query: Option<&str>) -> Result<Option<u64>> {
+fn ttl_from(query: Option<&str>) -> Result<Option<Duration>> {
     let mut ttl = None;
     for pair in query
         .unwrap_or_default()
@@ -54,10 +52,13 @@ fn ttl_from(query: Option<&str>) -> Result<Option<u64>> {
         let secs = value
             .parse::<u64>()
             .ok()
-            .filter(|s| (1..=MAX_TTL_SECS).contains(s))
+            .map(Duration::from_secs)
+            .filter(|d| TTL_RANGE.contains(d))
             .ok_or_else(|| {
                 Error::BadRequest(format!(
-                    "ttl must be a whole number of seconds from 1 to {MAX_TTL_SECS}, got `{value}`"
+                    "ttl must be a whole number of seconds from {} to {}, got `{value}`",
+                    TTL_RANGE.start().as_secs(),
+                    TTL_RANGE.end().as_secs()
                 ))
             })?;
         ttl = Some(secs);
@@ -87,7 +88,7 @@ pub async fn put(
     let entry = Entry {
         value,
         content_type: content_type.map(Into::into),
-        expires_at: ttl.map(|secs| state.store.clock().now_ms() + secs * 1000),
+        expires_at: ttl.map(|ttl| state.store.clock().deadline(ttl)),
     };
     state.store.put(key, entry).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -139,7 +140,10 @@ mod tests {
 
     #[test]
     fn ttl_is_validated() {
-        assert_eq!(ttl_from(Some("ttl=5")).unwrap(), Some(5));
+        assert_eq!(
+            ttl_from(Some("ttl=5")).unwrap(),
+            Some(Duration::from_secs(5))
+        );
         assert_eq!(ttl_from(None).unwrap(), None);
         for bad in [
             "ttl=0",

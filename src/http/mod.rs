@@ -1,21 +1,31 @@
-//! HTTP front end: routes grouped by API, one shared [`AppState`].
+//! HTTP front end: routes grouped by API over the shared [`AppState`],
+//! and the one service every connection is served by.
 //!
 //! - [`kv`]: the plain key-value cache (`/v1/kv/{key}`)
 //! - [`kserve`]: KServe v2 inference (`/v2/...`)
 //! - [`openai`]: OpenAI-compatible embeddings (`/v1/embeddings`)
+//! - [`models`]: OpenAI's model list (`/v1/models`)
 //! - [`ops`]: health, stats and Prometheus metrics
 //!
 //! Every handler returns `Result<_, Error>`; [`error`] turns errors into
 //! statuses. Authentication is one middleware in front of everything but
-//! the health checks.
+//! the health checks. Requests with `content-type: application/grpc` go to
+//! [`crate::grpc`] instead, on the same listener; every request of either
+//! kind is logged once, at `info`, when its response starts.
 
 pub mod error;
 mod kserve;
 mod kv;
+mod models;
 mod openai;
 mod ops;
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    convert::Infallible,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Instant,
+};
 
 use axum::{
     body::Body,
@@ -23,57 +33,29 @@ use axum::{
     http::{header, HeaderMap, HeaderName},
     middleware::{self, Next},
     response::Response,
-    routing::{get, post},
+    routing::{future::RouteFuture, get, post},
     Router,
 };
 use bytes::Bytes;
-use subtle::ConstantTimeEq;
+use tower::Service;
 
+pub use crate::state::AppState;
 use crate::{
-    config::{Config, Live},
     error::{Error, Result},
-    infer::{budget::Budget, Inference},
     memo::Policy,
-    metrics::Metrics,
-    store::Store,
 };
-
-/// What every handler can reach.
-pub struct AppState {
-    /// The live configuration; read it with [`AppState::config`].
-    pub live: Live,
-    pub store: Store,
-    pub inference: Inference,
-    pub budget: Budget,
-    pub metrics: Metrics,
-    pub started: Instant,
-    /// Turns true when shutdown begins, ending long-lived streams.
-    pub stopping: tokio::sync::watch::Receiver<bool>,
-}
-
-impl AppState {
-    /// The configuration as of now (reloads swap it).
-    pub fn config(&self) -> Arc<Config> {
-        self.live.borrow().clone()
-    }
-}
 
 /// `X-Cache: hit | coalesced | miss` on every cached endpoint.
 pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 
 /// `Cache-Control: no-cache` recomputes; `no-store` does not store.
 pub fn cache_policy(headers: &HeaderMap) -> Policy {
-    let mut policy = Policy::default();
-    for value in headers.get_all(header::CACHE_CONTROL) {
-        for directive in value.to_str().unwrap_or_default().split(',') {
-            match directive.trim().to_ascii_lowercase().as_str() {
-                "no-cache" => policy.read = false,
-                "no-store" => policy.write = false,
-                _ => {}
-            }
-        }
-    }
-    policy
+    crate::state::cache_policy(
+        headers
+            .get_all(header::CACHE_CONTROL)
+            .iter()
+            .map(|v| v.as_bytes()),
+    )
 }
 
 /// Read a whole body of at most `limit` bytes; larger: 413, early when
@@ -98,13 +80,26 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: u64) -> Result<By
         })
 }
 
-/// The whole HTTP API.
+/// Every API on one service: gRPC by content type, HTTP otherwise.
 pub fn router(state: Arc<AppState>) -> Router {
+    let split = Split {
+        grpc: crate::grpc::routes(state.clone()),
+        http: http_routes(state),
+    };
+    Router::new()
+        .fallback_service(split)
+        .layer(middleware::from_fn(log_request))
+}
+
+/// The HTTP API.
+fn http_routes(state: Arc<AppState>) -> Router {
     let kv = get(kv::get).put(kv::put).delete(kv::delete);
     let protected = Router::new()
         .route("/v1/kv/", kv.clone())
         .route("/v1/kv/{*key}", kv)
         .route("/v1/embeddings", post(openai::embeddings))
+        .route("/v1/models", get(models::list))
+        .route("/v1/models/{model}", get(models::retrieve))
         .route("/v2", get(kserve::server_metadata))
         .route("/v2/models/{model}", get(kserve::model_metadata))
         .route("/v2/models/{model}/ready", get(kserve::model_ready))
@@ -142,22 +137,70 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Require `Authorization: Bearer TOKEN` when a token is configured. The
-/// comparison takes the same time wherever the first difference is.
+/// Sends gRPC requests to the gRPC service and the rest to the HTTP API.
+#[derive(Clone)]
+struct Split {
+    grpc: Router,
+    http: Router,
+}
+
+impl Service<Request> for Split {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = RouteFuture<Infallible>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // Both routers are always ready.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        if crate::grpc::is_grpc(request.headers()) {
+            self.grpc.call(request)
+        } else {
+            self.http.call(request)
+        }
+    }
+}
+
+/// One `info` line per request: method, path, status (and gRPC status
+/// when the call failed), cache status and the time to the response's
+/// head.
+async fn log_request(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    let cache = response
+        .headers()
+        .get(X_CACHE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    // A failed gRPC call answers its status in the head (trailers-only).
+    let grpc_status = response
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok());
+    tracing::info!(
+        target: "infercache::request",
+        %method,
+        path,
+        status = response.status().as_u16(),
+        cache,
+        grpc_status,
+        latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        "request"
+    );
+    response
+}
+
+/// Require `Authorization: Bearer TOKEN` when a token is configured.
 async fn authenticate(
     State(state): State<Arc<AppState>>,
     request: Request,
     next: Next,
 ) -> Result<Response, Error> {
-    if let Some(token) = &state.config().auth_token {
-        let given = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
-            .unwrap_or_default();
-        if !bool::from(given.ct_eq(token.as_bytes())) {
-            return Err(Error::Unauthorized);
-        }
-    }
+    let given = request.headers().get(header::AUTHORIZATION);
+    state.authorize(given.map(|v| v.as_bytes()))?;
     Ok(next.run(request).await)
 }

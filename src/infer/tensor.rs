@@ -101,6 +101,35 @@ impl Tensor {
     pub fn elements(shape: &[u64]) -> Option<u64> {
         shape.iter().try_fold(1u64, |n, d| n.checked_mul(*d))
     }
+
+    /// Input `name`'s shape as a request declares it, checked before
+    /// anything is allocated: no negative dimension, and at most
+    /// `max_bytes` of `datatype`. Returns the shape and its element count.
+    pub fn declared(
+        name: &str,
+        datatype: DataType,
+        dims: &[i64],
+        max_bytes: u64,
+    ) -> Result<(Vec<u64>, u64)> {
+        let shape = dims
+            .iter()
+            .map(|d| u64::try_from(*d))
+            .collect::<Result<Vec<u64>, _>>()
+            .map_err(|_| {
+                Error::BadRequest(format!("input `{name}`: negative dimension in {dims:?}"))
+            })?;
+        let elements = Tensor::elements(&shape)
+            .filter(|n| {
+                n.checked_mul(datatype.size() as u64)
+                    .is_some_and(|b| b <= max_bytes)
+            })
+            .ok_or_else(|| {
+                Error::BadRequest(format!(
+                    "input `{name}`: shape {shape:?} declares more than max_request_size ({max_bytes} bytes)"
+                ))
+            })?;
+        Ok((shape, elements))
+    }
 }
 
 /// Serialize one row's outputs (the cached value of a row).

@@ -5,18 +5,23 @@
 //! which mirrors committed changes into memory in commit order, so the two
 //! tiers never disagree about a key for longer than a commit.
 //!
-//! A promotion races with writes to the same key (read old value from disk,
-//! a delete commits, the old value lands in memory). [`Fences`] closes that
-//! window: the writer bumps the key's stripe before touching memory, and a
-//! promotion that sees its stripe move undoes itself.
+//! Removals win every race: a promotion (read an old value from disk while
+//! a delete commits) and a computation landing while its model's cache is
+//! dropped are both checked, at the moment they would publish, against the
+//! counters in [`fence`].
 
 pub mod disk;
 pub mod fault;
+pub mod fence;
 pub mod memory;
 pub mod writer;
 
+#[cfg(test)]
+mod races;
+
 use std::{
-    hash::{BuildHasher, Hash},
+    future::Future,
+    ops::RangeInclusive,
     path::PathBuf,
     sync::{
         atomic::{AtomicU64, Ordering},
@@ -31,6 +36,7 @@ use tokio::task::JoinHandle;
 
 use self::{
     disk::{DiskTier, Op},
+    fence::{Fences, Generations},
     memory::MemoryTier,
     writer::{Batching, Targets, Writer},
 };
@@ -42,6 +48,11 @@ use crate::{
 
 /// Namespace of the plain key-value API.
 pub const KV_NAMESPACE: u32 = 0;
+
+/// Lifetimes an entry may be given (KV `?ttl=`, a model's `ttl`): from one
+/// second to ten years, far from any overflow.
+pub const TTL_RANGE: RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(10 * 365 * 24 * 3600);
 
 /// A cache key: a namespace (0 for the KV API, one per model) and bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -123,47 +134,20 @@ impl Clock {
     }
 
     pub fn now_ms(&self) -> u64 {
-        self.anchor_ms + self.anchor.elapsed().as_millis() as u64
+        let elapsed = u64::try_from(self.anchor.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.anchor_ms.saturating_add(elapsed)
+    }
+
+    /// The deadline `ttl` from now, for [`Entry::expires_at`]; a lifetime
+    /// too long to represent saturates (it lives until evicted).
+    pub fn deadline(&self, ttl: Duration) -> u64 {
+        u64::try_from(ttl.as_millis()).map_or(u64::MAX, |ms| self.now_ms().saturating_add(ms))
     }
 }
 
 impl Default for Clock {
     fn default() -> Self {
         Clock::new()
-    }
-}
-
-/// Striped write counters that let a promotion detect a concurrent write.
-pub struct Fences {
-    stripes: [AtomicU64; 64],
-    hasher: std::collections::hash_map::RandomState,
-}
-
-impl Fences {
-    fn new() -> Fences {
-        Fences {
-            stripes: std::array::from_fn(|_| AtomicU64::new(0)),
-            hasher: Default::default(),
-        }
-    }
-
-    fn stripe(&self, key: &Key) -> &AtomicU64 {
-        let i = self.hasher.hash_one(key) as usize % self.stripes.len();
-        &self.stripes[i]
-    }
-
-    fn read(&self, key: &Key) -> u64 {
-        self.stripe(key).load(Ordering::SeqCst)
-    }
-
-    fn bump(&self, key: &Key) {
-        self.stripe(key).fetch_add(1, Ordering::SeqCst);
-    }
-
-    fn bump_all(&self) {
-        for stripe in &self.stripes {
-            stripe.fetch_add(1, Ordering::SeqCst);
-        }
     }
 }
 
@@ -212,6 +196,7 @@ struct Inner {
     disk: Arc<DiskTier>,
     writer: Writer,
     fences: Arc<Fences>,
+    generations: Generations,
     clock: Clock,
     /// Changes with live reloads.
     max_value_size: AtomicU64,
@@ -220,6 +205,9 @@ struct Inner {
     healthy: Arc<std::sync::atomic::AtomicBool>,
     /// Background tasks, taken by `close`.
     tasks: Mutex<Option<Tasks>>,
+    /// Hold a promotion after its disk read and after its memory insert.
+    #[cfg(test)]
+    promotion: [fence::Gate; 2],
 }
 
 impl Store {
@@ -261,6 +249,7 @@ impl Store {
                 disk,
                 writer,
                 fences,
+                generations: Generations::default(),
                 clock,
                 max_value_size: AtomicU64::new(options.max_value_size),
                 metrics: CacheMetrics::default(),
@@ -270,6 +259,8 @@ impl Store {
                     writer: writer_task,
                     sweeper,
                 })),
+                #[cfg(test)]
+                promotion: Default::default(),
             }),
         })
     }
@@ -296,12 +287,17 @@ impl Store {
         let Some(entry) = found else {
             return Ok(None);
         };
-        inner.memory.insert(key.clone(), entry.clone());
-        if inner.fences.read(key) != fence {
-            // A write to this key committed while we read: our copy may be
-            // older than it, so leave memory to the writer.
-            inner.memory.remove(key);
-        }
+        #[cfg(test)]
+        inner.promotion[0].pass().await;
+        // If a write to this key committed while we read, our copy may be
+        // older than it (or deleted): leave memory to the writer. The read
+        // itself began before that write was acknowledged, so answering it
+        // is still in order.
+        inner.fences.publish_if(key, fence, || {
+            inner.memory.insert(key.clone(), entry.clone());
+        });
+        #[cfg(test)]
+        inner.promotion[1].pass().await;
         inner.metrics.hit(Tier::Disk);
         Ok(Some((entry, Tier::Disk)))
     }
@@ -316,21 +312,33 @@ impl Store {
             .map(drop)
     }
 
-    /// Make `entry` visible in memory now, ahead of [`Store::persist`].
-    pub(crate) fn insert_memory(&self, key: Key, entry: Entry) {
-        self.inner.memory.insert(key, entry);
+    /// Publish a result computed under `generation` of its namespace (see
+    /// [`Store::generation`]): into memory at once and onto the write
+    /// queue, unless the namespace was dropped since, in which case nothing
+    /// is published and `None` returned. The future answers once the write
+    /// is durable (or refused: too large, queue full).
+    pub(crate) fn land(
+        &self,
+        key: Key,
+        entry: Entry,
+        generation: u64,
+    ) -> Option<impl Future<Output = Result<()>>> {
+        let inner = &self.inner;
+        inner.generations.publish_if(key.namespace, generation, || {
+            let queued = self.check_size(&entry).and_then(|()| {
+                inner.memory.insert(key.clone(), entry.clone());
+                // The commit bumps the key's fence but does not insert
+                // the entry into memory a second time.
+                inner.writer.persist(Op::Put { key, entry })
+            });
+            async move { queued?.await.map(drop) }
+        })
     }
 
-    /// Write an entry already inserted with [`Store::insert_memory`] to
-    /// disk; returns once durable. The commit bumps the key's fence but does
-    /// not insert the entry into memory a second time.
-    pub(crate) async fn persist(&self, key: Key, entry: Entry) -> Result<()> {
-        self.check_size(&entry)?;
-        self.inner
-            .writer
-            .persist(Op::Put { key, entry })
-            .await
-            .map(drop)
+    /// The namespace's generation: read it before computing a result, and
+    /// hand it to [`Store::land`].
+    pub(crate) fn generation(&self, namespace: u32) -> u64 {
+        self.inner.generations.current(namespace)
     }
 
     /// A number that changes whenever a write to `key` commits. Read it
@@ -357,8 +365,13 @@ impl Store {
     }
 
     /// Remove every entry of one namespace from both tiers; returns how
-    /// many the disk tier held.
+    /// many the disk tier held. A result being computed meanwhile is not
+    /// stored when it lands.
     pub async fn drop_namespace(&self, namespace: u32) -> Result<u64> {
+        // Bump first: a result that landed before is in memory (removed
+        // below) and queued ahead of the drop (removed by it on disk); one
+        // landing after sees the new generation and publishes nothing.
+        self.inner.generations.bump(namespace);
         self.inner.memory.remove_namespace(namespace);
         self.inner.writer.write(Op::DropNamespace(namespace)).await
     }

@@ -11,7 +11,7 @@
 //! promoting an older disk value at the same moment can tell and undo it.
 //! A full queue is refused at once (`Error::Overloaded`, HTTP 429).
 
-use std::{sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -70,17 +70,18 @@ impl Writer {
     /// Queue `op` and wait until it is committed. Returns how many entries
     /// it wrote or removed.
     pub async fn write(&self, op: Op) -> Result<u64> {
-        self.send(op, true).await
+        self.send(op, true)?.await
     }
 
-    /// Like [`Writer::write`] for a put whose entry the caller has already
-    /// inserted into memory: the commit bumps the key's fence but does not
-    /// insert it again.
-    pub async fn persist(&self, op: Op) -> Result<u64> {
-        self.send(op, false).await
+    /// For a put whose entry the caller has already inserted into memory:
+    /// the commit bumps the key's fence but does not insert it again. The
+    /// op is queued before this returns (so a caller can order it under its
+    /// own lock); the future answers once it is committed.
+    pub fn persist(&self, op: Op) -> Result<impl Future<Output = Result<u64>>> {
+        self.send(op, false)
     }
 
-    async fn send(&self, op: Op, mirror: bool) -> Result<u64> {
+    fn send(&self, op: Op, mirror: bool) -> Result<impl Future<Output = Result<u64>>> {
         let (reply, answer) = oneshot::channel();
         self.tx
             .try_send(Msg::Write(op, reply, mirror))
@@ -88,7 +89,7 @@ impl Writer {
                 mpsc::error::TrySendError::Full(_) => Error::Overloaded("the disk write queue"),
                 mpsc::error::TrySendError::Closed(_) => Error::ShuttingDown,
             })?;
-        answer.await.map_err(|_| Error::ShuttingDown)?
+        Ok(async move { answer.await.map_err(|_| Error::ShuttingDown)? })
     }
 
     /// Ask the writer to commit everything queued and stop. Writes queued

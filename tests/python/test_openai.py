@@ -45,3 +45,16 @@ def test_errors_are_openai_errors(client):
     with pytest.raises(openai.BadRequestError) as e:
         client.embeddings.create(model="minilm", input=[""])
     assert "empty" in str(e.value)
+
+
+def test_models_list_and_retrieve(client):
+    listed = client.models.list()
+    assert [m.id for m in listed.data] == ["minilm"]
+    assert listed.data[0].object == "model"
+    assert listed.data[0].owned_by == "infercache"
+    assert listed.data[0].created > 1_600_000_000
+    model = client.models.retrieve("minilm")
+    assert (model.id, model.created) == ("minilm", listed.data[0].created)
+    with pytest.raises(openai.NotFoundError) as e:
+        client.models.retrieve("nope")
+    assert "GET /v1/models" in str(e.value)

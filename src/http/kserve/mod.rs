@@ -32,17 +32,10 @@ pub struct ModelPath {
     version: Option<String>,
 }
 
-/// The model a route names; only version "1" exists.
+/// The model a route names.
 fn model_of(state: &AppState, path: Result<Path<ModelPath>, PathRejection>) -> Result<Arc<Model>> {
     let Path(path) = path.map_err(|e| Error::BadRequest(e.body_text()))?;
-    let model = state.inference.registry.get(&path.model)?;
-    match path.version.as_deref() {
-        None | Some("1") => Ok(model),
-        Some(v) => Err(Error::NotFound(format!(
-            "model `{}` has no version `{v}`; its only version is 1",
-            path.model
-        ))),
-    }
+    state.model(&path.model, path.version.as_deref())
 }
 
 pub async fn server_metadata() -> Json<Value> {

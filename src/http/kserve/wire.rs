@@ -146,27 +146,9 @@ fn decode_input(input: &InputJson<'_>, binary: &mut Bytes, max_bytes: u64) -> Re
     let name = &input.name;
     let datatype =
         DataType::from_name(&input.datatype).map_err(|e| bad(format!("input `{name}`: {e}")))?;
-    let shape = input
-        .shape
-        .iter()
-        .map(|d| u64::try_from(*d))
-        .collect::<Result<Vec<u64>, _>>()
-        .map_err(|_| {
-            bad(format!(
-                "input `{name}`: negative dimension in {:?}",
-                input.shape
-            ))
-        })?;
-    let elements = Tensor::elements(&shape);
-    let byte_len = elements
-        .and_then(|n| n.checked_mul(datatype.size() as u64))
-        .filter(|n| *n <= max_bytes)
-        .ok_or_else(|| {
-            bad(format!(
-                "input `{name}`: shape {shape:?} declares more than max_request_size ({max_bytes} bytes)"
-            ))
-        })?;
-    let elements = elements.unwrap_or_default() as usize;
+    let (shape, elements) = Tensor::declared(name, datatype, &input.shape, max_bytes)?;
+    let byte_len = elements * datatype.size() as u64;
+    let elements = elements as usize;
     let data = match (input.parameters.get("binary_data_size"), input.data) {
         (Some(size), None) => {
             let size = size.as_u64().ok_or_else(|| {

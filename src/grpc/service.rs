@@ -1,0 +1,188 @@
+//! The handlers of `inference.GRPCInferenceService`. Infer goes through
+//! [`crate::infer::Inference`] like REST does, so results are memoized per
+//! row and shared between the protocols.
+
+use std::{pin::Pin, sync::Arc};
+
+use futures::{Stream, StreamExt};
+use tonic::{metadata::MetadataMap, Request, Response, Status, Streaming};
+
+use super::{
+    proto::{
+        grpc_inference_service_server::GrpcInferenceService,
+        model_metadata_response::TensorMetadata, ModelInferRequest, ModelInferResponse,
+        ModelMetadataRequest, ModelMetadataResponse, ModelReadyRequest, ModelReadyResponse,
+        ModelStreamInferResponse, ServerLiveRequest, ServerLiveResponse, ServerMetadataRequest,
+        ServerMetadataResponse, ServerReadyRequest, ServerReadyResponse,
+    },
+    wire,
+};
+use crate::{
+    error::Result,
+    infer::{backend::IoSpec, Request as InferRequest},
+    memo::{CacheStatus, Policy},
+    state::{cache_policy, AppState},
+};
+
+pub struct Service {
+    pub state: Arc<AppState>,
+}
+
+impl Service {
+    /// The bearer token check, on every RPC but the health checks.
+    fn authorize(&self, metadata: &MetadataMap) -> Result<(), Status> {
+        let given = metadata.get("authorization").map(|v| v.as_bytes());
+        Ok(self.state.authorize(given)?)
+    }
+}
+
+fn policy(metadata: &MetadataMap) -> Policy {
+    cache_policy(
+        metadata
+            .get_all("cache-control")
+            .iter()
+            .map(|v| v.as_bytes()),
+    )
+}
+
+/// One infer, as REST runs it.
+async fn infer(
+    state: &AppState,
+    request: ModelInferRequest,
+    policy: Policy,
+) -> Result<(ModelInferResponse, CacheStatus)> {
+    let model = state.model(&request.model_name, Some(&request.model_version))?;
+    let decoded = wire::decode(request, state.config().max_request_size)?;
+    let response = state
+        .inference
+        .infer(
+            model.name(),
+            InferRequest {
+                inputs: decoded.inputs,
+                outputs: decoded.outputs,
+                policy,
+            },
+        )
+        .await?;
+    let status = response.status;
+    Ok((wire::encode(model.name(), decoded.id, response), status))
+}
+
+fn tensors(specs: &[IoSpec]) -> Vec<TensorMetadata> {
+    specs
+        .iter()
+        .map(|s| TensorMetadata {
+            name: s.name.clone(),
+            datatype: s.datatype.name().to_string(),
+            shape: s.shape.clone(),
+        })
+        .collect()
+}
+
+type InferStream = Pin<Box<dyn Stream<Item = Result<ModelStreamInferResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl GrpcInferenceService for Service {
+    async fn server_live(
+        &self,
+        _: Request<ServerLiveRequest>,
+    ) -> Result<Response<ServerLiveResponse>, Status> {
+        Ok(Response::new(ServerLiveResponse { live: true }))
+    }
+
+    async fn server_ready(
+        &self,
+        _: Request<ServerReadyRequest>,
+    ) -> Result<Response<ServerReadyResponse>, Status> {
+        let ready = self.state.inference.registry.ready();
+        Ok(Response::new(ServerReadyResponse { ready }))
+    }
+
+    async fn model_ready(
+        &self,
+        request: Request<ModelReadyRequest>,
+    ) -> Result<Response<ModelReadyResponse>, Status> {
+        self.authorize(request.metadata())?;
+        let r = request.get_ref();
+        // Like Triton: an unknown model is not ready, not an error.
+        let ready = self.state.model(&r.name, Some(&r.version)).is_ok();
+        Ok(Response::new(ModelReadyResponse { ready }))
+    }
+
+    async fn server_metadata(
+        &self,
+        request: Request<ServerMetadataRequest>,
+    ) -> Result<Response<ServerMetadataResponse>, Status> {
+        self.authorize(request.metadata())?;
+        Ok(Response::new(ServerMetadataResponse {
+            name: "infercache".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            extensions: vec![],
+        }))
+    }
+
+    async fn model_metadata(
+        &self,
+        request: Request<ModelMetadataRequest>,
+    ) -> Result<Response<ModelMetadataResponse>, Status> {
+        self.authorize(request.metadata())?;
+        let r = request.get_ref();
+        let model = self.state.model(&r.name, Some(&r.version))?;
+        Ok(Response::new(ModelMetadataResponse {
+            name: model.name().to_string(),
+            versions: vec!["1".into()],
+            platform: "onnxruntime_onnx".into(),
+            inputs: tensors(&model.inputs),
+            outputs: tensors(&model.outputs),
+        }))
+    }
+
+    async fn model_infer(
+        &self,
+        request: Request<ModelInferRequest>,
+    ) -> Result<Response<ModelInferResponse>, Status> {
+        self.authorize(request.metadata())?;
+        let policy = policy(request.metadata());
+        let (response, status) = infer(&self.state, request.into_inner(), policy).await?;
+        let mut response = Response::new(response);
+        response
+            .metadata_mut()
+            .insert("x-cache", status.as_str().parse().expect("ASCII"));
+        Ok(response)
+    }
+
+    type ModelStreamInferStream = InferStream;
+
+    /// Answers each request in order; a failed one answers with
+    /// `error_message` and the stream goes on. Ends when the client's
+    /// stream does, or when the server begins to shut down.
+    async fn model_stream_infer(
+        &self,
+        request: Request<Streaming<ModelInferRequest>>,
+    ) -> Result<Response<InferStream>, Status> {
+        self.authorize(request.metadata())?;
+        let policy = policy(request.metadata());
+        let state = self.state.clone();
+        let mut stopping = state.stopping.clone();
+        let answers = request.into_inner().then(move |next| {
+            let state = state.clone();
+            async move {
+                let answer = match infer(&state, next?, policy).await {
+                    Ok((response, _)) => ModelStreamInferResponse {
+                        error_message: String::new(),
+                        infer_response: Some(response),
+                    },
+                    Err(e) => ModelStreamInferResponse {
+                        error_message: e.to_string(),
+                        infer_response: None,
+                    },
+                };
+                Ok(answer)
+            }
+        });
+        let stop = async move {
+            let _ = stopping.wait_for(|s| *s).await;
+        };
+        Ok(Response::new(Box::pin(answers.take_until(stop))))
+    }
+}

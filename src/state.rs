@@ -1,0 +1,82 @@
+//! What every front end (HTTP and gRPC) reaches: the shared [`AppState`],
+//! and the request conventions both protocols follow the same way (bearer
+//! token, `Cache-Control`, model versions).
+
+use std::{sync::Arc, time::Instant};
+
+use subtle::ConstantTimeEq;
+
+use crate::{
+    config::{Config, Live},
+    error::{Error, Result},
+    infer::{budget::Budget, registry::Model, Inference},
+    memo::Policy,
+    metrics::Metrics,
+    store::Store,
+};
+
+/// What every handler can reach.
+pub struct AppState {
+    /// The live configuration; read it with [`AppState::config`].
+    pub live: Live,
+    pub store: Store,
+    pub inference: Inference,
+    pub budget: Budget,
+    pub metrics: Metrics,
+    pub started: Instant,
+    /// Turns true when shutdown begins, ending long-lived streams.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
+}
+
+impl AppState {
+    /// The configuration as of now (reloads swap it).
+    pub fn config(&self) -> Arc<Config> {
+        self.live.borrow().clone()
+    }
+
+    /// Whether an `Authorization` value passes: always when no token is
+    /// configured, else only `Bearer TOKEN`. The comparison takes the same
+    /// time wherever the first difference is.
+    pub fn authorize(&self, authorization: Option<&[u8]>) -> Result<()> {
+        let Some(token) = &self.config().auth_token else {
+            return Ok(());
+        };
+        let given = authorization
+            .and_then(|v| v.strip_prefix(b"Bearer "))
+            .unwrap_or_default();
+        if bool::from(given.ct_eq(token.as_bytes())) {
+            Ok(())
+        } else {
+            Err(Error::Unauthorized)
+        }
+    }
+
+    /// The model `name` at `version`; only version "1" exists (an empty or
+    /// absent version means it).
+    pub fn model(&self, name: &str, version: Option<&str>) -> Result<Arc<Model>> {
+        let model = self.inference.registry.get(name)?;
+        match version {
+            None | Some("" | "1") => Ok(model),
+            Some(v) => Err(Error::NotFound(format!(
+                "model `{name}` has no version `{v}`; its only version is 1"
+            ))),
+        }
+    }
+}
+
+/// The policy of `Cache-Control` values: `no-cache` recomputes, `no-store`
+/// does not store.
+pub fn cache_policy<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Policy {
+    let mut policy = Policy::default();
+    for value in values {
+        let value = std::str::from_utf8(value).unwrap_or_default();
+        for directive in value.split(',') {
+            match directive.trim().to_ascii_lowercase().as_str() {
+                "no-cache" => policy.read = false,
+                "no-store" => policy.write = false,
+                _ => {}
+            }
+        }
+    }
+    policy
+}

@@ -1,0 +1,533 @@
+//! KServe v2 over gRPC against the real server (the same `run`, h2c on a
+//! loopback port or a Unix socket) with a tonic client: metadata, one cache
+//! shared with REST, requested outputs, streams, and the status codes of
+//! every failure.
+
+mod common;
+
+use std::{collections::HashMap, path::Path};
+
+use bytes::Bytes;
+use common::{model, temp_dir, ChildServer, TestServer};
+use futures::StreamExt;
+use infercache::grpc::proto::{
+    grpc_inference_service_client::GrpcInferenceServiceClient,
+    infer_parameter::ParameterChoice,
+    model_infer_request::{InferInputTensor, InferRequestedOutputTensor},
+    InferTensorContents, ModelInferRequest, ModelInferResponse, ModelMetadataRequest,
+    ModelReadyRequest, ServerLiveRequest, ServerMetadataRequest, ServerReadyRequest,
+};
+use serde_json::{json, Value};
+use tonic::{transport::Channel, Code};
+
+type Client = GrpcInferenceServiceClient<Channel>;
+
+async fn client(base: &str) -> Client {
+    let channel = tonic::transport::Endpoint::from_shared(base.to_string())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    GrpcInferenceServiceClient::new(channel)
+}
+
+async fn start(dir: &Path) -> TestServer {
+    TestServer::start(dir, |a| {
+        a.models = vec![model("mlp", "mlp"), model("two_io", "two_io")];
+    })
+    .await
+}
+
+fn row(seed: u32) -> Vec<f32> {
+    (0..16)
+        .map(|i| ((seed * 16 + i) as f32 * 0.61).cos())
+        .collect()
+}
+
+fn le(values: &[f32]) -> Bytes {
+    Bytes::from(
+        values
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect::<Vec<u8>>(),
+    )
+}
+
+fn tensor(name: &str, datatype: &str, shape: &[i64]) -> InferInputTensor {
+    InferInputTensor {
+        name: name.into(),
+        datatype: datatype.into(),
+        shape: shape.to_vec(),
+        ..Default::default()
+    }
+}
+
+/// An mlp request over `rows`, raw.
+fn mlp(rows: &[Vec<f32>]) -> ModelInferRequest {
+    ModelInferRequest {
+        model_name: "mlp".into(),
+        inputs: vec![tensor("x", "FP32", &[rows.len() as i64, 16])],
+        raw_input_contents: vec![le(&rows.concat())],
+        ..Default::default()
+    }
+}
+
+fn cache_header(metadata: &tonic::metadata::MetadataMap) -> String {
+    metadata
+        .get("x-cache")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+/// (x-cache metadata, x-cache parameter, response)
+async fn infer(c: &mut Client, request: ModelInferRequest) -> (String, String, ModelInferResponse) {
+    let response = c.model_infer(request).await.unwrap();
+    let header = cache_header(response.metadata());
+    let body = response.into_inner();
+    let Some(ParameterChoice::StringParam(param)) =
+        body.parameters["x-cache"].parameter_choice.clone()
+    else {
+        panic!("x-cache parameter missing: {body:?}");
+    };
+    (header, param, body)
+}
+
+/// `y` over REST JSON: (X-Cache, f32 bit patterns).
+async fn rest_mlp(server: &TestServer, rows: &[Vec<f32>]) -> (String, Vec<u32>) {
+    let body = json!({"inputs": [{"name": "x", "shape": [rows.len(), 16], "datatype": "FP32", "data": rows.concat()}]});
+    let resp = server
+        .client
+        .post(server.url("/v2/models/mlp/infer"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let cache = resp.headers()["x-cache"].to_str().unwrap().to_string();
+    let v: Value = resp.json().await.unwrap();
+    let bits = v["outputs"][0]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| (x.as_f64().unwrap() as f32).to_bits())
+        .collect();
+    (cache, bits)
+}
+
+fn bits(raw: &Bytes) -> Vec<u32> {
+    raw.chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()).to_bits())
+        .collect()
+}
+
+#[tokio::test]
+async fn health_and_metadata() {
+    let dir = temp_dir();
+    let server = start(dir.path()).await;
+    let mut c = client(&server.base).await;
+    assert!(
+        c.server_live(ServerLiveRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .live
+    );
+    assert!(
+        c.server_ready(ServerReadyRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .ready
+    );
+    let meta = c
+        .server_metadata(ServerMetadataRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(meta.name, "infercache");
+    let ready = |name: &str, version: &str| ModelReadyRequest {
+        name: name.into(),
+        version: version.into(),
+    };
+    for (name, version, want) in [
+        ("mlp", "", true),
+        ("mlp", "1", true),
+        ("mlp", "2", false),
+        ("nope", "", false),
+    ] {
+        let answer = c.model_ready(ready(name, version)).await.unwrap();
+        assert_eq!(answer.into_inner().ready, want, "{name} {version}");
+    }
+    let meta = c
+        .model_metadata(ModelMetadataRequest {
+            name: "two_io".into(),
+            version: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let inputs: Vec<_> = meta
+        .inputs
+        .iter()
+        .map(|t| (t.name.as_str(), t.datatype.as_str(), t.shape.clone()))
+        .collect();
+    assert_eq!(
+        inputs,
+        [("a", "FP32", vec![-1, 4]), ("b", "INT64", vec![-1, 4])]
+    );
+    assert_eq!(meta.versions, ["1"]);
+    let missing = c
+        .model_metadata(ModelMetadataRequest {
+            name: "nope".into(),
+            version: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound, "{missing}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn one_cache_across_grpc_and_rest() {
+    let dir = temp_dir();
+    let server = start(dir.path()).await;
+    let mut c = client(&server.base).await;
+    // Computed over REST, a hit over gRPC, with the same bits.
+    let rows = [row(1), row(2)];
+    let (cache, rest_bits) = rest_mlp(&server, &rows).await;
+    assert_eq!(cache, "miss");
+    let (header, param, response) = infer(&mut c, mlp(&rows)).await;
+    assert_eq!((header.as_str(), param.as_str()), ("hit", "hit"));
+    assert_eq!(response.outputs[0].shape, [2, 4]);
+    assert_eq!(response.outputs[0].datatype, "FP32");
+    assert_eq!(bits(&response.raw_output_contents[0]), rest_bits);
+    // Computed over gRPC (raw), a hit over gRPC typed contents and REST.
+    let rows = [row(3)];
+    let (header, _, first) = infer(&mut c, mlp(&rows)).await;
+    assert_eq!(header, "miss");
+    let mut typed = mlp(&rows);
+    typed.raw_input_contents.clear();
+    typed.inputs[0].contents = Some(InferTensorContents {
+        fp32_contents: rows.concat(),
+        ..Default::default()
+    });
+    let (header, _, second) = infer(&mut c, typed).await;
+    assert_eq!(header, "hit");
+    assert_eq!(first.raw_output_contents, second.raw_output_contents);
+    let (cache, rest_bits) = rest_mlp(&server, &rows).await;
+    assert_eq!(cache, "hit");
+    assert_eq!(bits(&first.raw_output_contents[0]), rest_bits);
+    // A new row next to cached ones is computed alone; `no-cache` recomputes.
+    let (header, _, _) = infer(&mut c, mlp(&[row(1), row(4), row(3)])).await;
+    assert_eq!(header, "miss");
+    let mut again = tonic::Request::new(mlp(&[row(4)]));
+    again
+        .metadata_mut()
+        .insert("cache-control", "no-cache".parse().unwrap());
+    let response = c.model_infer(again).await.unwrap();
+    assert_eq!(cache_header(response.metadata()), "miss");
+    let rows_total = common::metric(
+        &server.client,
+        &server.base,
+        "infercache_model_rows_total{model=\"mlp\"}",
+    )
+    .await;
+    assert_eq!(rows_total, 5.0, "rows 1, 2, 3, 4 and 4 recomputed");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn requested_outputs_and_ids_are_honoured() {
+    let dir = temp_dir();
+    let server = start(dir.path()).await;
+    let mut c = client(&server.base).await;
+    let a: Vec<f32> = vec![1.0, 2.0, 3.0, 4.0];
+    let request = |outputs: &[&str]| ModelInferRequest {
+        model_name: "two_io".into(),
+        model_version: "1".into(),
+        id: "req-7".into(),
+        inputs: vec![tensor("b", "INT64", &[1, 4]), tensor("a", "FP32", &[1, 4])],
+        outputs: outputs
+            .iter()
+            .map(|name| InferRequestedOutputTensor {
+                name: name.to_string(),
+                parameters: HashMap::new(),
+            })
+            .collect(),
+        raw_input_contents: vec![
+            Bytes::from(
+                [5i64, 0, 7, 0]
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect::<Vec<u8>>(),
+            ),
+            le(&a),
+        ],
+        ..Default::default()
+    };
+    let (_, _, all) = infer(&mut c, request(&[])).await;
+    let names: Vec<_> = all.outputs.iter().map(|o| o.name.as_str()).collect();
+    assert_eq!(names, ["sum", "count"]);
+    assert_eq!(
+        (all.id.as_str(), all.model_name.as_str()),
+        ("req-7", "two_io")
+    );
+    let (_, _, one) = infer(&mut c, request(&["count"])).await;
+    assert_eq!(one.outputs.len(), 1);
+    assert_eq!(one.outputs[0].name, "count");
+    assert_eq!(one.outputs[0].datatype, "INT64");
+    assert_eq!(
+        one.raw_output_contents,
+        [all.raw_output_contents[1].clone()]
+    );
+    let err = c.model_infer(request(&["nope"])).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bad_requests_get_triton_codes() {
+    let dir = temp_dir();
+    let server = TestServer::start(dir.path(), |a| {
+        a.models = vec![model("mlp", "mlp")];
+        a.max_request_size = Some(bytesize::ByteSize::kib(64));
+    })
+    .await;
+    let mut c = client(&server.base).await;
+    let with = |f: &dyn Fn(&mut ModelInferRequest)| {
+        let mut r = mlp(&[row(0)]);
+        f(&mut r);
+        r
+    };
+    let cases: Vec<(ModelInferRequest, Code, &str)> = vec![
+        (
+            with(&|r| r.model_name = "nope".into()),
+            Code::NotFound,
+            "no model",
+        ),
+        (
+            with(&|r| r.model_version = "3".into()),
+            Code::NotFound,
+            "version",
+        ),
+        (
+            with(&|r| r.inputs[0].shape = vec![1, 15]),
+            Code::InvalidArgument,
+            "shape",
+        ),
+        (
+            with(&|r| r.inputs[0].datatype = "INT32".into()),
+            Code::InvalidArgument,
+            "must be FP32",
+        ),
+        (
+            with(&|r| r.inputs[0].datatype = "BYTES".into()),
+            Code::InvalidArgument,
+            "unsupported",
+        ),
+        (
+            with(&|r| r.inputs[0].name = "z".into()),
+            Code::InvalidArgument,
+            "no input `z`",
+        ),
+        (
+            with(&|r| r.inputs[0].shape = vec![1 << 40, 16]),
+            Code::InvalidArgument,
+            "max_request_size",
+        ),
+        (
+            with(&|r| r.raw_input_contents[0] = Bytes::from_static(&[0; 3])),
+            Code::InvalidArgument,
+            "needs 64 bytes",
+        ),
+    ];
+    for (request, code, expect) in cases {
+        let err = c.model_infer(request).await.unwrap_err();
+        assert_eq!(err.code(), code, "{expect}: {err}");
+        assert!(err.message().contains(expect), "{expect}: {err}");
+    }
+    // A message larger than max_request_size is refused from its length.
+    let big = with(&|r| r.raw_input_contents[0] = Bytes::from(vec![0u8; 100 << 10]));
+    let err = c.model_infer(big).await.unwrap_err();
+    assert_eq!(err.code(), Code::OutOfRange, "{err}");
+    // The server still answers.
+    let (header, _, _) = infer(&mut c, mlp(&[row(0)])).await;
+    assert_eq!(header, "miss");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_bearer_token_guards_grpc_but_not_liveness() {
+    let dir = temp_dir();
+    let server = TestServer::start(dir.path(), |a| {
+        a.models = vec![model("mlp", "mlp")];
+        a.auth_token = Some("s3cret".into());
+    })
+    .await;
+    let mut c = client(&server.base).await;
+    assert!(
+        c.server_live(ServerLiveRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .live
+    );
+    for token in [None, Some("Bearer wrong"), Some("s3cret")] {
+        let mut request = tonic::Request::new(mlp(&[row(0)]));
+        if let Some(t) = token {
+            request
+                .metadata_mut()
+                .insert("authorization", t.parse().unwrap());
+        }
+        let err = c.model_infer(request).await.unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated, "{token:?}: {err}");
+        let mut meta = tonic::Request::new(ServerMetadataRequest {});
+        if let Some(t) = token {
+            meta.metadata_mut()
+                .insert("authorization", t.parse().unwrap());
+        }
+        assert_eq!(
+            c.server_metadata(meta).await.unwrap_err().code(),
+            Code::Unauthenticated
+        );
+    }
+    let mut request = tonic::Request::new(mlp(&[row(0)]));
+    request
+        .metadata_mut()
+        .insert("authorization", "Bearer s3cret".parse().unwrap());
+    let response = c.model_infer(request).await.unwrap();
+    assert_eq!(cache_header(response.metadata()), "miss");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn streams_answer_each_request_in_order() {
+    let dir = temp_dir();
+    let server = start(dir.path()).await;
+    let mut c = client(&server.base).await;
+    let mut bad = mlp(&[row(9)]);
+    bad.model_name = "nope".into();
+    let requests = vec![mlp(&[row(5)]), bad, mlp(&[row(5), row(6)]), mlp(&[row(6)])];
+    let answers: Vec<_> = c
+        .model_stream_infer(futures::stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner()
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(answers.len(), 4);
+    let status = |i: usize| match &answers[i].infer_response.as_ref().unwrap().parameters["x-cache"]
+        .parameter_choice
+    {
+        Some(ParameterChoice::StringParam(s)) => s.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(status(0), "miss");
+    assert!(
+        answers[1].error_message.contains("no model"),
+        "{:?}",
+        answers[1]
+    );
+    assert_eq!(status(2), "miss");
+    assert_eq!(status(3), "hit");
+    let shape = &answers[2].infer_response.as_ref().unwrap().outputs[0].shape;
+    assert_eq!(shape, &[2, 4]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_rpcs_are_unimplemented_and_http_still_works() {
+    let dir = temp_dir();
+    let server = start(dir.path()).await;
+    // A method of the protocol infercache does not serve (ModelConfig).
+    let mut grpc = tonic::client::Grpc::new(
+        tonic::transport::Endpoint::from_shared(server.base.clone())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    );
+    grpc.ready().await.unwrap();
+    let path = "/inference.GRPCInferenceService/ModelConfig"
+        .parse()
+        .unwrap();
+    let err = grpc
+        .unary::<ServerLiveRequest, ServerLiveRequest, _>(
+            tonic::Request::new(ServerLiveRequest {}),
+            path,
+            tonic_prost::ProstCodec::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented, "{err}");
+    let resp = server
+        .client
+        .get(server.url("/v2/health/live"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn grpc_over_a_unix_socket() {
+    let dir = temp_dir();
+    let sock = dir.path().join("infercache.sock");
+    let mut args = infercache::ServeArgs {
+        data_dir: Some(dir.path().join("data")),
+        listen: Some(format!("unix:{}", sock.display())),
+        ..Default::default()
+    };
+    args.models = vec![model("mlp", "mlp")];
+    let config = infercache::Config::from_args(&args).unwrap();
+    let listener = infercache::listen::bind_unix(&sock).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(infercache::run(listener, config, async {
+        let _ = stopped.await;
+    }));
+    let path = sock.clone();
+    let channel = tonic::transport::Endpoint::from_static("http://localhost")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(path).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+            }
+        }))
+        .await
+        .unwrap();
+    let mut c = GrpcInferenceServiceClient::new(channel);
+    let (header, _, response) = infer(&mut c, mlp(&[row(0)])).await;
+    assert_eq!(header, "miss");
+    assert_eq!(response.outputs[0].shape, [1, 4]);
+    drop(c);
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn without_onnx_runtime_infer_is_unavailable() {
+    let dir = temp_dir();
+    let model = format!("--model=mlp={}", common::fixture("mlp").display());
+    let server = ChildServer::spawn(
+        dir.path(),
+        &["--onnxruntime", "/nonexistent/libonnxruntime.so", &model],
+    );
+    let mut c = client(&server.base).await;
+    let err = c.model_infer(mlp(&[row(0)])).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err}");
+    assert!(err.message().contains("scripts/setup"), "{err}");
+    assert!(
+        !c.server_ready(ServerReadyRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .ready
+    );
+}
