@@ -1,18 +1,29 @@
 //! The network edge: binding Unix sockets safely, and the accept loop with
 //! its limits.
 //!
-//! The accept loop is axum's `serve` with three guards added, so a sidecar
-//! cannot be starved by clients that are slow on purpose (slowloris) or too
-//! many:
+//! The accept loop is hyper-util's auto (HTTP/1 + h2c) builder with guards
+//! added, so a sidecar cannot be starved by clients that are slow on purpose
+//! (slowloris), silent, idle or too many:
 //! - a connection limit: a slot is taken *before* accepting, so excess
 //!   clients wait in the kernel's backlog instead of costing memory here;
-//! - a header read timeout: a connection that does not finish sending its
-//!   request head in time is closed (hyper's `header_read_timeout`);
+//! - an idle deadline: a connection with no request in progress for
+//!   `header_timeout`, from its start or since its last request, is closed
+//!   gracefully. This is what frees a socket that sends nothing or only part
+//!   of the HTTP/2 preface (the builder reads the preface to choose a
+//!   protocol, with no timeout of its own; a graceful shutdown cancels that
+//!   read), and an idle h2c connection (it answers pings, so keep-alive
+//!   alone would keep it forever);
+//! - a header read timeout for HTTP/1 (hyper's `header_read_timeout`), so
+//!   a request head trickled in byte by byte is cut off too;
+//! - HTTP/2 keep-alive pings, which close connections to vanished peers,
+//!   and a bound on concurrent streams, so the connection limit still bounds
+//!   the requests in flight;
 //! - a body read timeout, applied per request by the router
 //!   (`tower_http::timeout::RequestBodyTimeoutLayer`).
 //!
 //! Shutdown: stop accepting, ask every connection to finish its in-flight
-//! request and close (idle keep-alive connections close at once), then wait.
+//! requests and close (idle ones close at once), then wait up to
+//! `drain_timeout`; connections still open then are closed.
 
 use std::{future::Future, io, path::Path, sync::Arc, time::Duration};
 
@@ -21,16 +32,59 @@ use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::conn::auto::Builder,
-    service::TowerToHyperService,
 };
-use tokio::sync::{watch, Semaphore};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    sync::{watch, Semaphore},
+};
 use tower::ServiceExt;
+
+/// How long shutdown waits for in-flight requests before it closes their
+/// connections. A constant: a request that takes longer is stuck (every
+/// read and write the server does is bounded well below it), and the
+/// process supervisor's own kill timeout (systemd and Kubernetes default to
+/// 90 s and 30 s) decides the rest.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Concurrent HTTP/2 streams per connection: generous for gRPC and h2c
+/// clients that multiplex, small enough that `max_connections` times this
+/// bounds the requests in flight.
+pub const MAX_CONCURRENT_STREAMS: u32 = 128;
+
+/// HTTP/2 keep-alive: a ping after this much silence, and the connection
+/// is closed when the ping is not answered within the same time.
+const KEEP_ALIVE: Duration = Duration::from_secs(20);
 
 /// Connection-level limits.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_connections: usize,
+    /// How long a connection may sit with no request in progress, and the
+    /// deadline for each HTTP/1 request head.
     pub header_timeout: Duration,
+    /// See [`DRAIN_TIMEOUT`].
+    pub drain_timeout: Duration,
+}
+
+impl Limits {
+    /// The limits with the default drain deadline.
+    pub fn new(max_connections: usize, header_timeout: Duration) -> Limits {
+        Limits {
+            max_connections,
+            header_timeout,
+            drain_timeout: DRAIN_TIMEOUT,
+        }
+    }
+}
+
+/// What the accept loop asks of its connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Phase {
+    Serving,
+    /// Finish in-flight requests, then close.
+    Draining,
+    /// Close now.
+    Closing,
 }
 
 /// Serve `app` on `listener` until `shutdown`, then drain connections.
@@ -41,13 +95,20 @@ pub async fn serve<L: Listener>(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let (stop, stopped) = watch::channel(false);
+    let all_slots = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    let (phase, phases) = watch::channel(Phase::Serving);
     tokio::pin!(shutdown);
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(KEEP_ALIVE)
+        .keep_alive_timeout(KEEP_ALIVE)
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS);
     let builder = Arc::new(builder);
     loop {
         let slot = tokio::select! {
@@ -58,48 +119,118 @@ pub async fn serve<L: Listener>(
             conn = listener.accept() => conn,
             _ = &mut shutdown => break,
         };
-        let service = TowerToHyperService::new(
-            app.clone()
-                .map_request(|req: Request<Incoming>| req.map(axum::body::Body::new)),
-        );
-        let (builder, mut stopped) = (builder.clone(), stopped.clone());
+        let (builder, app, phases) = (builder.clone(), app.clone(), phases.clone());
         tokio::spawn(async move {
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-            tokio::pin!(conn);
-            let mut draining = false;
-            loop {
-                tokio::select! {
-                    result = conn.as_mut() => {
-                        if let Err(e) = result {
-                            tracing::debug!(error = %e, "connection ended with an error");
-                        }
-                        break;
-                    }
-                    _ = stopped.wait_for(|s| *s), if !draining => {
-                        draining = true;
-                        conn.as_mut().graceful_shutdown();
-                    }
-                }
-            }
+            connection(&builder, io, app, limits.header_timeout, phases).await;
             drop(slot);
         });
     }
     drop(listener);
-    let _ = stop.send(true);
+    let _ = phase.send(Phase::Draining);
     // Every connection holds a slot until it ends.
-    let _ = slots
-        .acquire_many(u32::try_from(limits.max_connections).unwrap_or(u32::MAX))
-        .await;
+    let drained = tokio::time::timeout(limits.drain_timeout, slots.acquire_many(all_slots)).await;
+    if drained.is_err() {
+        let open = limits.max_connections - slots.available_permits();
+        tracing::warn!(
+            open,
+            deadline = ?limits.drain_timeout,
+            "requests still in flight at the drain deadline; closing their connections"
+        );
+        let _ = phase.send(Phase::Closing);
+        let _ = slots.acquire_many(all_slots).await;
+    }
+}
+
+/// Serve one connection until it ends, goes idle, or the phase says stop.
+async fn connection<I>(
+    builder: &Builder<TokioExecutor>,
+    io: I,
+    app: Router,
+    header_timeout: Duration,
+    mut phases: watch::Receiver<Phase>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let active = Arc::new(watch::Sender::new(0usize));
+    let service = hyper::service::service_fn({
+        let active = active.clone();
+        move |req: Request<Incoming>| {
+            let busy = Busy::start(active.clone());
+            let app = app.clone();
+            async move {
+                let response = app.oneshot(req.map(axum::body::Body::new)).await;
+                drop(busy);
+                response
+            }
+        }
+    });
+    let io = TokioIo::new(io);
+    let conn = builder.serve_connection_with_upgrades(io, service);
+    tokio::pin!(conn);
+    let idle = idle(active.subscribe(), header_timeout);
+    tokio::pin!(idle);
+    let mut closing = phases.clone();
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = &mut idle, if !draining => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = phases.wait_for(|p| *p >= Phase::Draining), if !draining => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = closing.wait_for(|p| *p == Phase::Closing) => return,
+        }
+    }
+}
+
+/// Counts a request in progress on its connection while it lives.
+struct Busy(Arc<watch::Sender<usize>>);
+
+impl Busy {
+    fn start(active: Arc<watch::Sender<usize>>) -> Busy {
+        active.send_modify(|n| *n += 1);
+        Busy(active)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
+    }
+}
+
+/// Resolves once no request has been in progress for `timeout`.
+async fn idle(mut active: watch::Receiver<usize>, timeout: Duration) {
+    loop {
+        let _ = active.wait_for(|n| *n == 0).await;
+        let busy_again = tokio::time::timeout(timeout, active.wait_for(|n| *n > 0)).await;
+        if busy_again.is_err() {
+            return;
+        }
+    }
 }
 
 /// Bind a Unix socket at `path` with mode 0660 (owner and group may
 /// connect). A stale socket file left by a crashed server is replaced; a
 /// socket a live server answers on, or a file that is not a socket, is left
-/// alone and reported. The socket is bound under a temporary name, given
-/// its mode, then renamed into place, so it is never reachable with looser
-/// permissions.
+/// alone and reported.
+///
+/// The socket is bound inside a fresh 0700 directory next to `path`, given
+/// its mode there, then renamed into place: it is never reachable with the
+/// umask's permissions, and nobody can swap it for a symlink before the
+/// chmod (which follows symlinks), because nobody else can enter that
+/// directory.
 pub fn bind_unix(path: &Path) -> io::Result<tokio::net::UnixListener> {
-    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    use std::os::unix::fs::{DirBuilderExt, FileTypeExt};
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
             if std::os::unix::net::UnixStream::connect(path).is_ok() {
@@ -122,12 +253,35 @@ pub fn bind_unix(path: &Path) -> io::Result<tokio::net::UnixListener> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    let mut staging = path.as_os_str().to_owned();
-    staging.push(format!(".{}.tmp", std::process::id()));
-    let staging = std::path::PathBuf::from(staging);
-    let _ = std::fs::remove_file(&staging);
-    let listener = tokio::net::UnixListener::bind(&staging)?;
-    std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o660))?;
-    std::fs::rename(&staging, path)?;
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let private = parent.join(format!(".infercache-{}", std::process::id()));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&private)
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot create {}: {e}", private.display()),
+            )
+        })?;
+    let staging = private.join("s");
+    let bound = bind_private(&staging, path);
+    if bound.is_err() {
+        let _ = std::fs::remove_file(&staging);
+    }
+    let _ = std::fs::remove_dir(&private);
+    bound
+}
+
+/// Bind at `staging` (inside a directory only we can enter), chmod, and
+/// move it to `path`.
+fn bind_private(staging: &Path, path: &Path) -> io::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    let listener = tokio::net::UnixListener::bind(staging)?;
+    std::fs::set_permissions(staging, std::fs::Permissions::from_mode(0o660))?;
+    std::fs::rename(staging, path)?;
     Ok(listener)
 }

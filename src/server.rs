@@ -2,8 +2,9 @@
 //! gracefully.
 //!
 //! Shutdown order matters for durability: stop accepting, let in-flight
-//! requests finish (each PUT is answered only after its commit), then flush
-//! the disk writer and close redb. Nothing acknowledged is lost, and a
+//! requests finish (each PUT is answered only after its commit; requests
+//! still running at the listener's drain deadline, 30 s, have their
+//! connections closed), then flush the disk writer and close redb. Nothing acknowledged is lost, and a
 //! clean close means the next start opens instantly.
 
 use std::{future::Future, sync::Arc, time::Instant};
@@ -68,10 +69,7 @@ pub async fn run_live<L: Listener>(
         started: Instant::now(),
         stopping,
     });
-    let limits = Limits {
-        max_connections: config.max_connections,
-        header_timeout: config.header_timeout,
-    };
+    let limits = Limits::new(config.max_connections, config.header_timeout);
     let app = router(state);
     serve(listener, app, limits, shutdown).await;
     tracing::info!("connections drained; flushing the disk writer");

@@ -8,8 +8,10 @@
 //! {"infer": {"model": "mlp", "request": {"inputs": [...]}}}
 //! {"embeddings": {"model": "minilm", "input": ["a", "b"]}}
 //! ```
-//! The file is read as it goes, so its size does not matter. A line that
-//! cannot be parsed or sent counts as failed; the rest go on.
+//! The file is read as it goes, so its size does not matter (the progress
+//! bar counts bytes, so it works on a pipe too). A line that cannot be
+//! parsed or sent counts as failed; the rest go on. `--server` takes an
+//! HTTP base URL or `unix:/path/to/socket`.
 
 use std::{
     path::PathBuf,
@@ -28,7 +30,7 @@ use tokio::io::AsyncBufReadExt;
 pub struct WarmArgs {
     /// JSONL file of requests (see `infercache warm --help`).
     pub file: PathBuf,
-    /// The server to warm.
+    /// The server to warm: `http://host:port` or `unix:/path/to/socket`.
     #[arg(long, default_value = "http://127.0.0.1:7600")]
     pub server: String,
     /// Requests in flight at once.
@@ -86,27 +88,31 @@ enum Outcome {
 /// Replay `args.file` against `args.server`.
 pub async fn run(args: WarmArgs) -> std::io::Result<Summary> {
     let file = tokio::fs::File::open(&args.file).await?;
-    let total = std::fs::read(&args.file).map_or(0, |b| b.iter().filter(|c| **c == b'\n').count());
-    let bar = ProgressBar::new(total as u64);
+    let size = file.metadata().await?.len();
+    let bar = if size > 0 {
+        ProgressBar::new(size)
+    } else {
+        ProgressBar::no_length()
+    };
     bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} {per_sec} {msg}")
+        ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let client = reqwest::Client::new();
-    let base = args.server.trim_end_matches('/').to_string();
+    let (client, base) = connect(&args.server).map_err(std::io::Error::other)?;
     let token = args.auth_token.clone();
-    let lines = tokio_lines(file);
     let started = Instant::now();
     let mut summary = Summary::default();
-    let mut results = lines
-        .enumerate()
-        .map(|(n, line)| {
+    let mut results = lines(file)
+        .map(|(n, bytes, line)| {
             let (client, base, token) = (client.clone(), base.clone(), token.clone());
-            async move { (n + 1, send(&client, &base, token.as_deref(), line).await) }
+            async move {
+                let outcome = send(&client, &base, token.as_deref(), line).await;
+                (n, bytes, outcome)
+            }
         })
         .buffer_unordered(args.concurrency.max(1))
         .boxed();
-    while let Some((n, outcome)) = results.next().await {
+    while let Some((n, bytes, outcome)) = results.next().await {
         match outcome {
             Outcome::Ok { hit } => {
                 summary.done += 1;
@@ -117,23 +123,54 @@ pub async fn run(args: WarmArgs) -> std::io::Result<Summary> {
                 bar.suspend(|| eprintln!("line {n}: {why}"));
             }
         }
-        bar.inc(1);
+        bar.inc(bytes);
     }
     bar.finish_and_clear();
     summary.elapsed = started.elapsed();
     Ok(summary)
 }
 
-fn tokio_lines(file: tokio::fs::File) -> impl futures::Stream<Item = std::io::Result<String>> {
+/// A client and base URL for `server`: an HTTP base URL, or
+/// `unix:/path` for a server on a Unix socket.
+fn connect(server: &str) -> Result<(reqwest::Client, String), String> {
+    let client = match server.strip_prefix("unix:") {
+        Some(path) => reqwest::Client::builder().unix_socket(path),
+        None => reqwest::Client::builder(),
+    }
+    .build()
+    .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
+    let base = match server.strip_prefix("unix:") {
+        Some(_) => "http://localhost".to_string(),
+        None => server.trim_end_matches('/').to_string(),
+    };
+    Ok((client, base))
+}
+
+/// The file's non-blank lines as they are read: (line number, bytes taken
+/// from the file, the line).
+fn lines(
+    file: tokio::fs::File,
+) -> impl futures::Stream<Item = (usize, u64, std::io::Result<String>)> {
     let lines = tokio::io::BufReader::new(file).lines();
-    futures::stream::unfold(lines, |mut lines| async move {
+    // A read error ends the stream: the reader's position is unknown then.
+    futures::stream::unfold(Some(lines), |lines| async move {
+        let mut lines = lines?;
         match lines.next_line().await {
-            Ok(Some(line)) => Some((Ok(line), lines)),
+            Ok(Some(line)) => {
+                let bytes = line.len() as u64 + 1;
+                Some(((bytes, Ok(line)), Some(lines)))
+            }
             Ok(None) => None,
-            Err(e) => Some((Err(e), lines)),
+            Err(e) => Some(((0, Err(e)), None)),
         }
     })
-    .filter(|line| futures::future::ready(!matches!(line, Ok(l) if l.trim().is_empty())))
+    .enumerate()
+    .filter_map(|(n, (bytes, line))| async move {
+        match line {
+            Ok(l) if l.trim().is_empty() => None,
+            line => Some((n + 1, bytes, line)),
+        }
+    })
 }
 
 async fn send(
@@ -168,7 +205,10 @@ async fn send(
             r
         }
         Ok(Line::Infer { model, request }) => client
-            .post(format!("{base}/v2/models/{model}/infer"))
+            .post(format!(
+                "{base}/v2/models/{}/infer",
+                utf8_percent_encode(&model, NON_ALPHANUMERIC)
+            ))
             .json(&request),
         Ok(Line::Embeddings(body)) => client.post(format!("{base}/v1/embeddings")).json(&body),
     };

@@ -3,7 +3,10 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use infercache::{listen::bind_unix, Config, ServeArgs};
+mod common;
+
+use common::UnixServer;
+use infercache::listen::bind_unix;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn request(path: &std::path::Path, raw: &str) -> String {
@@ -28,16 +31,7 @@ async fn serves_over_a_unix_socket_with_safe_replacement() {
     let err = bind_unix(&sock).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
 
-    let config = Config::from_args(&ServeArgs {
-        data_dir: Some(dir.path().join("data")),
-        listen: Some(format!("unix:{}", sock.display())),
-        ..Default::default()
-    })
-    .unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(infercache::run(listener, config, async {
-        let _ = stopped.await;
-    }));
+    let server = UnixServer::start(listener, &sock, dir.path().join("data"));
     let put = request(
         &sock,
         "PUT /v1/kv/k HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
@@ -53,8 +47,7 @@ async fn serves_over_a_unix_socket_with_safe_replacement() {
         get.starts_with("HTTP/1.1 200") && get.ends_with("hello"),
         "{get}"
     );
-    stop.send(()).unwrap();
-    server.await.unwrap().unwrap();
+    server.stop().await;
 
     // A regular file at the path is never deleted.
     let file = dir.path().join("not-a-socket");
@@ -64,4 +57,61 @@ async fn serves_over_a_unix_socket_with_safe_replacement() {
         std::io::ErrorKind::AlreadyExists
     );
     assert_eq!(std::fs::read(&file).unwrap(), b"precious");
+}
+
+/// The events inotify reports for `dir` while `during` runs, as
+/// (mask, name).
+fn watch_dir(dir: &std::path::Path, during: impl FnOnce()) -> Vec<(u32, String)> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).unwrap();
+    // SAFETY: plain syscalls on a descriptor this function owns and closes.
+    let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+    assert!(fd >= 0);
+    let wd =
+        unsafe { libc::inotify_add_watch(fd, path.as_ptr(), libc::IN_CREATE | libc::IN_MOVED_TO) };
+    assert!(wd >= 0);
+    during();
+    let mut buf = vec![0u8; 64 * 1024];
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    unsafe { libc::close(fd) };
+    let mut events = Vec::new();
+    let mut at = 0;
+    while at < usize::try_from(n).unwrap_or(0) {
+        let field = |i: usize| u32::from_ne_bytes(buf[at + i..at + i + 4].try_into().unwrap());
+        let (mask, len) = (field(4), field(12) as usize);
+        let name = &buf[at + 16..at + 16 + len];
+        let name = String::from_utf8_lossy(name)
+            .trim_end_matches('\0')
+            .to_string();
+        events.push((mask, name));
+        at += 16 + len;
+    }
+    events
+}
+
+#[tokio::test]
+async fn the_socket_is_never_reachable_before_its_chmod() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("infercache.sock");
+    let mut listener = None;
+    let events = watch_dir(dir.path(), || listener = Some(bind_unix(&sock).unwrap()));
+    for (mask, name) in &events {
+        if mask & libc::IN_CREATE != 0 {
+            assert!(
+                mask & libc::IN_ISDIR != 0,
+                "{name} was created next to the socket path before its chmod: {events:?}"
+            );
+        }
+    }
+    assert!(
+        events
+            .iter()
+            .any(|(m, n)| m & libc::IN_MOVED_TO != 0 && n == "infercache.sock"),
+        "{events:?}"
+    );
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660);
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(leftovers.len(), 1, "the private directory is removed");
+    drop(listener);
 }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{model, temp_dir, TestServer};
+use common::{model, temp_dir, TestServer, UnixServer};
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -47,5 +47,59 @@ async fn warm_replays_a_jsonl_file() {
         .unwrap();
     assert_eq!(get.status(), StatusCode::OK);
     assert_eq!(get.text().await.unwrap(), "v7");
+    server.stop().await;
+}
+
+/// Over a Unix socket, from a pipe: each line is sent as soon as it is
+/// written (the file is streamed, not read whole first), and model names
+/// are escaped in the URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_streams_a_pipe_to_a_unix_socket() {
+    use std::{io::Write, os::unix::ffi::OsStrExt, time::Duration};
+    let dir = temp_dir();
+    let sock = dir.path().join("infercache.sock");
+    let listener = infercache::listen::bind_unix(&sock).unwrap();
+    let server = UnixServer::start(listener, &sock, dir.path().join("data"));
+    let fifo = dir.path().join("warm.fifo");
+    let path = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
+    // SAFETY: mkfifo(3) on a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+
+    let warm = tokio::process::Command::new(env!("CARGO_BIN_EXE_infercache"))
+        .args(["warm", "--server", &format!("unix:{}", sock.display())])
+        .arg(&fifo)
+        .output();
+    let warm = tokio::spawn(warm);
+    let mut pipe = tokio::task::spawn_blocking(move || std::fs::File::create(fifo).unwrap())
+        .await
+        .unwrap();
+    let kv = json!({"kv": {"key": "streamed", "value": "yes"}});
+    writeln!(pipe, "{kv}").unwrap();
+    let client = reqwest::Client::builder()
+        .unix_socket(sock.as_path())
+        .build()
+        .unwrap();
+    let seen = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let get = client.get("http://localhost/v1/kv/streamed").send().await;
+            if get.is_ok_and(|r| r.status() == StatusCode::OK) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(
+        seen.is_ok(),
+        "the first line was not sent while the pipe stayed open"
+    );
+    let infer = json!({"infer": {"model": "mlp?x", "request": {"inputs": []}}});
+    writeln!(pipe, "{infer}").unwrap();
+    drop(pipe);
+    let out = warm.await.unwrap().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stdout.starts_with("done 1, failed 1, "), "{stdout}");
+    assert!(stderr.contains("no model named `mlp?x`"), "{stderr}");
     server.stop().await;
 }

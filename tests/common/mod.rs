@@ -56,6 +56,35 @@ impl TestServer {
     }
 }
 
+/// A server running inside the test's runtime on a Unix socket `listener`
+/// bound at `sock`, with its data in `data_dir`.
+pub struct UnixServer {
+    shutdown: oneshot::Sender<()>,
+    task: JoinHandle<infercache::Result<()>>,
+}
+
+impl UnixServer {
+    pub fn start(listener: tokio::net::UnixListener, sock: &Path, data_dir: PathBuf) -> UnixServer {
+        let config = Config::from_args(&ServeArgs {
+            data_dir: Some(data_dir),
+            listen: Some(format!("unix:{}", sock.display())),
+            ..Default::default()
+        })
+        .expect("valid test config");
+        let (shutdown, stopped) = oneshot::channel();
+        let task = tokio::spawn(infercache::run(listener, config, async {
+            let _ = stopped.await;
+        }));
+        UnixServer { shutdown, task }
+    }
+
+    /// Graceful stop; panics if the server failed.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(());
+        self.task.await.unwrap().unwrap();
+    }
+}
+
 /// The real binary as a child process, for signals and crashes.
 pub struct ChildServer {
     pub base: String,
