@@ -301,6 +301,7 @@ async fn bad_requests_get_triton_codes() {
         f(&mut r);
         r
     };
+    let big = || with(&|r| r.raw_input_contents[0] = Bytes::from(vec![0u8; 100 << 10]));
     let cases: Vec<(ModelInferRequest, Code, &str)> = vec![
         (
             with(&|r| r.model_name = "nope".into()),
@@ -342,16 +343,32 @@ async fn bad_requests_get_triton_codes() {
             Code::InvalidArgument,
             "needs 64 bytes",
         ),
+        // Refused from the message's length prefix, before it is read.
+        (
+            big(),
+            Code::InvalidArgument,
+            "more than max_request_size (65536 bytes)",
+        ),
     ];
     for (request, code, expect) in cases {
         let err = c.model_infer(request).await.unwrap_err();
         assert_eq!(err.code(), code, "{expect}: {err}");
         assert!(err.message().contains(expect), "{expect}: {err}");
     }
-    // A message larger than max_request_size is refused from its length.
-    let big = with(&|r| r.raw_input_contents[0] = Bytes::from(vec![0u8; 100 << 10]));
-    let err = c.model_infer(big).await.unwrap_err();
-    assert_eq!(err.code(), Code::OutOfRange, "{err}");
+    // A stream answers the messages before an oversized one, then ends
+    // with its status.
+    let answers: Vec<_> = c
+        .model_stream_infer(futures::stream::iter([mlp(&[row(1)]), big()]))
+        .await
+        .unwrap()
+        .into_inner()
+        .collect()
+        .await;
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    assert!(answers[0].as_ref().unwrap().infer_response.is_some());
+    let err = answers[1].as_ref().unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    assert!(err.message().contains("max_request_size"), "{err}");
     // The server still answers.
     let (header, _, _) = infer(&mut c, mlp(&[row(0)])).await;
     assert_eq!(header, "miss");
