@@ -154,7 +154,11 @@ impl Client {
                     raw_input_contents: raw.to_vec(),
                     ..Default::default()
                 };
-                let response = self.grpc.model_infer(request).await.map_err(|e| e.to_string())?;
+                let response = self
+                    .grpc
+                    .model_infer(request)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 if response.get_ref().raw_output_contents.is_empty() {
                     return Err("no raw output".into());
                 }
@@ -169,14 +173,20 @@ impl Client {
                 let request = http::Request::post(format!("/v2/models/{}/infer", self.model))
                     .header("content-type", "application/octet-stream")
                     .header("inference-header-content-length", self.rest_header.len())
-                    .body(tonic::body::Body::new(http_body_util::Full::new(body.freeze())))
+                    .body(tonic::body::Body::new(http_body_util::Full::new(
+                        body.freeze(),
+                    )))
                     .map_err(|e| e.to_string())?;
                 let channel = self.channel.ready().await.map_err(|e| e.to_string())?;
                 let response = channel.call(request).await.map_err(|e| e.to_string())?;
                 let (head, body) = response.into_parts();
                 let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
                 if head.status != 200 {
-                    return Err(format!("{}: {}", head.status, String::from_utf8_lossy(&body)));
+                    return Err(format!(
+                        "{}: {}",
+                        head.status,
+                        String::from_utf8_lossy(&body)
+                    ));
                 }
                 x_cache(head.headers.get("x-cache").and_then(|v| v.to_str().ok()))
             }
