@@ -20,6 +20,7 @@
 # (64), TOKENS (32), ROWS (1), CLIENT_THREADS (1), PORT (17814),
 # SKIP_BUILD=1, and infer_lib.sh's QUIET / ATTEMPTS / QUIET_MAX_WAIT.
 source "$(dirname "$0")/infer_lib.sh"
+source "$(dirname "$0")/grpc_lib.sh"
 trap cleanup EXIT
 
 ROUNDS="${ROUNDS:-2}"
@@ -92,24 +93,8 @@ run_load() { # PROTOCOL NAME OUT
 
 measure grpc 2 "$TMP/warm-grpc.txt"
 measure rest 2 "$TMP/warm-rest.txt"
-G=() R=()
-for round in $(seq "$ROUNDS"); do
-    echo "round $round"
-    if [ $((round % 2)) = 1 ]; then order="grpc rest"; else order="rest grpc"; fi
-    for who in $order; do
-        out="$TMP/$who-$round.txt"
-        if [ "$who" = grpc ]; then
-            run_load grpc "grpc (raw_input_contents)" "$out"
-            G+=("$(field rows_per_s "$out")")
-        else
-            run_load rest "binary REST (h2c)" "$out"
-            R+=("$(field rows_per_s "$out")")
-        fi
-    done
-    echo "  ratio grpc / rest              $(ratio "${G[-1]}" "${R[-1]}")"
-done
-g="$(mean "${G[@]}")" r="$(mean "${R[@]}")"
-echo "summary (mean of $ROUNDS rounds; every row a miss and a model row)"
-echo "  grpc uncached         mean $g rows/s"
-echo "  binary REST uncached  mean $r rows/s"
-echo "  ratio                 $(ratio "$g" "$r")   (target >= 1.0)"
+run_grpc() { run_load grpc "grpc (raw_input_contents)" "$1"; }
+run_rest() { run_load rest "binary REST (h2c)" "$1"; }
+rows_per_s() { field rows_per_s "$1"; }
+grpc_vs_rest run_grpc run_rest rows_per_s
+grpc_vs_rest_summary uncached rows/s "every row a miss and a model row"
