@@ -8,7 +8,7 @@ mod common;
 use std::{collections::HashMap, path::Path};
 
 use bytes::Bytes;
-use common::{model, temp_dir, ChildServer, TestServer};
+use common::{metric, model, temp_dir, ChildServer, TestServer};
 use futures::StreamExt;
 use infercache::grpc::proto::{
     grpc_inference_service_client::GrpcInferenceServiceClient,
@@ -301,6 +301,7 @@ async fn bad_requests_get_triton_codes() {
         f(&mut r);
         r
     };
+    let big = || with(&|r| r.raw_input_contents[0] = Bytes::from(vec![0u8; 100 << 10]));
     let cases: Vec<(ModelInferRequest, Code, &str)> = vec![
         (
             with(&|r| r.model_name = "nope".into()),
@@ -342,16 +343,32 @@ async fn bad_requests_get_triton_codes() {
             Code::InvalidArgument,
             "needs 64 bytes",
         ),
+        // Refused from the message's length prefix, before it is read.
+        (
+            big(),
+            Code::InvalidArgument,
+            "more than max_request_size (65536 bytes)",
+        ),
     ];
     for (request, code, expect) in cases {
         let err = c.model_infer(request).await.unwrap_err();
         assert_eq!(err.code(), code, "{expect}: {err}");
         assert!(err.message().contains(expect), "{expect}: {err}");
     }
-    // A message larger than max_request_size is refused from its length.
-    let big = with(&|r| r.raw_input_contents[0] = Bytes::from(vec![0u8; 100 << 10]));
-    let err = c.model_infer(big).await.unwrap_err();
-    assert_eq!(err.code(), Code::OutOfRange, "{err}");
+    // A stream answers the messages before an oversized one, then ends
+    // with its status.
+    let answers: Vec<_> = c
+        .model_stream_infer(futures::stream::iter([mlp(&[row(1)]), big()]))
+        .await
+        .unwrap()
+        .into_inner()
+        .collect()
+        .await;
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    assert!(answers[0].as_ref().unwrap().infer_response.is_some());
+    let err = answers[1].as_ref().unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    assert!(err.message().contains("max_request_size"), "{err}");
     // The server still answers.
     let (header, _, _) = infer(&mut c, mlp(&[row(0)])).await;
     assert_eq!(header, "miss");
@@ -530,4 +547,106 @@ async fn without_onnx_runtime_infer_is_unavailable() {
             .into_inner()
             .ready
     );
+}
+
+/// A full queue, deterministically: one unit of VRAM budget, held by a
+/// long minilm run, so mlp's batcher takes one row and waits for the
+/// budget while its queue (one row) holds the next. Of four distinct
+/// requests at least two are refused at once with RESOURCE_EXHAUSTED; the
+/// others are answered when the run ends, and the server stays healthy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_is_resource_exhausted() {
+    const VRAM: &str = "infercache_vram_units_in_use";
+    let dir = temp_dir();
+    let mlp_queue = infercache::config::ModelConfig {
+        queue: 1,
+        max_batch: 1,
+        max_delay_ms: 0,
+        ..model("mlp", "mlp")
+    };
+    let server = TestServer::start(dir.path(), |a| {
+        a.models = vec![common::minilm(), mlp_queue];
+        a.vram_units = Some(1);
+    })
+    .await;
+    let (http, base) = (server.client.clone(), server.base.clone());
+    let long: Vec<String> = (0..8)
+        .map(|i| format!("text {i}: {}", "a sentence that goes on and on ".repeat(20)))
+        .collect();
+    let run = {
+        let request = http
+            .post(server.url("/v1/embeddings"))
+            .json(&json!({"model": "minilm", "input": long}));
+        tokio::spawn(async move { request.send().await.unwrap().status() })
+    };
+    let started = std::time::Instant::now();
+    while metric(&http, &base, VRAM).await < 1.0 {
+        assert!(
+            !run.is_finished(),
+            "the minilm run ended before it was seen"
+        );
+        assert!(
+            started.elapsed().as_secs() < 30,
+            "the minilm run never began"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    let c = client(&server.base).await;
+    let (tx, mut answers) = tokio::sync::mpsc::unbounded_channel();
+    for i in 0..4 {
+        let (mut c, tx) = (c.clone(), tx.clone());
+        tokio::spawn(async move {
+            let answer = c.model_infer(mlp(&[row(900 + i)])).await;
+            let _ = tx.send((i, answer.map(|r| cache_header(r.metadata()))));
+        });
+    }
+    // The refusals come while the run still holds the budget: nothing
+    // else can answer before it ends.
+    let mut refused = Vec::new();
+    for _ in 0..2 {
+        let (i, answer) = answers.recv().await.unwrap();
+        let err = answer.expect_err("only refusals can answer during the run");
+        assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
+        assert!(
+            err.message().contains("queue is full; retry later"),
+            "{err}"
+        );
+        refused.push(i);
+    }
+    assert!(
+        !run.is_finished(),
+        "the minilm run ended before the queue filled; make it longer"
+    );
+    assert_eq!(run.await.unwrap(), 200);
+    drop(tx);
+    while let Some((i, answer)) = answers.recv().await {
+        match answer {
+            Ok(cache) => assert_eq!(cache, "miss"),
+            Err(e) if e.code() == Code::ResourceExhausted => refused.push(i),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(refused.len() <= 3, "the first row is always taken");
+    // Healthy: live, ready, and a refused row is computed, then a hit.
+    let mut c = c;
+    assert!(
+        c.server_live(ServerLiveRequest {})
+            .await
+            .unwrap()
+            .get_ref()
+            .live
+    );
+    assert!(
+        c.server_ready(ServerReadyRequest {})
+            .await
+            .unwrap()
+            .get_ref()
+            .ready
+    );
+    let again = mlp(&[row(900 + refused[0])]);
+    assert_eq!(infer(&mut c, again.clone()).await.0, "miss");
+    assert_eq!(infer(&mut c, again).await.0, "hit");
+    let depth = metric(&http, &base, "infercache_queue_depth{model=\"mlp\"}").await;
+    assert_eq!(depth, 0.0);
+    server.stop().await;
 }

@@ -417,3 +417,39 @@ fn absurd_declared_sizes_are_refused_quickly() {
     }
     h.stop();
 }
+
+/// A prefix declaring 1 GiB, then silence: the answer comes from the
+/// prefix alone, without waiting for (or buffering) the message.
+#[test]
+fn an_oversized_message_is_refused_from_its_prefix() {
+    use futures::StreamExt;
+    use tower::{Service, ServiceExt};
+
+    let h = Harness::start();
+    let answer = h.rt.block_on(async {
+        let prefix = http_body::Frame::data(Bytes::from_static(&[0, 0x40, 0, 0, 0]));
+        let frames = futures::stream::once(async { Ok::<_, Status>(prefix) })
+            .chain(futures::stream::pending());
+        let request =
+            tonic::codegen::http::Request::post("/inference.GRPCInferenceService/ModelInfer")
+                .header("content-type", "application/grpc")
+                .header("te", "trailers")
+                .body(tonic::body::Body::new(http_body_util::StreamBody::new(
+                    frames,
+                )))
+                .unwrap();
+        let mut channel = h.channel.clone();
+        let call = channel.ready().await.unwrap().call(request);
+        tokio::time::timeout(QUICK, call).await
+    });
+    let response = answer.expect("answered before the message came").unwrap();
+    let status = Status::from_header_map(response.headers()).expect("a trailers-only status");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status}");
+    assert!(
+        status
+            .message()
+            .contains("1073741824 bytes, more than max_request_size (262144 bytes)"),
+        "{status}"
+    );
+    h.stop();
+}

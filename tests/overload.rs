@@ -18,12 +18,10 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_times_capacity_is_refused_promptly_and_hits_still_flow() {
-    let assets = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models/minilm");
     let minilm = ModelConfig {
-        tokenizer: Some(assets.join("tokenizer.json")),
         queue: QUEUE,
         max_inputs: QUEUE,
-        ..ModelConfig::new("minilm", assets.join("model.onnx"))
+        ..common::minilm()
     };
     let dir = temp_dir();
     let server = TestServer::start(dir.path(), |a| {

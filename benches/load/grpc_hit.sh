@@ -15,6 +15,7 @@
 # Environment: ROUNDS (2), DURATION (10, seconds), CONNS (64), STREAMS (1),
 # THREADS (2), PORT (17813), SKIP_BUILD=1.
 source "$(dirname "$0")/infer_lib.sh"
+source "$(dirname "$0")/grpc_lib.sh"
 trap cleanup EXIT
 
 ROUNDS="${ROUNDS:-2}"
@@ -87,26 +88,9 @@ REST=(-d "$TMP/rest.bin" -H 'content-type: application/octet-stream'
 h2load -t "$THREADS" -c "$CONNS" -D 2 "${GRPC[@]}" >/dev/null
 h2load -t "$THREADS" -c "$CONNS" -D 2 "${REST[@]}" >/dev/null
 m0="$(metric infercache_cache_misses_total "$URL")"
-G=() R=()
-for round in $(seq "$ROUNDS"); do
-    echo "round $round"
-    if [ $((round % 2)) = 1 ]; then order="grpc rest"; else order="rest grpc"; fi
-    for who in $order; do
-        out="$TMP/$who-$round.txt"
-        if [ "$who" = grpc ]; then
-            run_h2load "grpc hit (1 row, raw)" "$out" "${GRPC[@]}"
-            G+=("$(h2_rps "$out")")
-        else
-            run_h2load "binary REST hit (1 row, h2c)" "$out" "${REST[@]}"
-            R+=("$(h2_rps "$out")")
-        fi
-    done
-    echo "  ratio grpc / rest                  $(ratio "${G[-1]}" "${R[-1]}")"
-done
+run_grpc() { run_h2load "grpc hit (1 row, raw)" "$1" "${GRPC[@]}"; }
+run_rest() { run_h2load "binary REST hit (1 row, h2c)" "$1" "${REST[@]}"; }
+grpc_vs_rest run_grpc run_rest h2_rps
 misses=$(($(metric infercache_cache_misses_total "$URL") - m0))
 [ "$misses" = 0 ] || { echo "requests missed the cache $misses times" >&2; exit 1; }
-g="$(mean "${G[@]}")" r="$(mean "${R[@]}")"
-echo "summary (mean of $ROUNDS rounds; no misses during the runs)"
-echo "  grpc hit         mean $g req/s"
-echo "  binary REST hit  mean $r req/s"
-echo "  ratio            $(ratio "$g" "$r")   (target >= 1.0)"
+grpc_vs_rest_summary hit req/s "no misses during the runs"

@@ -8,18 +8,22 @@
 //! - `wire`: requests and responses to and from canonical tensors
 //! - `service`: the handlers
 //! - `error`: the one mapping from [`crate::Error`] to a status code
-//!
-//! Messages larger than `max_request_size` are refused by tonic from their
-//! length prefix, before they are read.
+//! - `limit`: messages larger than `max_request_size` refused from their
+//!   length prefix, before they are read
 
 mod error;
+mod limit;
 pub mod proto;
 mod service;
 mod wire;
 
 use std::sync::Arc;
 
-use axum::http::{header, HeaderMap};
+use axum::{
+    extract::Request,
+    http::{header, HeaderMap},
+};
+use tower::util::MapRequestLayer;
 
 use self::{proto::grpc_inference_service_server::GrpcInferenceServiceServer, service::Service};
 use crate::state::AppState;
@@ -33,8 +37,12 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
 
 /// The gRPC service; unknown services and methods answer UNIMPLEMENTED.
 pub fn routes(state: Arc<AppState>) -> axum::Router {
-    let limit = usize::try_from(state.config().max_request_size).unwrap_or(usize::MAX);
-    let service =
-        GrpcInferenceServiceServer::new(Service { state }).max_decoding_message_size(limit);
-    tonic::service::Routes::new(service).into_axum_router()
+    let max = state.config().max_request_size;
+    let service = GrpcInferenceServiceServer::new(Service { state })
+        .max_decoding_message_size(usize::try_from(max).unwrap_or(usize::MAX));
+    tonic::service::Routes::new(service)
+        .into_axum_router()
+        .layer(MapRequestLayer::new(move |request: Request| {
+            request.map(|body| limit::limit(body, max))
+        }))
 }

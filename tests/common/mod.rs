@@ -157,6 +157,15 @@ pub fn model(name: &str, file: &str) -> infercache::config::ModelConfig {
     infercache::config::ModelConfig::new(name, fixture(file))
 }
 
+/// The minilm text model from `assets/` (with its tokenizer).
+pub fn minilm() -> infercache::config::ModelConfig {
+    let assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models/minilm");
+    infercache::config::ModelConfig {
+        tokenizer: Some(assets.join("tokenizer.json")),
+        ..infercache::config::ModelConfig::new("minilm", assets.join("model.onnx"))
+    }
+}
+
 /// The value of one Prometheus sample line, e.g.
 /// `infercache_model_rows_total{model="mlp"}`; 0 when absent.
 pub async fn metric(client: &reqwest::Client, base: &str, series: &str) -> f64 {
