@@ -41,7 +41,7 @@ def start_server(*extra):
 
 @pytest.fixture(scope="session")
 def server():
-    models = [f"--model={name}={MODELS / (name + '.onnx')}" for name in ("mlp", "two_io", "dtypes", "fixed", "lookup")]
+    models = [f"--model={name}={MODELS / (name + '.onnx')}" for name in ("mlp", "two_io", "dtypes", "fixed", "lookup", "ragged")]
     proc, address = start_server(*models)
     yield address
     os.kill(proc.pid, signal.SIGTERM)
