@@ -1,4 +1,4 @@
-//! blake3 keys for computed results (DESIGN §2).
+//! blake3 keys for computed results (ARCHITECTURE.md §2).
 //!
 //! A key is two blake3 calls:
 //! `header_key = keyed_hash(derive_key(DOMAIN), header)` over the small

@@ -1,4 +1,4 @@
-//! Prometheus metrics (names are part of the contract, DESIGN §4).
+//! Prometheus metrics (names are part of the contract, ARCHITECTURE.md §4).
 //!
 //! Each component owns its metric handles (cheap `Arc` clones) and counts
 //! on its own hot path; [`Metrics`] registers them all once and renders the

@@ -1,4 +1,4 @@
-//! The memoizer's semantics, one test each (DESIGN §1, issue: memoizer):
+//! The memoizer's semantics, one test each (ARCHITECTURE.md §3):
 //! coalescing, cancellation, errors, panics, deadlines, the completion
 //! race, and the cache-control policies. A real store (redb in a temp dir)
 //! under every test; computations are counted with atomics.

@@ -2,7 +2,7 @@
 //!
 //! Layout (one redb file, `infercache.redb` in the data dir):
 //! - `entries`: (namespace, key) -> record (header + content type + value).
-//!   The namespace keeps one model's entries contiguous (DESIGN §2).
+//!   The namespace keeps one model's entries contiguous (ARCHITECTURE.md §2).
 //! - `by_seq`: write sequence -> (namespace, key), the eviction order.
 //! - `by_expiry`: (deadline ms, sequence) -> (), the sweep order.
 //! - `meta`: running totals (entries, bytes, next sequence) updated in the
