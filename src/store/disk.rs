@@ -45,11 +45,7 @@ const HEADER: usize = 19;
 /// Bytes charged per entry beyond its key and record: the two index rows
 /// (which repeat the key) and B-tree slack, rounded up.
 const ENTRY_OVERHEAD: u64 = 64;
-/// Bytes of every disk entry that are not its value, at worst: a
-/// 1024-byte key (charged twice), the record header, a content type and
-/// [`ENTRY_OVERHEAD`]. `max_value_size` plus this must fit `disk_capacity`,
-/// or a value of the limit would evict itself in the commit that stores it.
-pub const ENTRY_RESERVE: u64 = 4096;
+pub use crate::limits::ENTRY_RESERVE;
 /// Expired entries removed per sweep transaction, so a sweep never holds
 /// the writer for long.
 pub const SWEEP_LIMIT: usize = 10_000;
