@@ -23,6 +23,8 @@
 //!
 //! Cross-field checks stay hand-written (`validate`), after `from_layer`.
 
+use std::time::Duration;
+
 use bytesize::ByteSize;
 
 /// How a value as written becomes the value the config holds. Most
@@ -45,10 +47,25 @@ impl<T> Resolve<T> for Option<T> {
     }
 }
 
+impl Resolve<humantime::Duration> for Duration {
+    fn resolve(raw: humantime::Duration) -> Result<Duration, String> {
+        Ok(raw.into())
+    }
+}
+
 impl Resolve<ByteSize> for u64 {
     fn resolve(raw: ByteSize) -> Result<u64, String> {
         Ok(raw.as_u64())
     }
+}
+
+/// serde `deserialize_with` for a duration written the humantime way
+/// (`"30s"`) into a layer's `humantime::Duration` (the flags' type).
+pub(super) fn humantime<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<humantime::Duration>, D::Error> {
+    let duration: Option<Duration> = humantime_serde::deserialize(d)?;
+    Ok(duration.map(Into::into))
 }
 
 /// Declare one scope's settings; see the module docs. A setting is

@@ -79,13 +79,13 @@ settings! {
         #[arg(long, env = "INFERCACHE_WRITE_BATCH")]
         write_batch: usize = 1024,
         /// How long a commit waits for more writes, e.g. 1ms [default: 0ms]
-        #[arg(long, env = "INFERCACHE_WRITE_DELAY", value_parser = humantime::parse_duration)]
-        #[serde(with = "humantime_serde")]
-        write_delay: Duration = Duration::ZERO,
+        #[arg(long, env = "INFERCACHE_WRITE_DELAY")]
+        #[serde(deserialize_with = "declare::humantime")]
+        write_delay: humantime::Duration => Duration = Duration::ZERO,
         /// How often expired disk entries are swept, e.g. 30s [default: 30s]
-        #[arg(long, env = "INFERCACHE_SWEEP_INTERVAL", value_parser = humantime::parse_duration)]
-        #[serde(with = "humantime_serde")]
-        sweep_interval: Duration = Duration::from_secs(30),
+        #[arg(long, env = "INFERCACHE_SWEEP_INTERVAL")]
+        #[serde(deserialize_with = "declare::humantime")]
+        sweep_interval: humantime::Duration => Duration = Duration::from_secs(30),
         /// ONNX Runtime shared library [default: $ORT_DYLIB_PATH, else
         /// assets/onnxruntime/libonnxruntime.so]
         #[arg(long, env = "INFERCACHE_ONNXRUNTIME")]
@@ -94,13 +94,13 @@ settings! {
         #[arg(long, env = "INFERCACHE_MAX_CONNECTIONS")]
         max_connections: usize = 1024,
         /// Time a client has to send a request's head, e.g. 10s [default: 10s]
-        #[arg(long, env = "INFERCACHE_HEADER_TIMEOUT", value_parser = humantime::parse_duration)]
-        #[serde(with = "humantime_serde")]
-        header_timeout: Duration = Duration::from_secs(10),
+        #[arg(long, env = "INFERCACHE_HEADER_TIMEOUT")]
+        #[serde(deserialize_with = "declare::humantime")]
+        header_timeout: humantime::Duration => Duration = Duration::from_secs(10),
         /// Longest wait for the next piece of a request body, e.g. 30s [default: 30s]
-        #[arg(long, env = "INFERCACHE_BODY_TIMEOUT", value_parser = humantime::parse_duration)]
-        #[serde(with = "humantime_serde")]
-        body_timeout: Duration = Duration::from_secs(30),
+        #[arg(long, env = "INFERCACHE_BODY_TIMEOUT")]
+        #[serde(deserialize_with = "declare::humantime")]
+        body_timeout: humantime::Duration => Duration = Duration::from_secs(30),
     }
 
     live {
@@ -111,9 +111,9 @@ settings! {
         #[arg(long, env = "INFERCACHE_AUTH_TOKEN", hide_env_values = true)]
         auth_token: Secret => Option<Secret> = None,
         /// How long one request may wait for a result, e.g. 30s [default: 30s]
-        #[arg(long, env = "INFERCACHE_REQUEST_TIMEOUT", value_parser = humantime::parse_duration)]
-        #[serde(with = "humantime_serde")]
-        request_timeout: Duration = Duration::from_secs(30),
+        #[arg(long, env = "INFERCACHE_REQUEST_TIMEOUT")]
+        #[serde(deserialize_with = "declare::humantime")]
+        request_timeout: humantime::Duration => Duration = Duration::from_secs(30),
         /// Largest inference request body [default: 64MiB]
         #[arg(long, env = "INFERCACHE_MAX_REQUEST_SIZE")]
         max_request_size: ByteSize => u64 = 64 << 20,
