@@ -125,7 +125,7 @@ macro_rules! settings {
 
         impl $layer {
             /// Give every setting this layer leaves unset `lower`'s value.
-            #[allow(dead_code)]
+            #[allow(dead_code)] // a model's settings have one layer only
             fn fill_from(&mut self, lower: &mut $layer) {
                 $( if self.$fname.is_none() { self.$fname = lower.$fname.take(); } )*
                 $( if self.$lname.is_none() { self.$lname = lower.$lname.take(); } )*

@@ -3,9 +3,9 @@
 //!
 //! Every server-wide setting is one field of the `settings!` declaration
 //! below (per-model ones: `model.rs`; the macro: `declare.rs`). Its doc
-//! comment is its `--help` text and its README line; its section says
-//! whether a reload changes it (`live`) or a running server keeps it
-//! (`fixed`). Precedence: flag > environment > file > declared default
+//! comment is its `--help` text (and the README's row for it, which a test
+//! checks against this list); its section says whether a reload changes
+//! it (`live`) or a running server keeps it (`fixed`). Precedence: flag > environment > file > declared default
 //! (clap merges flags with their variables into one layer, the file is
 //! another, and `fill_from` merges them). Every problem is reported as one
 //! line naming the key, so an operator knows what to fix without reading
@@ -49,7 +49,7 @@ settings! {
         pub models: Vec<ModelConfig>,
     }
 
-    /// The validated configuration, passed whole to the server and the store.
+    /// The validated configuration, passed whole to the server.
     #[derive(Debug, Clone)]
     pub struct Config {
         /// The file's models, then the flags'.
