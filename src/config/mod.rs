@@ -40,11 +40,16 @@ settings! {
         /// Log lines: `text` (human-readable) or `json` (one object per line)
         /// [default: text]. A flag or variable only: logging starts before the
         /// config file is read.
-        #[arg(long, env = "INFERCACHE_LOG_FORMAT", value_enum)]
+        #[arg(long, env = "INFERCACHE_LOG_FORMAT", value_enum, display_order = 1000)]
         #[serde(skip)]
         pub log_format: Option<LogFormat>,
         /// Serve a model: NAME=PATH (repeatable; other settings at defaults).
-        #[arg(long = "model", value_name = "NAME=PATH", value_parser = model::parse_model_flag)]
+        #[arg(
+            long = "model",
+            value_name = "NAME=PATH",
+            value_parser = model::parse_model_flag,
+            display_order = 1000
+        )]
         #[serde(default, rename = "model")]
         pub models: Vec<ModelConfig>,
     }
