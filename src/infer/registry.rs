@@ -9,7 +9,7 @@
 //! model request answers 503 with the install hint, while the KV API works.
 //!
 //! Each model holds a `watch` of its live knobs ([`ModelLive`]): the
-//! reload step publishes them once ([`Registry::publish`]); the batcher
+//! reload step publishes them once (`Registry::publish`); the batcher
 //! and the lookups read the latest value without looking anything up.
 
 use std::{collections::HashMap, sync::Arc};
