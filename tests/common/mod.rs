@@ -1,7 +1,10 @@
 //! Shared test harness: the real server on 127.0.0.1:0 with a temp data
-//! dir, in-process (through `infercache::run`) or as a child process.
+//! dir, in-process (through `infercache::run`) or as a child process, and
+//! a raw HTTP/1.1 client ([`raw_http`]) for what reqwest will not send.
 
 #![allow(dead_code)] // each test binary uses a different part
+
+pub mod raw_http;
 
 use std::{
     io::{BufRead, BufReader},
@@ -47,6 +50,11 @@ impl TestServer {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// `host:port`, for raw connections.
+    pub fn addr(&self) -> &str {
+        self.base.trim_start_matches("http://")
     }
 
     /// Graceful stop; panics if the server failed.
