@@ -52,6 +52,12 @@ impl TestServer {
         format!("{}{path}", self.base)
     }
 
+    /// `GET path`, its body parsed as JSON.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        let resp = self.client.get(self.url(path)).send().await.unwrap();
+        serde_json::from_slice(&resp.bytes().await.unwrap()).expect("a JSON body")
+    }
+
     /// `host:port`, for raw connections.
     pub fn addr(&self) -> &str {
         self.base.trim_start_matches("http://")
@@ -174,17 +180,39 @@ pub fn minilm() -> infercache::config::ModelConfig {
     }
 }
 
+/// The KServe JSON request of the `mlp` fixture (x: FP32 [-1, 16]) over
+/// `rows` of 16.
+pub fn mlp_request(rows: &[Vec<f32>]) -> serde_json::Value {
+    let data: Vec<f32> = rows.concat();
+    serde_json::json!({"inputs": [{"name": "x", "shape": [rows.len(), 16], "datatype": "FP32", "data": data}]})
+}
+
+/// `rows` through `mlp` over REST JSON: (X-Cache, output `y` as f32 bit
+/// patterns), after checking the status and the output's shape.
+pub async fn infer_mlp(server: &TestServer, rows: &[Vec<f32>]) -> (String, Vec<u32>) {
+    let resp = server
+        .client
+        .post(server.url("/v2/models/mlp/infer"))
+        .json(&mlp_request(rows))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let cache = resp.headers()["x-cache"].to_str().unwrap().to_string();
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(
+        body["outputs"][0]["shape"],
+        serde_json::json!([rows.len(), 4])
+    );
+    let y = body["outputs"][0]["data"].as_array().unwrap();
+    let bits = y.iter().map(|v| (v.as_f64().unwrap() as f32).to_bits());
+    (cache, bits.collect())
+}
+
 /// The value of one Prometheus sample line, e.g.
 /// `infercache_model_rows_total{model="mlp"}`; 0 when absent.
 pub async fn metric(client: &reqwest::Client, base: &str, series: &str) -> f64 {
-    let text = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(client, &format!("{base}/metrics")).await;
     text.lines()
         .find_map(|l| {
             l.strip_prefix(series)?
@@ -194,6 +222,12 @@ pub async fn metric(client: &reqwest::Client, base: &str, series: &str) -> f64 {
                 .ok()
         })
         .unwrap_or(0.0)
+}
+
+/// The body of `GET url`, as text.
+pub async fn get_text(client: &reqwest::Client, url: &str) -> String {
+    let resp = client.get(url).send().await.unwrap();
+    resp.text().await.unwrap()
 }
 
 pub fn temp_dir() -> tempfile::TempDir {

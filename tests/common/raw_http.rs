@@ -26,6 +26,16 @@ pub enum Peer<'a> {
     Unix(&'a Path),
 }
 
+impl Peer<'_> {
+    /// The `host` header's value.
+    pub fn host(&self) -> &str {
+        match self {
+            Peer::Tcp(addr) => addr,
+            Peer::Unix(_) => "localhost",
+        }
+    }
+}
+
 impl<'a> From<&'a str> for Peer<'a> {
     fn from(addr: &'a str) -> Self {
         Peer::Tcp(addr)
@@ -200,25 +210,13 @@ where
     Ok(raw)
 }
 
-/// One request on a new connection to `peer`.
-pub async fn try_http<'a>(
-    peer: impl Into<Peer<'a>>,
-    method: &str,
-    target: &str,
-    headers: &[(&str, &[u8])],
-    body: &[u8],
-    framing: Framing,
-) -> std::io::Result<Reply> {
+/// `req` (see [`request`]) on a new connection to `peer`: the reply to
+/// `method`, timed from before connecting.
+pub async fn send(peer: Peer<'_>, method: &str, req: Vec<u8>) -> std::io::Result<Reply> {
     let started = Instant::now();
-    let raw = match peer.into() {
-        Peer::Tcp(addr) => {
-            let req = request(addr, method, target, headers, body, framing);
-            exchange(TcpStream::connect(addr).await?, req).await?
-        }
-        Peer::Unix(path) => {
-            let req = request("localhost", method, target, headers, body, framing);
-            exchange(UnixStream::connect(path).await?, req).await?
-        }
+    let raw = match peer {
+        Peer::Tcp(addr) => exchange(TcpStream::connect(addr).await?, req).await?,
+        Peer::Unix(path) => exchange(UnixStream::connect(path).await?, req).await?,
     };
     Reply::parse(&raw, method, started.elapsed())
 }
@@ -241,8 +239,9 @@ fn dechunk(mut rest: &[u8]) -> Vec<u8> {
     out
 }
 
-/// One request; panics (failing the test or the proptest case) on a hang
-/// or a dropped connection without an answer.
+/// One request on a new connection to `peer`; panics (failing the test
+/// or the proptest case) on a hang or a dropped connection without an
+/// answer.
 pub async fn http<'a>(
     peer: impl Into<Peer<'a>>,
     method: &str,
@@ -251,8 +250,9 @@ pub async fn http<'a>(
     body: &[u8],
     framing: Framing,
 ) -> Reply {
-    let call = try_http(peer, method, target, headers, body, framing);
-    match tokio::time::timeout(HANG, call).await {
+    let peer = peer.into();
+    let req = request(peer.host(), method, target, headers, body, framing);
+    match tokio::time::timeout(HANG, send(peer, method, req)).await {
         Err(_) => panic!("{method} {target}: no answer within {HANG:?} (hang)"),
         Ok(Err(e)) => panic!("{method} {target}: no HTTP answer: {e}"),
         Ok(Ok(r)) => r,

@@ -1,7 +1,6 @@
 //! Config files through `Config::from_args` (no server).
 
 use std::{
-    cell::Cell,
     panic::{catch_unwind, AssertUnwindSafe},
     path::Path,
 };
@@ -9,7 +8,7 @@ use std::{
 use infercache::{Config, ServeArgs};
 use proptest::{collection::vec, prelude::*, sample::select, test_runner::TestCaseError};
 
-use crate::{common::temp_dir, fail, gen::hostile_string, runner, CONFIG_CASES};
+use crate::{common::temp_dir, fail, gen::hostile_string, runner, Sides, CONFIG_CASES};
 
 const TOP_KEYS: &[&str] = &[
     "listen",
@@ -260,7 +259,7 @@ fn config_loader_survives_hostile_files() {
     std::fs::write(dir.path().join("m.onnx"), b"not really onnx").unwrap();
     std::fs::write(dir.path().join("tok.json"), b"{}").unwrap();
     let path = dir.path().join("infercache.toml");
-    let (ok, err) = (Cell::new(0u32), Cell::new(0u32));
+    let sides = Sides::new("Ok", "Err");
     let mut runner = runner(CONFIG_CASES);
     let result = runner.run(&config_text(), |File(text)| {
         std::fs::write(&path, &text).unwrap();
@@ -273,12 +272,12 @@ fn config_loader_survives_hostile_files() {
             .map_err(|_| fail(format!("Config::from_args panicked on {shown:?}")))?;
         match outcome {
             Ok(c) => {
-                ok.set(ok.get() + 1);
+                sides.count(true);
                 check_valid_config(&c, dir.path())
                     .map_err(|e| fail(format!("{e}\nfile {shown:?}")))?;
             }
             Err(e) => {
-                err.set(err.get() + 1);
+                sides.count(false);
                 let line = e.to_string();
                 prop_assert!(
                     !line.contains(LINE_BREAKS),
@@ -295,13 +294,7 @@ fn config_loader_survives_hostile_files() {
     if let Err(e) = result {
         panic!("{e}");
     }
-    eprintln!("config: {} Ok, {} Err cases", ok.get(), err.get());
-    assert!(
-        ok.get() >= CONFIG_CASES / 20 && err.get() >= CONFIG_CASES / 10,
-        "the generator must exercise both sides: {} Ok, {} Err",
-        ok.get(),
-        err.get()
-    );
+    sides.check("config", [CONFIG_CASES / 20, CONFIG_CASES / 10]);
 }
 
 /// Values that once made the loader's one-line error span several lines

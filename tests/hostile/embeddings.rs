@@ -1,7 +1,5 @@
 //! `/v1/embeddings` against the real all-MiniLM-L6-v2.
 
-use std::cell::Cell;
-
 use base64::Engine;
 use bytesize::ByteSize;
 use infercache::config::ModelConfig;
@@ -12,7 +10,7 @@ use crate::{
     common::raw_http::{find, http, Framing, Reply},
     fail,
     gen::{arb_json, hostile_string, placeholder},
-    healthy, openai_error, Harness, EMBED_CASES, QUICK,
+    healthy, openai_error, refuses_declared_size, Harness, Sides, EMBED_CASES,
 };
 
 /// The real text model, with two threads.
@@ -335,7 +333,7 @@ fn embeddings_survive_hostile_bodies() {
         a.models = vec![minilm()];
         a.max_request_size = Some(ByteSize::mib(2));
     });
-    let (valid, invalid) = (Cell::new(0u32), Cell::new(0u32));
+    let sides = Sides::new("valid", "invalid");
     h.run(EMBED_CASES, embed_case(), |case| {
         h.rt.block_on(async {
             let body = render_embed(&case);
@@ -363,54 +361,29 @@ fn embeddings_survive_hostile_bodies() {
             };
             match want {
                 Ok(texts) => {
-                    valid.set(valid.get() + 1);
+                    sides.count(true);
                     prop_assert_eq!(r.status, 200, "valid request refused: {}", context());
                     check_embed_ok(&case, &texts, &r)
                         .map_err(|e| fail(format!("{e}\n{}", context())))?;
                 }
                 Err(allowed) => {
-                    invalid.set(invalid.get() + 1);
+                    sides.count(false);
                     openai_error(&r, &allowed).map_err(|e| fail(format!("{e}\n{}", context())))?;
                 }
             }
             Ok(())
         })
     });
-    eprintln!(
-        "embeddings: {} valid, {} invalid cases",
-        valid.get(),
-        invalid.get()
-    );
-    assert!(
-        valid.get() >= EMBED_CASES / 10 && invalid.get() >= EMBED_CASES / 10,
-        "the generator must exercise both sides: {} valid, {} invalid",
-        valid.get(),
-        invalid.get()
-    );
+    sides.check("embeddings", [EMBED_CASES / 10; 2]);
     // Bodies beyond the limit, declared or sent, and junk bodies.
     h.rt.block_on(async {
-        let r = http(
-            h.addr.as_str(),
-            "POST",
-            "/v1/embeddings",
-            &[],
-            b"{}",
-            Framing::Declared(1 << 60),
-        )
-        .await;
-        assert_eq!(r.status, 413, "{}", r.text());
-        assert!(r.elapsed < QUICK);
-        let big =
-            serde_json::to_vec(&json!({"model": "minilm", "input": "a".repeat(3 << 20)})).unwrap();
-        let r = http(
-            h.addr.as_str(),
-            "POST",
-            "/v1/embeddings",
-            &[],
-            &big,
-            Framing::Length,
-        )
-        .await;
+        let addr = h.addr.as_str();
+        refuses_declared_size(addr, "POST", "/v1/embeddings", b"{}").await;
+        let post = |body: Vec<u8>| async move {
+            http(addr, "POST", "/v1/embeddings", &[], &body, Framing::Length).await
+        };
+        let big = json!({"model": "minilm", "input": "a".repeat(3 << 20)});
+        let r = post(serde_json::to_vec(&big).unwrap()).await;
         openai_error(&r, &[413]).unwrap();
         for junk in [
             &b""[..],
@@ -420,16 +393,7 @@ fn embeddings_survive_hostile_bodies() {
             b"{\"model\":\"minilm\",\"input\":\"a\"",
             &[b'['; 100_000],
         ] {
-            let r = http(
-                h.addr.as_str(),
-                "POST",
-                "/v1/embeddings",
-                &[],
-                junk,
-                Framing::Length,
-            )
-            .await;
-            openai_error(&r, &[400]).unwrap();
+            openai_error(&post(junk.to_vec()).await, &[400]).unwrap();
         }
         healthy(&h.addr).await.unwrap();
     });

@@ -1,7 +1,5 @@
 //! KV keys and query strings.
 
-use std::cell::Cell;
-
 use bytesize::ByteSize;
 use proptest::{collection::vec, prelude::*, sample::select, test_runner::TestCaseError};
 
@@ -12,7 +10,7 @@ use crate::{
     },
     fail,
     gen::bytes_from,
-    healthy, kserve_error, Harness, KV_CASES, QUICK,
+    healthy, kserve_error, refuses_declared_size, Harness, Sides, KV_CASES,
 };
 
 const MAX_KEY: usize = 1024;
@@ -232,47 +230,23 @@ async fn kv_one(addr: &str, case: &KvCase) -> Result<Option<bool>, TestCaseError
 #[test]
 fn kv_keys_and_queries_survive_hostile_input() {
     let h = Harness::start(|a| a.max_value_size = Some(ByteSize::kib(64)));
-    let (stored, refused) = (Cell::new(0u32), Cell::new(0u32));
+    let sides = Sides::new("stored", "refused");
     h.run(KV_CASES, kv_case(), |case| {
         let stored_it = h.rt.block_on(kv_one(&h.addr, &case))?;
-        let counter = if stored_it == Some(true) {
-            &stored
-        } else {
-            &refused
-        };
-        counter.set(counter.get() + 1);
+        sides.count(stored_it == Some(true));
         Ok(())
     });
-    eprintln!(
-        "kv: {} stored, {} refused cases",
-        stored.get(),
-        refused.get()
-    );
-    assert!(
-        stored.get() >= KV_CASES / 10 && refused.get() >= KV_CASES / 10,
-        "the generator must exercise both sides: {} stored, {} refused",
-        stored.get(),
-        refused.get()
-    );
+    sides.check("kv", [KV_CASES / 10; 2]);
     h.rt.block_on(async {
         // Declared and actual values over max_value_size.
+        refuses_declared_size(h.addr.as_str(), "PUT", "/v1/kv/big", b"x").await;
+        let big = vec![7u8; (64 << 10) + 1];
         let r = http(
             h.addr.as_str(),
             "PUT",
             "/v1/kv/big",
             &[],
-            b"x",
-            Framing::Declared(1 << 60),
-        )
-        .await;
-        assert_eq!(r.status, 413, "{}", r.text());
-        assert!(r.elapsed < QUICK);
-        let r = http(
-            h.addr.as_str(),
-            "PUT",
-            "/v1/kv/big",
-            &[],
-            &vec![7u8; (64 << 10) + 1],
+            &big,
             Framing::Chunked,
         )
         .await;

@@ -36,10 +36,10 @@ mod kserve_cases;
 mod kv;
 mod shapes;
 
-use std::time::Duration;
+use std::{cell::Cell, time::Duration};
 
 use common::{
-    raw_http::{http, try_http, Framing, Reply},
+    raw_http::{http, request, send, Framing, Peer, Reply},
     temp_dir, TestServer,
 };
 use infercache::ServeArgs;
@@ -91,19 +91,9 @@ impl Harness {
         // Wait until it answers (models load before the listener serves).
         h.rt.block_on(async {
             for _ in 0..200 {
-                if let Ok(Ok(r)) = tokio::time::timeout(
-                    Duration::from_secs(5),
-                    try_http(
-                        h.addr.as_str(),
-                        "GET",
-                        "/healthz",
-                        &[],
-                        b"",
-                        Framing::Length,
-                    ),
-                )
-                .await
-                {
+                let req = request(&h.addr, "GET", "/healthz", &[], b"", Framing::Length);
+                let health = send(Peer::Tcp(&h.addr), "GET", req);
+                if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(5), health).await {
                     if r.status == 200 {
                         return;
                     }
@@ -167,6 +157,47 @@ async fn healthy(addr: &str) -> Result<(), TestCaseError> {
     let v: Value = serde_json::from_slice(&r.body).map_err(fail)?;
     prop_assert_eq!(&v["status"], "ok");
     Ok(())
+}
+
+/// How many cases fell on each side of an oracle: a property must
+/// exercise both.
+struct Sides {
+    names: [&'static str; 2],
+    counts: [Cell<u32>; 2],
+}
+
+impl Sides {
+    fn new(first: &'static str, second: &'static str) -> Sides {
+        Sides {
+            names: [first, second],
+            counts: Default::default(),
+        }
+    }
+
+    /// Count one case, on the first side if `first`.
+    fn count(&self, first: bool) {
+        let side = &self.counts[usize::from(!first)];
+        side.set(side.get() + 1);
+    }
+
+    /// Print the counts for `what`; fail unless each side has at least
+    /// its `least`.
+    fn check(&self, what: &str, least: [u32; 2]) {
+        let [a, b] = [self.counts[0].get(), self.counts[1].get()];
+        let [first, second] = self.names;
+        eprintln!("{what}: {a} {first}, {b} {second} cases");
+        assert!(
+            a >= least[0] && b >= least[1],
+            "the generator must exercise both sides: {a} {first}, {b} {second}"
+        );
+    }
+}
+
+/// `method path` declaring a 2^60-byte body (sending `body`): 413, quickly.
+async fn refuses_declared_size(addr: &str, method: &str, path: &str, body: &[u8]) {
+    let r = http(addr, method, path, &[], body, Framing::Declared(1 << 60)).await;
+    assert_eq!(r.status, 413, "{method} {path}: {}", r.text());
+    assert!(r.elapsed < QUICK, "{method} {path} took {:?}", r.elapsed);
 }
 
 fn fail(e: impl std::fmt::Display) -> TestCaseError {
