@@ -99,15 +99,26 @@ impl UnixServer {
     }
 }
 
-/// The real binary as a child process, for signals and crashes.
+/// The real binary as a child process, for signals, crashes and its log.
 pub struct ChildServer {
     pub base: String,
     pub child: Child,
+    /// Every stderr line, once the process has closed it.
+    log: Option<std::thread::JoinHandle<Vec<String>>>,
 }
 
 impl ChildServer {
+    /// `infercache serve` on 127.0.0.1:0 with its data in `dir`, `extra`
+    /// flags and `RUST_LOG=info`.
     pub fn spawn(dir: &Path, extra: &[&str]) -> ChildServer {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_infercache"))
+        ChildServer::start(ChildServer::command(dir, extra))
+    }
+
+    /// The command [`ChildServer::spawn`] runs, for a test to change its
+    /// environment before [`ChildServer::start`].
+    pub fn command(dir: &Path, extra: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_infercache"));
+        command
             .arg("serve")
             .arg("--listen")
             .arg("127.0.0.1:0")
@@ -116,30 +127,48 @@ impl ChildServer {
             .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the infercache binary");
+            .stderr(Stdio::piped());
+        command
+    }
+
+    /// Start `command` and wait until it logs its address (in the text or
+    /// the JSON log format).
+    pub fn start(mut command: Command) -> ChildServer {
+        let mut child = command.spawn().expect("start the infercache binary");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut sent = false;
+        let log = std::thread::spawn(move || {
+            let mut lines = Vec::new();
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if !sent {
-                    if let Some(at) = line.find("listening on http://") {
-                        let _ = tx.send(line[at + "listening on ".len()..].trim().to_string());
-                        sent = true;
-                    }
+                if let Some(at) = line.find("listening on http://") {
+                    let rest = &line[at + "listening on ".len()..];
+                    let end = rest.find(['"', ' ']).unwrap_or(rest.len());
+                    let _ = tx.send(rest[..end].to_string());
                 }
+                lines.push(line);
             }
+            lines
         });
         let base = rx
             .recv_timeout(Duration::from_secs(20))
             .expect("the server printed its address");
-        ChildServer { base, child }
+        ChildServer {
+            base,
+            child,
+            log: Some(log),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// Stop with SIGTERM, check that the exit is clean, and return every
+    /// line the server wrote to stderr.
+    pub fn stop_and_collect(mut self) -> Vec<String> {
+        self.signal(libc::SIGTERM);
+        assert!(self.wait().success(), "a clean exit on SIGTERM");
+        self.log.take().unwrap().join().unwrap()
     }
 
     /// Send a signal to the process by its PID.
