@@ -8,7 +8,7 @@ mod common;
 use std::{collections::HashMap, path::Path};
 
 use bytes::Bytes;
-use common::{infer_mlp, metric, model, temp_dir, ChildServer, TestServer};
+use common::{infer_mlp, metric, model, temp_dir, ChildServer, TestServer, UnixServer};
 use futures::StreamExt;
 use infercache::grpc::proto::{
     grpc_inference_service_client::GrpcInferenceServiceClient,
@@ -22,13 +22,13 @@ use tonic::{transport::Channel, Code};
 
 type Client = GrpcInferenceServiceClient<Channel>;
 
+async fn channel(base: &str) -> Channel {
+    let endpoint = tonic::transport::Endpoint::from_shared(base.to_string()).unwrap();
+    endpoint.connect().await.unwrap()
+}
+
 async fn client(base: &str) -> Client {
-    let channel = tonic::transport::Endpoint::from_shared(base.to_string())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    GrpcInferenceServiceClient::new(channel)
+    GrpcInferenceServiceClient::new(channel(base).await)
 }
 
 async fn start(dir: &Path) -> TestServer {
@@ -44,9 +44,14 @@ async fn start_with_client(dir: &Path) -> (TestServer, Client) {
     (server, c)
 }
 
-async fn live(c: &mut Client) -> bool {
+async fn server_live(c: &mut Client) -> bool {
     let live = c.server_live(ServerLiveRequest {}).await.unwrap();
     live.into_inner().live
+}
+
+async fn server_ready(c: &mut Client) -> bool {
+    let ready = c.server_ready(ServerReadyRequest {}).await.unwrap();
+    ready.into_inner().ready
 }
 
 fn row(seed: u32) -> Vec<f32> {
@@ -115,14 +120,8 @@ fn bits(raw: &Bytes) -> Vec<u32> {
 async fn health_and_metadata() {
     let dir = temp_dir();
     let (server, mut c) = start_with_client(dir.path()).await;
-    assert!(live(&mut c).await);
-    assert!(
-        c.server_ready(ServerReadyRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .ready
-    );
+    assert!(server_live(&mut c).await);
+    assert!(server_ready(&mut c).await);
     let meta = c
         .server_metadata(ServerMetadataRequest {})
         .await
@@ -364,7 +363,7 @@ async fn the_bearer_token_guards_grpc_but_not_liveness() {
     })
     .await;
     let mut c = client(&server.base).await;
-    assert!(live(&mut c).await);
+    assert!(server_live(&mut c).await);
     for token in [None, Some("Bearer wrong"), Some("s3cret")] {
         let mut request = tonic::Request::new(mlp(&[row(0)]));
         if let Some(t) = token {
@@ -435,13 +434,7 @@ async fn unknown_rpcs_are_unimplemented_and_http_still_works() {
     let dir = temp_dir();
     let server = start(dir.path()).await;
     // A method of the protocol infercache does not serve (ModelConfig).
-    let mut grpc = tonic::client::Grpc::new(
-        tonic::transport::Endpoint::from_shared(server.base.clone())
-            .unwrap()
-            .connect()
-            .await
-            .unwrap(),
-    );
+    let mut grpc = tonic::client::Grpc::new(channel(&server.base).await);
     grpc.ready().await.unwrap();
     let path = "/inference.GRPCInferenceService/ModelConfig"
         .parse()
@@ -469,18 +462,10 @@ async fn unknown_rpcs_are_unimplemented_and_http_still_works() {
 async fn grpc_over_a_unix_socket() {
     let dir = temp_dir();
     let sock = dir.path().join("infercache.sock");
-    let mut args = infercache::ServeArgs {
-        data_dir: Some(dir.path().join("data")),
-        listen: Some(format!("unix:{}", sock.display())),
-        ..Default::default()
-    };
-    args.models = vec![model("mlp", "mlp")];
-    let config = infercache::Config::from_args(&args).unwrap();
     let listener = infercache::listen::bind_unix(&sock).unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(infercache::run(listener, config, async {
-        let _ = stopped.await;
-    }));
+    let server = UnixServer::start(listener, &sock, dir.path().join("data"), |a| {
+        a.models = vec![model("mlp", "mlp")];
+    });
     let path = sock.clone();
     let channel = tonic::transport::Endpoint::from_static("http://localhost")
         .connect_with_connector(tower::service_fn(move |_| {
@@ -497,8 +482,7 @@ async fn grpc_over_a_unix_socket() {
     assert_eq!(header, "miss");
     assert_eq!(response.outputs[0].shape, [1, 4]);
     drop(c);
-    let _ = stop.send(());
-    task.await.unwrap().unwrap();
+    server.stop().await;
 }
 
 #[tokio::test]
@@ -513,13 +497,7 @@ async fn without_onnx_runtime_infer_is_unavailable() {
     let err = c.model_infer(mlp(&[row(0)])).await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "{err}");
     assert!(err.message().contains("scripts/setup"), "{err}");
-    assert!(
-        !c.server_ready(ServerReadyRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .ready
-    );
+    assert!(!server_ready(&mut c).await);
 }
 
 /// A full queue, deterministically: one unit of VRAM budget, held by a
@@ -602,14 +580,8 @@ async fn a_full_queue_is_resource_exhausted() {
     assert!(refused.len() <= 3, "the first row is always taken");
     // Healthy: live, ready, and a refused row is computed, then a hit.
     let mut c = c;
-    assert!(live(&mut c).await);
-    assert!(
-        c.server_ready(ServerReadyRequest {})
-            .await
-            .unwrap()
-            .get_ref()
-            .ready
-    );
+    assert!(server_live(&mut c).await);
+    assert!(server_ready(&mut c).await);
     let again = mlp(&[row(900 + refused[0])]);
     assert_eq!(infer(&mut c, again.clone()).await.0, "miss");
     assert_eq!(infer(&mut c, again).await.0, "hit");

@@ -25,7 +25,7 @@ async fn serves_over_a_unix_socket_with_safe_replacement() {
     let err = bind_unix(&sock).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
 
-    let server = UnixServer::start(listener, &sock, dir.path().join("data"));
+    let server = UnixServer::start(listener, &sock, dir.path().join("data"), |_| {});
     let put = http(
         sock.as_path(),
         "PUT",

@@ -71,20 +71,27 @@ impl TestServer {
 }
 
 /// A server running inside the test's runtime on a Unix socket `listener`
-/// bound at `sock`, with its data in `data_dir`.
+/// bound at `sock`, with its data in `data_dir` and `tweak` applied to the
+/// flags.
 pub struct UnixServer {
     shutdown: oneshot::Sender<()>,
     task: JoinHandle<infercache::Result<()>>,
 }
 
 impl UnixServer {
-    pub fn start(listener: tokio::net::UnixListener, sock: &Path, data_dir: PathBuf) -> UnixServer {
-        let config = Config::from_args(&ServeArgs {
+    pub fn start(
+        listener: tokio::net::UnixListener,
+        sock: &Path,
+        data_dir: PathBuf,
+        tweak: impl FnOnce(&mut ServeArgs),
+    ) -> UnixServer {
+        let mut args = ServeArgs {
             data_dir: Some(data_dir),
             listen: Some(format!("unix:{}", sock.display())),
             ..Default::default()
-        })
-        .expect("valid test config");
+        };
+        tweak(&mut args);
+        let config = Config::from_args(&args).expect("valid test config");
         let (shutdown, stopped) = oneshot::channel();
         let task = tokio::spawn(infercache::run(listener, config, async {
             let _ = stopped.await;

@@ -104,32 +104,28 @@ fn dim() -> impl Strategy<Value = i64> {
     ]
 }
 
+/// Contents with one typed field filled: `len` values of `element`.
+macro_rules! filled {
+    ($field:ident, $element:expr, $len:expr) => {
+        vec($element, $len).prop_map(|v| InferTensorContents {
+            $field: v,
+            ..Default::default()
+        })
+    };
+}
+
 fn contents() -> impl Strategy<Value = Option<InferTensorContents>> {
     let field = prop_oneof![
-        vec(any::<f32>(), 0..70).prop_map(|v| InferTensorContents {
-            fp32_contents: v,
-            ..Default::default()
-        }),
-        vec(any::<i64>(), 0..70).prop_map(|v| InferTensorContents {
-            int64_contents: v,
-            ..Default::default()
-        }),
-        vec(any::<i32>(), 0..70).prop_map(|v| InferTensorContents {
-            int_contents: v,
-            ..Default::default()
-        }),
-        vec(any::<u32>(), 0..70).prop_map(|v| InferTensorContents {
-            uint_contents: v,
-            ..Default::default()
-        }),
-        vec(any::<bool>(), 0..70).prop_map(|v| InferTensorContents {
-            bool_contents: v,
-            ..Default::default()
-        }),
-        vec(vec(any::<u8>(), 0..8).prop_map(Bytes::from), 0..4).prop_map(|v| InferTensorContents {
-            bytes_contents: v,
-            ..Default::default()
-        }),
+        filled!(fp32_contents, any::<f32>(), 0..70),
+        filled!(int64_contents, any::<i64>(), 0..70),
+        filled!(int_contents, any::<i32>(), 0..70),
+        filled!(uint_contents, any::<u32>(), 0..70),
+        filled!(bool_contents, any::<bool>(), 0..70),
+        filled!(
+            bytes_contents,
+            vec(any::<u8>(), 0..8).prop_map(Bytes::from),
+            0..4
+        ),
     ];
     proptest::option::weighted(0.4, field)
 }
