@@ -12,8 +12,11 @@
 
 use std::{path::Path, process::Command};
 
+/// A check of the lines an example prints.
+type Check = fn(&[&str]);
+
 /// Each example in `examples/` and the check of what it prints.
-const EXAMPLES: &[(&str, fn(&[&str]))] = &[("embedded_kv", embedded_kv), ("memoize", memoize)];
+const EXAMPLES: &[(&str, Check)] = &[("embedded_kv", embedded_kv), ("memoize", memoize)];
 
 /// The stdout lines of `cargo run --example name`; panics if it fails.
 fn run(name: &str) -> Vec<String> {
