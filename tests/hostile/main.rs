@@ -50,8 +50,8 @@ use proptest::{
 use serde_json::Value;
 use tokio::runtime::Runtime;
 
-// Cases per property: the whole binary takes a few minutes in a debug
-// build on two cores (the KServe and KV ones are cheap; embeddings run the
+// Cases per property: the whole binary takes well under a minute in a
+// debug build on two cores (the KServe and KV ones are cheap; embeddings run the
 // real model; config cases never touch the network).
 const INFER_CASES: u32 = 512;
 const JUNK_CASES: u32 = 256;
