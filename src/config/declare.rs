@@ -22,6 +22,12 @@
 //!   README's tables true.
 //!
 //! Cross-field checks stay hand-written (`validate`), after `from_layer`.
+//!
+//! The typed config stays flat (`config.key`, not `config.fixed.key`):
+//! the file's keys are flat, serde's `flatten` cannot be combined with
+//! `deny_unknown_fields` (which catches a misspelt key), and every reader
+//! names a setting by its key. The split is in the declaration, and what
+//! it is for (the reload's kept list, a model's knobs) is derived from it.
 
 use std::time::Duration;
 
