@@ -26,9 +26,9 @@ use super::{
 use crate::{
     config::{Config, ModelConfig, ModelLive},
     error::{Error, Result},
-    key::ModelDigest,
+    infer::key::ModelDigest,
+    memo::Store,
     metrics::ModelMetrics,
-    store::Store,
 };
 
 /// A loaded model.

@@ -18,7 +18,7 @@
 //! vector as f32 LE.
 
 use std::{
-    collections::HashMap,
+    future::Future,
     path::Path,
     sync::{Arc, LazyLock},
 };
@@ -29,16 +29,16 @@ use tokio::sync::Semaphore;
 
 use super::{
     backend::IoSpec,
-    off_runtime,
+    key::{text_key, TextParams},
     registry::Model,
     tensor::{DataType, Tensor},
     Inference,
 };
 use crate::{
+    blocking::off_runtime,
     config::{ModelConfig, Pooling},
     error::{Error, Result},
-    key::{text_key, TextParams},
-    memo::{CacheStatus, Policy},
+    memo::{many::Parts, CacheStatus, Policy},
     store::Key,
 };
 
@@ -314,61 +314,94 @@ impl Inference {
         if let Some(i) = texts.iter().position(String::is_empty) {
             return Err(Error::BadRequest(format!("input[{i}] is an empty string")));
         }
-        // Keying hashes every byte of every text: off the async workers
-        // for a big request. Equal texts get equal keys, so they are looked
-        // up (and computed) once.
-        let size = texts.iter().map(String::len).sum();
-        let keying = model.clone();
-        let (texts, order, distinct) = off_runtime(size, move || {
-            let params = &keying.text.as_ref().expect("checked above").params;
-            let mut order = Vec::with_capacity(texts.len());
-            let mut distinct: Vec<(Key, usize)> = Vec::new();
-            let mut seen: HashMap<Key, usize> = HashMap::new();
-            for (i, t) in texts.iter().enumerate() {
-                let key = text_key(keying.namespace, keying.name(), &keying.digest, t, params);
-                order.push(*seen.entry(key.clone()).or_insert_with(|| {
-                    distinct.push((key, i));
-                    distinct.len() - 1
-                }));
-            }
-            Ok((Arc::new(texts), order, distinct))
-        })
-        .await?;
-        let lookups = distinct.into_iter().map(|(key, i)| {
-            let (model, texts) = (model.clone(), texts.clone());
-            self.memo
-                .get_or_compute(key, lookup, move || compute(model, texts, i))
-        });
-        let found = futures::future::try_join_all(lookups).await?;
-        let status = super::combined_status(found.iter().map(|(_, s)| *s));
-        let decoded = found
-            .iter()
-            .map(|(entry, _)| decode_value(&entry.value))
-            .collect::<Result<Vec<_>>>()?;
+        // Equal texts get equal keys, so they are looked up (and computed)
+        // once.
+        let parts = Arc::new(Texts { model, texts });
+        let ((vectors, tokens), status) = self.memo.get_or_compute_many(parts, lookup).await?;
         Ok(Embeddings {
-            vectors: order.iter().map(|&i| decoded[i].1.clone()).collect(),
-            tokens: order.iter().map(|&i| decoded[i].0).sum(),
+            vectors,
+            tokens,
             status,
         })
     }
 }
 
-/// Embed `texts[i]` (shared, so that no text is copied on the way).
-async fn compute(model: Arc<Model>, texts: Arc<Vec<String>>, i: usize) -> Result<Bytes> {
+/// An embeddings request's texts, each memoized on its own.
+struct Texts {
+    /// A text model (checked by `embed`).
+    model: Arc<Model>,
+    texts: Vec<String>,
+}
+
+impl Texts {
+    fn text_model(&self) -> &TextModel {
+        self.model.text.as_ref().expect("checked by embed")
+    }
+}
+
+impl Parts for Texts {
+    /// (token count, vector as f32 LE bytes)
+    type Part = (usize, Bytes);
+    /// (vectors in input order, total tokens)
+    type Whole = (Vec<Bytes>, usize);
+
+    fn count(&self) -> usize {
+        self.texts.len()
+    }
+
+    fn bytes(&self) -> usize {
+        // Keying hashes every byte of every text.
+        self.texts.iter().map(String::len).sum()
+    }
+
+    fn key(&self, i: usize) -> Key {
+        let (model, params) = (&self.model, &self.text_model().params);
+        text_key(
+            model.namespace,
+            model.name(),
+            &model.digest,
+            &self.texts[i],
+            params,
+        )
+    }
+
+    fn check_distinct(&self, _: usize) -> Result<()> {
+        // `embed` bounds the texts themselves (`max_inputs`).
+        Ok(())
+    }
+
+    fn compute(self: Arc<Self>, i: usize) -> impl Future<Output = Result<Bytes>> + Send + 'static {
+        compute(self, i)
+    }
+
+    fn decode(&self, value: &Bytes) -> Result<(usize, Bytes)> {
+        decode_value(value)
+    }
+
+    fn assemble(&self, parts: Vec<&(usize, Bytes)>) -> Result<(Vec<Bytes>, usize)> {
+        let vectors = parts.iter().map(|(_, vector)| vector.clone()).collect();
+        Ok((vectors, parts.iter().map(|(tokens, _)| tokens).sum()))
+    }
+}
+
+/// Embed text `i` (the texts are shared, so that none is copied on the
+/// way).
+async fn compute(texts: Arc<Texts>, i: usize) -> Result<Bytes> {
     let permit = TOKENIZING
         .acquire()
         .await
         .expect("the tokenizing semaphore is never closed");
-    let tokenizing = model.clone();
+    let tokenizing = texts.clone();
     let (row, len) = off_runtime(usize::MAX, move || {
-        let tm = tokenizing.text.as_ref().expect("checked by embed");
-        tm.row(&texts[i], &tokenizing.inputs)
+        let model = &tokenizing.model;
+        tokenizing
+            .text_model()
+            .row(&tokenizing.texts[i], &model.inputs)
     })
     .await?;
     drop(permit);
-    let tm = model.text.as_ref().expect("checked by embed");
-    let outputs = model.batcher.run(row).await?;
-    let vector = tm.pool(&outputs[0], len)?;
+    let outputs = texts.model.batcher.run(row).await?;
+    let vector = texts.text_model().pool(&outputs[0], len)?;
     Ok(encode_value(len, &vector))
 }
 

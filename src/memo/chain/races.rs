@@ -1,7 +1,8 @@
 //! A promotion racing a delete, held at its seams by test gates: once the
 //! delete is acknowledged, no read finds the value again.
 
-use super::{Entry, Key, Store, StoreOptions, Tier, KV_NAMESPACE};
+use super::{Entry, Key, Store, StoreOptions, Tier};
+use crate::store::KV_NAMESPACE;
 
 /// A store whose only entry, `key`, is on disk but not in memory.
 async fn on_disk_only(dir: &std::path::Path, key: &Key) -> Store {
