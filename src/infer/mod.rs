@@ -21,6 +21,7 @@ pub mod key;
 pub mod registry;
 pub mod tensor;
 pub mod text;
+pub mod tokenize;
 
 use std::{future::Future, sync::Arc};
 

@@ -21,7 +21,7 @@ use super::{
     backend::{self, Backend, BackendOptions, IoSpec},
     batcher::{Batcher, Settings},
     budget::Budget,
-    text::TextModel,
+    tokenize::TextModel,
 };
 use crate::{
     config::{Config, ModelConfig, ModelLive},

@@ -35,6 +35,8 @@ use crate::{
 
 #[cfg(test)]
 mod races;
+#[cfg(test)]
+mod third_tier;
 
 /// A tier behind memory, with its hits series resolved once.
 struct Behind {

@@ -15,8 +15,8 @@ use super::tier::Tier;
 
 /// Label of per-tier series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TierLabel {
-    pub tier: &'static str,
+pub(crate) struct TierLabel {
+    pub(crate) tier: &'static str,
 }
 
 /// Counters of the cache's read path.

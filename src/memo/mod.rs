@@ -35,13 +35,9 @@ use std::{future::Future, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 
+pub(crate) use self::counters::TierLabel;
 use self::inflight::{Inflight, Join};
-pub use self::{
-    chain::Store,
-    counters::{CacheMetrics, TierLabel},
-    inflight::Policy,
-    tier::Tier,
-};
+pub use self::{chain::Store, counters::CacheMetrics, inflight::Policy, tier::Tier};
 use crate::{
     error::{Error, Result},
     store::{Entry, Key},
