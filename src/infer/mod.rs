@@ -8,6 +8,11 @@
 //!   -> reassemble the requested outputs in row order
 //! ```
 //!
+//! The fan-out (distinct rows, one lookup each, combined status, reorder)
+//! is `memo::many`, shared with the embeddings path (`text.rs`); what is
+//! KServe's own is `Rows`: how a row is keyed, computed and reassembled.
+//! Keys are built here, next to the inputs they hash (`key.rs`).
+//!
 //! A batchable model (dynamic first dimension everywhere) is cached per
 //! row: a request of 8 rows of which 6 are cached runs 2, identical rows in
 //! one request run once, and rows another request is computing are waited

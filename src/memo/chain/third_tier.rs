@@ -113,22 +113,14 @@ async fn a_delete_during_a_promotion_from_behind_disk_wins() {
     let key = Key::new(1, "k");
     far.promote(&key, &Entry::new("old"));
     let store = store(dir.path(), &far).await;
-    let (read, after_read) = store.inner.promotion[0].arm();
-    let (published, after_publish) = store.inner.promotion[1].arm();
-    let reader = tokio::spawn({
-        let (store, key) = (store.clone(), key.clone());
-        async move { store.get(&key).await }
-    });
-    read.await.unwrap();
-    store.delete(key.clone()).await.unwrap();
-    after_read.send(()).unwrap();
-    published.await.unwrap();
-    assert!(store.get_memory(&key).is_none(), "promoted into memory");
-    assert!(!on_disk(&store, &key).await, "promoted onto disk");
-    assert!(!far.has(&key));
-    after_publish.send(()).unwrap();
+    let answered = super::races::delete_during_promotion(&store, &key, || async {
+        assert!(store.get_memory(&key).is_none(), "promoted into memory");
+        assert!(!on_disk(&store, &key).await, "promoted onto disk");
+        assert!(!far.has(&key));
+    })
+    .await;
     // The read began before the delete, so it may still answer.
-    assert!(reader.await.unwrap().unwrap().is_some());
+    assert!(answered.is_some());
     assert!(store.get(&key).await.unwrap().is_none());
     store.close().await;
 }
