@@ -66,25 +66,13 @@ impl CacheMetrics {
 
     /// Register the series under their contract names.
     pub(crate) fn register(&self, registry: &mut Registry) {
-        registry.register(
-            "cache_hits",
-            "Reads answered from a cache tier",
-            self.hits.clone(),
-        );
-        registry.register(
-            "cache_misses",
-            "Reads found in no tier that caused a computation (or a KV 404)",
-            self.misses.clone(),
-        );
-        registry.register(
-            "coalesced",
-            "Reads answered by another caller's computation",
-            self.coalesced.clone(),
-        );
-        registry.register(
-            "in_flight",
-            "Computations running now",
-            self.in_flight.clone(),
-        );
+        let hits = "Reads answered from a cache tier";
+        let misses = "Reads found in no tier that caused a computation (or a KV 404)";
+        let coalesced = "Reads answered by another caller's computation";
+        let in_flight = "Computations running now";
+        registry.register("cache_hits", hits, self.hits.clone());
+        registry.register("cache_misses", misses, self.misses.clone());
+        registry.register("coalesced", coalesced, self.coalesced.clone());
+        registry.register("in_flight", in_flight, self.in_flight.clone());
     }
 }

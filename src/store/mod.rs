@@ -16,14 +16,8 @@ pub mod fault;
 pub mod memory;
 pub(crate) mod writer;
 
-use std::{
-    path::PathBuf,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
-    time::Duration,
-};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -198,7 +192,7 @@ struct Inner {
     /// Changes with live reloads.
     max_value_size: AtomicU64,
     events: Events,
-    healthy: Arc<std::sync::atomic::AtomicBool>,
+    healthy: Arc<AtomicBool>,
     /// Background tasks, taken by `close`.
     tasks: Mutex<Option<Tasks>>,
 }
@@ -220,7 +214,7 @@ impl Local {
         let disk = Arc::new(disk);
         let events = Events::default();
         let memory = MemoryTier::new(options.memory_capacity, clock.clone(), events.clone());
-        let healthy = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let healthy = Arc::new(AtomicBool::new(true));
         let (writer, writer_task) = Writer::spawn(
             Targets {
                 healthy: healthy.clone(),

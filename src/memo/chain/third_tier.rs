@@ -82,6 +82,15 @@ async fn store(dir: &std::path::Path, far: &Far) -> Store {
     store
 }
 
+/// A store whose only entry, `k`, is `value` in the tier behind disk.
+async fn far_only(value: &'static str) -> (tempfile::TempDir, Key, Far, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let (far, key) = (Far::default(), Key::new(1, "k"));
+    far.promote(&key, &Entry::new(value));
+    let store = store(dir.path(), &far).await;
+    (dir, key, far, store)
+}
+
 /// Whether the disk tier holds `key`, once every write queued so far has
 /// committed (the writer commits in queue order).
 async fn on_disk(store: &Store, key: &Key) -> bool {
@@ -94,11 +103,7 @@ async fn on_disk(store: &Store, key: &Key) -> bool {
 
 #[tokio::test]
 async fn a_hit_behind_disk_is_copied_into_both_local_tiers() {
-    let dir = tempfile::tempdir().unwrap();
-    let far = Far::default();
-    let key = Key::new(1, "k");
-    far.promote(&key, &Entry::new("far"));
-    let store = store(dir.path(), &far).await;
+    let (_dir, key, far, store) = far_only("far").await;
     let (entry, _) = store.get(&key).await.unwrap().unwrap();
     assert_eq!(entry.value, "far");
     assert_eq!(store.get_memory(&key).unwrap().value, "far");
@@ -108,11 +113,7 @@ async fn a_hit_behind_disk_is_copied_into_both_local_tiers() {
 
 #[tokio::test]
 async fn a_delete_during_a_promotion_from_behind_disk_wins() {
-    let dir = tempfile::tempdir().unwrap();
-    let far = Far::default();
-    let key = Key::new(1, "k");
-    far.promote(&key, &Entry::new("old"));
-    let store = store(dir.path(), &far).await;
+    let (_dir, key, far, store) = far_only("old").await;
     let answered = super::races::delete_during_promotion(&store, &key, || async {
         assert!(store.get_memory(&key).is_none(), "promoted into memory");
         assert!(!on_disk(&store, &key).await, "promoted onto disk");
