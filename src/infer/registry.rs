@@ -21,12 +21,12 @@ use super::{
     backend::{self, Backend, BackendOptions, IoSpec},
     batcher::{Batcher, Settings},
     budget::Budget,
+    key::ModelDigest,
     tokenize::TextModel,
 };
 use crate::{
     config::{Config, ModelConfig, ModelLive},
     error::{Error, Result},
-    infer::key::ModelDigest,
     memo::Store,
     metrics::ModelMetrics,
 };
