@@ -108,6 +108,7 @@ async fn a_hit_behind_disk_is_copied_into_both_local_tiers() {
     assert_eq!(entry.value, "far");
     assert_eq!(store.get_memory(&key).unwrap().value, "far");
     assert!(on_disk(&store, &key).await);
+    assert!(far.has(&key), "copied, not moved");
     store.close().await;
 }
 
