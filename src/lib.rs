@@ -34,6 +34,7 @@ mod reload;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod telemetry;
 pub mod warm;
 
 pub use config::{Config, ServeArgs};

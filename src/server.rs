@@ -19,8 +19,9 @@ use crate::{
     infer::{budget::Budget, registry::Registry, Inference},
     listen::{serve, Limits},
     memo::{Memo, Store},
-    metrics::{Metrics, ModelMetrics},
+    metrics::Metrics,
     store::StoreOptions,
+    telemetry::Telemetry,
 };
 
 /// Serve the API on `listener` until `shutdown` completes. `source` is a
@@ -43,12 +44,28 @@ pub async fn run<L: Listener>(
             );
         }
     }
-    let store = Store::open(store_options(&config)).await?;
-    let model_metrics = ModelMetrics::default();
-    let budget = Budget::new(config.vram_units, model_metrics.vram_units_in_use.clone());
-    let registry = Registry::load(&config, &store, &budget, &model_metrics).await?;
+    // Events and metrics, handed down to every layer that reports.
+    let telemetry = Telemetry::default();
+    let store = Store::open_reporting(
+        store_options(&config),
+        telemetry.events.clone(),
+        telemetry.cache.clone(),
+    )
+    .await?;
+    let budget = Budget::new(
+        config.vram_units,
+        telemetry.models.vram_units_in_use.clone(),
+    );
+    let registry = Registry::load(
+        &config,
+        &store,
+        &budget,
+        &telemetry.events,
+        &telemetry.models,
+    )
+    .await?;
     let inference = Inference::new(registry, Memo::new(store.clone()), live.clone());
-    let metrics = Metrics::new(&store, &model_metrics);
+    let metrics = Metrics::new(&telemetry);
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let shutdown = async move {
         shutdown.await;
@@ -60,6 +77,7 @@ pub async fn run<L: Listener>(
         inference,
         budget,
         metrics,
+        telemetry,
         started: Instant::now(),
         stopping,
     });

@@ -12,6 +12,7 @@ use crate::{
     infer::{budget::Budget, registry::Model, Inference},
     memo::{Policy, Store},
     metrics::Metrics,
+    telemetry::Telemetry,
 };
 
 /// What every handler can reach.
@@ -22,6 +23,8 @@ pub struct AppState {
     pub inference: Inference,
     pub budget: Budget,
     pub metrics: Metrics,
+    /// The events and counters every layer reports to.
+    pub telemetry: Telemetry,
     pub started: Instant,
     /// Turns true when shutdown begins, ending long-lived streams.
     pub stopping: tokio::sync::watch::Receiver<bool>,

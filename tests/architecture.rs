@@ -171,7 +171,10 @@ fn graph(modules: &Modules) -> BTreeMap<&Vec<String>, BTreeSet<&Vec<String>>> {
 fn shown(modules: &Modules, module: &[String]) -> String {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let file = &modules[module];
-    file.strip_prefix(&src).unwrap_or(file).display().to_string()
+    file.strip_prefix(&src)
+        .unwrap_or(file)
+        .display()
+        .to_string()
 }
 
 #[test]
@@ -183,7 +186,8 @@ fn no_source_file_imports_one_that_imports_it_back() {
     // its own imports; report the shortest such loop.
     for from in graph.keys() {
         let mut previous: BTreeMap<&Vec<String>, &Vec<String>> = BTreeMap::new();
-        let mut queue: std::collections::VecDeque<&Vec<String>> = graph[from].iter().copied().collect();
+        let mut queue: std::collections::VecDeque<&Vec<String>> =
+            graph[from].iter().copied().collect();
         for next in &queue {
             previous.insert(next, from);
         }
@@ -224,5 +228,9 @@ fn no_source_file_passes_600_lines() {
             (lines > MAX_LINES).then(|| format!("{}: {lines} lines", file.display()))
         })
         .collect();
-    assert!(long.is_empty(), "files over {MAX_LINES} lines:\n{}", long.join("\n"));
+    assert!(
+        long.is_empty(),
+        "files over {MAX_LINES} lines:\n{}",
+        long.join("\n")
+    );
 }

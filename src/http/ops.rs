@@ -35,7 +35,7 @@ pub async fn stats(State(state): State<Arc<AppState>>) -> Json<Value> {
     let store = &state.store;
     let config = state.config();
     let (memory, disk) = store.usage();
-    let m = store.metrics();
+    let m = &state.telemetry.cache;
     Json(json!({
         "uptime_seconds": state.started.elapsed().as_secs_f64(),
         "memory": {
@@ -64,7 +64,7 @@ pub async fn stats(State(state): State<Arc<AppState>>) -> Json<Value> {
 pub async fn events(
     State(state): State<Arc<AppState>>,
 ) -> Sse<impl futures::Stream<Item = Result<SseEvent, std::convert::Infallible>>> {
-    let subscriber = state.store.events().subscribe();
+    let subscriber = state.telemetry.events.subscribe();
     let stream = futures::stream::unfold(
         (subscriber, state.stopping.clone()),
         |(mut subscriber, mut stopping)| async move {
@@ -95,11 +95,14 @@ pub async fn drop_model_cache(
 }
 
 pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    let (memory, disk) = state.store.usage();
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.metrics.render(&state.store),
+        state
+            .metrics
+            .render(&[(Tier::Memory, memory), (Tier::Disk, disk)]),
     )
 }

@@ -36,7 +36,7 @@ use crate::{
     config::ModelLive,
     error::{Error, Result},
     events::{Event, Events},
-    metrics::ModelSeries,
+    infer::metrics::ModelSeries,
 };
 
 /// What is fixed about how one model batches. The rest (`max_batch`,

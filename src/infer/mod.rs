@@ -23,6 +23,7 @@ pub mod batcher;
 pub mod budget;
 mod check;
 pub mod key;
+pub mod metrics;
 pub mod registry;
 pub mod tensor;
 pub mod text;

@@ -27,8 +27,9 @@ use super::{
 use crate::{
     config::{Config, ModelConfig, ModelLive},
     error::{Error, Result},
+    events::Events,
+    infer::metrics::ModelMetrics,
     memo::Store,
-    metrics::ModelMetrics,
 };
 
 /// A loaded model.
@@ -67,11 +68,13 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Load every model of `config`, concurrently.
+    /// Load every model of `config`, concurrently; their batchers report
+    /// runs to `events` and `metrics`.
     pub async fn load(
         config: &Config,
         store: &Store,
         budget: &Budget,
+        events: &Events,
         metrics: &ModelMetrics,
     ) -> Result<Registry> {
         let mut registry = Registry {
@@ -93,7 +96,7 @@ impl Registry {
         let loads = config
             .models
             .iter()
-            .map(|m| load_one(m.clone(), store, budget, metrics));
+            .map(|m| load_one(m.clone(), store, budget, events, metrics));
         let models = futures::future::try_join_all(loads).await?;
         *registry.models.get_mut() = models
             .into_iter()
@@ -140,6 +143,7 @@ async fn load_one(
     config: ModelConfig,
     store: &Store,
     budget: &Budget,
+    events: &Events,
     metrics: &ModelMetrics,
 ) -> Result<Arc<Model>> {
     let path = config.path.clone();
@@ -195,7 +199,7 @@ async fn load_one(
         },
         budget.clone(),
         metrics.series(&config.name),
-        store.events().clone(),
+        events.clone(),
         knobs.subscribe(),
     );
     Ok(Arc::new(Model {

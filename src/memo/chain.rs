@@ -71,9 +71,18 @@ impl Store {
     /// Open the store in `options.dir` and start its writer and sweeper.
     /// Must be called inside a tokio runtime.
     pub async fn open(options: StoreOptions) -> Result<Store> {
+        Store::open_reporting(options, Events::default(), CacheMetrics::default()).await
+    }
+
+    /// [`Store::open`], reporting changes to `events` and reads to
+    /// `metrics` (the server's [`crate::telemetry::Telemetry`]).
+    pub(crate) async fn open_reporting(
+        options: StoreOptions,
+        events: Events,
+        metrics: CacheMetrics,
+    ) -> Result<Store> {
         let fences = Arc::new(Fences::new());
-        let local = Local::open(options, fences.clone()).await?;
-        let metrics = CacheMetrics::default();
+        let local = Local::open(options, fences.clone(), events).await?;
         // The chain behind memory, in read order.
         let levels: Vec<Box<dyn Level>> = vec![Box::new(Disk(local.clone()))];
         let behind = levels

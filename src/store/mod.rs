@@ -199,9 +199,13 @@ struct Inner {
 
 impl Local {
     /// Open the tiers in `options.dir` and start the writer and sweeper;
-    /// every commit bumps `fences` before it touches memory. Must be called
-    /// inside a tokio runtime.
-    pub(crate) async fn open(options: StoreOptions, fences: Arc<dyn CommitFence>) -> Result<Local> {
+    /// every commit bumps `fences` before it touches memory, and changes
+    /// are reported to `events`. Must be called inside a tokio runtime.
+    pub(crate) async fn open(
+        options: StoreOptions,
+        fences: Arc<dyn CommitFence>,
+        events: Events,
+    ) -> Result<Local> {
         let clock = Clock::new();
         let dir = options.dir.clone();
         let disk_clock = clock.clone();
@@ -212,7 +216,6 @@ impl Local {
         .await
         .map_err(|e| Error::Storage(format!("opening the disk tier panicked: {e}")))??;
         let disk = Arc::new(disk);
-        let events = Events::default();
         let memory = MemoryTier::new(options.memory_capacity, clock.clone(), events.clone());
         let healthy = Arc::new(AtomicBool::new(true));
         let (writer, writer_task) = Writer::spawn(
