@@ -105,6 +105,13 @@ pub struct DiskTier {
     capacity: u64,
     /// Charged bytes the tier evicts down to (see the module docs).
     target: AtomicU64,
+    /// First write sequence of the last commit that wrote: the eviction
+    /// after a compaction spares that commit's writes too.
+    last_writes: AtomicU64,
+    /// The file's length right after the last compaction: a file no larger
+    /// than that is not compacted again (a tiny capacity can be below what
+    /// redb's own tables take).
+    compacted: AtomicU64,
     clock: Clock,
     entries: AtomicU64,
     bytes: AtomicU64,
@@ -133,6 +140,8 @@ impl DiskTier {
             file,
             capacity,
             target: AtomicU64::new(scale(capacity, LIVE_PERCENT * charged, 100 * pages)),
+            last_writes: AtomicU64::new(totals.next_seq),
+            compacted: AtomicU64::new(0),
             clock,
             entries: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
@@ -144,7 +153,10 @@ impl DiskTier {
 
     /// The live entry under `key`; expired entries are not served.
     pub fn get(&self, key: &Key) -> Result<Option<Entry>> {
-        let txn = self.file.db()?.begin_read().map_err(Error::storage)?;
+        // The guard outlives the transaction: no read is in progress while
+        // the file is reopened or compacted.
+        let db = self.file.db()?;
+        let txn = db.begin_read().map_err(Error::storage)?;
         let table = txn.open_table(ENTRIES).map_err(Error::storage)?;
         let Some(guard) = table
             .get((key.namespace, &key.id[..]))
@@ -213,10 +225,11 @@ impl DiskTier {
         self.file.len()
     }
 
-    /// Whether the file is larger than the capacity (then call
-    /// [`DiskTier::fit`]).
+    /// Whether the file is larger than the capacity, and has grown since
+    /// it was last compacted (then call [`DiskTier::fit`]).
     pub fn over_capacity(&self) -> bool {
-        self.file.len() > self.capacity
+        let len = self.file.len();
+        len > self.capacity && len > self.compacted.load(Ordering::Relaxed)
     }
 
     /// Whether writes are accepted (no failed commit since the last
@@ -228,16 +241,18 @@ impl DiskTier {
     /// Apply `ops` in order in one durable transaction, then evict down to
     /// the target. While writes are suspended, refuses at once.
     pub fn apply(&self, ops: &[&Op]) -> Result<Applied> {
+        self.guarded(|| self.commit(ops, None))
+    }
+
+    /// Run `work` unless writes are suspended; suspend them if it fails
+    /// (redb refuses every write after a failed commit anyway).
+    fn guarded<T>(&self, work: impl FnOnce() -> Result<T>) -> Result<T> {
         if let Some(err) = &*self.broken.lock() {
             return Err(Error::Storage(format!(
                 "disk writes are suspended since a commit failed ({err}); retrying"
             )));
         }
-        let result = self.commit(ops);
-        if let Err(err) = &result {
-            *self.broken.lock() = Some(err.clone());
-        }
-        result
+        work().inspect_err(|err| *self.broken.lock() = Some(err.clone()))
     }
 
     /// Reopen the database after a failed commit, once the storage takes
@@ -257,14 +272,15 @@ impl DiskTier {
             if !self.over_capacity() {
                 break;
             }
-            self.file.compact().inspect_err(|err| {
-                *self.broken.lock() = Some(err.clone());
-            })?;
-            self.learn(self.file.len());
+            self.guarded(|| self.file.compact())?;
+            let len = self.file.len();
+            self.compacted.store(len, Ordering::Relaxed);
+            self.learn(len);
             if self.usage().1 <= self.target.load(Ordering::Relaxed) {
                 break;
             }
-            let evicted = self.apply(&[])?;
+            let spared = self.last_writes.load(Ordering::Relaxed);
+            let evicted = self.guarded(|| self.commit(&[], Some(spared)))?;
             done.expired += evicted.expired;
             done.evicted += evicted.evicted;
         }
@@ -284,16 +300,19 @@ impl DiskTier {
             .store(target.min(self.capacity), Ordering::Relaxed);
     }
 
-    fn commit(&self, ops: &[&Op]) -> Result<Applied> {
+    /// One transaction: `ops`, then eviction down to the target of entries
+    /// written before `spare_from` (default: this commit's first write).
+    fn commit(&self, ops: &[&Op], spare_from: Option<u64>) -> Result<Applied> {
         let db = self.file.db()?;
         let mut txn = db.begin_write().map_err(Error::storage)?;
         // Saves the allocator state with each commit: a crash recovers in
         // milliseconds instead of walking the whole file.
         txn.set_quick_repair(true);
         let target = self.target.load(Ordering::Relaxed);
-        let (applied, totals) = {
+        let (applied, totals, first_seq) = {
             let mut t = Tables::open(&txn)?;
             let first_seq = t.totals.next_seq;
+            let spare_from = spare_from.unwrap_or(first_seq);
             let now = self.clock.now_ms();
             let mut counts = Vec::with_capacity(ops.len());
             for op in ops {
@@ -307,17 +326,20 @@ impl DiskTier {
             let (mut expired, mut evicted) = (0, 0);
             if t.totals.bytes > target {
                 expired = t.sweep(now, usize::MAX)?;
-                evicted = t.evict_oldest(target, first_seq)?;
+                evicted = t.evict_oldest(target, spare_from)?;
             }
             let applied = Applied {
                 counts,
                 expired,
                 evicted,
             };
-            (applied, t.save(&txn)?)
+            (applied, t.save(&txn)?, first_seq)
         };
         txn.commit().map_err(Error::storage)?;
         self.publish(&totals);
+        if !ops.is_empty() {
+            self.last_writes.store(first_seq, Ordering::Relaxed);
+        }
         Ok(applied)
     }
 

@@ -178,3 +178,29 @@ fn a_failed_commit_suspends_writes_until_recovered() {
         assert_eq!(disk.get(&key(id)).unwrap().is_some(), there, "{id}");
     }
 }
+
+#[test]
+fn the_compaction_after_a_commit_spares_its_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let capacity = 256 << 10;
+    let disk = DiskTier::open(dir.path(), capacity, Clock::new()).unwrap();
+    let big = Op::Put {
+        key: key("big"),
+        entry: entry(&vec![7u8; 200 << 10], None),
+    };
+    disk.apply(&[&big]).unwrap();
+    assert!(disk.over_capacity(), "{} bytes", disk.file_len());
+    disk.fit().unwrap();
+    assert!(
+        disk.get(&key("big")).unwrap().is_some(),
+        "acknowledged by the commit before"
+    );
+    assert!(!disk.over_capacity(), "not compacted again until it grows");
+    // A later write may evict it, as any older entry.
+    let small = Op::Put {
+        key: key("small"),
+        entry: entry(b"v", None),
+    };
+    assert_eq!(disk.apply(&[&small]).unwrap().evicted, 1);
+    assert!(disk.get(&key("big")).unwrap().is_none());
+}
