@@ -39,14 +39,7 @@ async fn a_full_disk_fails_writes_keeps_reads_and_recovers() {
     assert_eq!(err.status(), 500);
     assert!(!store.disk_healthy(), "/healthz reports the failing disk");
     // Reads go on, from memory and from disk.
-    for i in 0..100u32 {
-        let (entry, _) = store
-            .get(&Key::new(0, i.to_le_bytes()))
-            .await
-            .unwrap()
-            .expect("acknowledged");
-        assert_eq!(entry.value, vec![i as u8; 100]);
-    }
+    all_readable(&store, "while the disk is full").await;
     assert!(
         store.get(&Key::new(0, b"new")).await.unwrap().is_none(),
         "a failed write is not visible"
@@ -69,14 +62,7 @@ async fn a_full_disk_fails_writes_keeps_reads_and_recovers() {
         .put(Key::new(0, b"later"), Entry::new("v"))
         .await
         .expect("writes are accepted again without a restart");
-    for i in 0..100u32 {
-        let (entry, _) = store
-            .get(&Key::new(0, i.to_le_bytes()))
-            .await
-            .unwrap()
-            .expect("acknowledged, read after the reopen");
-        assert_eq!(entry.value, vec![i as u8; 100]);
-    }
+    all_readable(&store, "after the reopen").await;
     store.close().await;
     drop(store);
     // A restart sees every acknowledged entry, and nothing refused.
@@ -86,14 +72,20 @@ async fn a_full_disk_fails_writes_keeps_reads_and_recovers() {
     })
     .await
     .unwrap();
-    for i in 0..100u32 {
-        assert!(store
-            .get(&Key::new(0, i.to_le_bytes()))
-            .await
-            .unwrap()
-            .is_some());
-    }
+    all_readable(&store, "after a restart").await;
     assert!(store.get(&Key::new(0, b"later")).await.unwrap().is_some());
     assert!(store.get(&Key::new(0, b"new")).await.unwrap().is_none());
     assert!(store.get(&Key::new(0, b"refused")).await.unwrap().is_none());
+}
+
+/// The 100 entries written (and acknowledged) before the disk filled.
+async fn all_readable(store: &Store, when: &str) {
+    for i in 0..100u32 {
+        let (entry, _) = store
+            .get(&Key::new(0, i.to_le_bytes()))
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("acknowledged entry {i} missing {when}"));
+        assert_eq!(entry.value, vec![i as u8; 100]);
+    }
 }
