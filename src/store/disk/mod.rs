@@ -59,8 +59,10 @@ use crate::error::{Error, Result};
 /// the per-entry overhead. `max_value_size` plus this must fit
 /// `disk_capacity`, or a value of the limit would be larger than the tier.
 pub const ENTRY_RESERVE: u64 = 4096;
-/// Expired entries removed per sweep transaction, so a sweep never holds
-/// the writer for long.
+/// Expired entries removed per sweep transaction, and expired or old
+/// entries removed per commit to make room, so neither holds the writer
+/// for long (a tier far above its target, e.g. one written by a version
+/// that bounded less, catches up over several commits).
 pub const SWEEP_LIMIT: usize = 10_000;
 /// Live pages, in percent of the capacity, the eviction target aims at:
 /// after a doubling the file is still under the capacity.
@@ -325,8 +327,8 @@ impl DiskTier {
             }
             let (mut expired, mut evicted) = (0, 0);
             if t.totals.bytes > target {
-                expired = t.sweep(now, usize::MAX)?;
-                evicted = t.evict_oldest(target, spare_from)?;
+                expired = t.sweep(now, SWEEP_LIMIT)?;
+                evicted = t.evict_oldest(target, spare_from, SWEEP_LIMIT as u64)?;
             }
             let applied = Applied {
                 counts,

@@ -163,11 +163,12 @@ impl<'txn> Tables<'txn> {
     }
 
     /// Remove the oldest-written entries until the total fits `target`,
-    /// but none written at or after sequence `keep_from`: a commit never
-    /// evicts its own writes, which are acknowledged once it returns.
-    pub(super) fn evict_oldest(&mut self, target: u64, keep_from: u64) -> Result<u64> {
+    /// at most `limit` of them and none written at or after sequence
+    /// `keep_from`: a commit never evicts its own writes, which are
+    /// acknowledged once it returns.
+    pub(super) fn evict_oldest(&mut self, target: u64, keep_from: u64, limit: u64) -> Result<u64> {
         let mut evicted = 0;
-        while self.totals.bytes > target {
+        while self.totals.bytes > target && evicted < limit {
             let Some(seq) = self
                 .by_seq
                 .first()
