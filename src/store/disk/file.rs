@@ -101,7 +101,7 @@ impl DbFile {
             .and_then(|file| backend(file, self.fault.as_ref()))
             .and_then(|probe| {
                 probe.set_len(PROBE_BYTES as u64)?;
-                probe.write(0, &[0xA5; PROBE_BYTES])?;
+                probe.write(0, &vec![0xA5; PROBE_BYTES])?;
                 probe.sync_data()?;
                 probe.close()
             });
