@@ -11,34 +11,29 @@ use std::{future::Future, sync::Arc, time::Instant};
 
 use axum::serve::Listener;
 
+pub use crate::reload::Source;
 use crate::{
-    config::{Config, Live},
+    config::Config,
     error::Result,
     http::{router, AppState},
     infer::{budget::Budget, registry::Registry, Inference},
     listen::{serve, Limits},
     memo::Memo,
     metrics::{Metrics, ModelMetrics},
-    store::Store,
+    store::{Store, StoreOptions},
 };
 
-/// Serve the API on `listener` until `shutdown` completes.
+/// Serve the API on `listener` until `shutdown` completes. `source` is a
+/// [`Config`], or a [`Source::reloading`] one: on each reload signal the
+/// configuration is read again and its live settings take effect for the
+/// next request, batch and write (see `reload.rs`).
 pub async fn run<L: Listener>(
     listener: L,
-    config: Config,
+    source: impl Into<Source>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    run_live(listener, crate::config::fixed(config), shutdown).await
-}
-
-/// [`run`] with a live configuration: every value sent on the channel's
-/// sender (e.g. by a SIGHUP reload, see [`Config::reloaded`]) takes effect
-/// for the next request, batch and write.
-pub async fn run_live<L: Listener>(
-    listener: L,
-    live: Live,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<()> {
+    let Source { config, reload } = source.into();
+    let (publish, live) = tokio::sync::watch::channel(Arc::new(config));
     let config = live.borrow().clone();
     if let crate::config::Listen::Tcp(addr) = &config.listen {
         if !addr.ip().is_loopback() && config.auth_token.is_none() {
@@ -48,10 +43,10 @@ pub async fn run_live<L: Listener>(
             );
         }
     }
-    let store = Store::open(config.store_options()).await?;
+    let store = Store::open(store_options(&config)).await?;
     let model_metrics = ModelMetrics::default();
     let budget = Budget::new(config.vram_units, model_metrics.vram_units_in_use.clone());
-    let registry = Registry::load(&config, &store, &budget, &model_metrics, &live).await?;
+    let registry = Registry::load(&config, &store, &budget, &model_metrics).await?;
     let inference = Inference::new(registry, Memo::new(store.clone()), live.clone());
     let metrics = Metrics::new(&store, &model_metrics);
     let (stop, stopping) = tokio::sync::watch::channel(false);
@@ -59,7 +54,6 @@ pub async fn run_live<L: Listener>(
         shutdown.await;
         let _ = stop.send(true);
     };
-    tokio::spawn(follow_reloads(live.clone(), store.clone()));
     let state = Arc::new(AppState {
         live,
         store: store.clone(),
@@ -69,20 +63,47 @@ pub async fn run_live<L: Listener>(
         started: Instant::now(),
         stopping,
     });
+    let reloading = reload.map(|(args, signal)| {
+        tokio::spawn(crate::reload::follow(args, signal, publish, state.clone()))
+    });
     let limits = Limits::new(config.max_connections, config.header_timeout);
     let app = router(state);
     serve(listener, app, limits, shutdown).await;
+    if let Some(task) = reloading {
+        task.abort();
+    }
     tracing::info!("connections drained; flushing the disk writer");
     store.close().await;
     tracing::info!("shut down cleanly");
     Ok(())
 }
 
-/// Apply reloaded settings that live in components rather than being read
-/// per request.
-async fn follow_reloads(mut live: Live, store: Store) {
-    while live.changed().await.is_ok() {
-        let limit = live.borrow_and_update().max_value_size;
-        store.set_max_value_size(limit);
+/// The part of the config the two-tier store needs.
+fn store_options(config: &Config) -> StoreOptions {
+    StoreOptions {
+        dir: config.data_dir.clone(),
+        memory_capacity: config.memory_capacity,
+        disk_capacity: config.disk_capacity,
+        max_value_size: config.max_value_size,
+        write_queue: config.write_queue,
+        write_batch: config.write_batch,
+        write_delay: config.write_delay,
+        sweep_interval: config.sweep_interval,
+        disk_full: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The store keeps its own defaults (it imports no config); they are
+    /// the server's.
+    #[test]
+    fn store_defaults_are_the_servers() {
+        assert_eq!(
+            format!("{:?}", store_options(&Config::default())),
+            format!("{:?}", StoreOptions::default())
+        );
     }
 }

@@ -14,9 +14,9 @@ use std::{
 };
 
 use axum::{routing::get, Router};
-use common::{temp_dir, TestServer};
+use common::{raw_http::send_partial, temp_dir, TestServer};
 use infercache::listen::{serve, Limits, MAX_CONCURRENT_STREAMS};
-use tokio::{io::AsyncWriteExt, net::TcpStream, sync::Notify};
+use tokio::{net::TcpStream, sync::Notify};
 
 /// An h2c (prior knowledge) connection to `addr`.
 async fn h2c(addr: &str) -> h2::client::SendRequest<bytes::Bytes> {
@@ -52,11 +52,7 @@ enum Hog {
 async fn hog(kind: Hog, addr: &str) -> Box<dyn std::any::Any + Send> {
     match kind {
         Hog::Silent => Box::new(TcpStream::connect(addr).await.unwrap()),
-        Hog::PartialPreface => {
-            let mut tcp = TcpStream::connect(addr).await.unwrap();
-            tcp.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
-            Box::new(tcp)
-        }
+        Hog::PartialPreface => Box::new(send_partial(addr, b"PRI * HTTP/2.0\r\n").await),
         Hog::IdleH2c => {
             let client = h2c(addr).await;
             assert_eq!(h2_get(client.clone(), "/healthz").await.unwrap(), 200);
@@ -85,7 +81,7 @@ async fn connections_without_a_request_free_their_slots() {
             a.header_timeout = Some(Duration::from_millis(500).into());
         })
         .await;
-        let addr = server.base.trim_start_matches("http://");
+        let addr = server.addr();
         let hogs = [hog(kind, addr).await, hog(kind, addr).await];
         let started = Instant::now();
         let client = reqwest::Client::builder()

@@ -8,7 +8,7 @@ mod common;
 use std::{collections::HashMap, path::Path};
 
 use bytes::Bytes;
-use common::{metric, model, temp_dir, ChildServer, TestServer};
+use common::{infer_mlp, metric, model, temp_dir, ChildServer, TestServer, UnixServer};
 use futures::StreamExt;
 use infercache::grpc::proto::{
     grpc_inference_service_client::GrpcInferenceServiceClient,
@@ -17,18 +17,18 @@ use infercache::grpc::proto::{
     InferTensorContents, ModelInferRequest, ModelInferResponse, ModelMetadataRequest,
     ModelReadyRequest, ServerLiveRequest, ServerMetadataRequest, ServerReadyRequest,
 };
-use serde_json::{json, Value};
+use serde_json::json;
 use tonic::{transport::Channel, Code};
 
 type Client = GrpcInferenceServiceClient<Channel>;
 
+async fn channel(base: &str) -> Channel {
+    let endpoint = tonic::transport::Endpoint::from_shared(base.to_string()).unwrap();
+    endpoint.connect().await.unwrap()
+}
+
 async fn client(base: &str) -> Client {
-    let channel = tonic::transport::Endpoint::from_shared(base.to_string())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    GrpcInferenceServiceClient::new(channel)
+    GrpcInferenceServiceClient::new(channel(base).await)
 }
 
 async fn start(dir: &Path) -> TestServer {
@@ -36,6 +36,22 @@ async fn start(dir: &Path) -> TestServer {
         a.models = vec![model("mlp", "mlp"), model("two_io", "two_io")];
     })
     .await
+}
+
+async fn start_with_client(dir: &Path) -> (TestServer, Client) {
+    let server = start(dir).await;
+    let c = client(&server.base).await;
+    (server, c)
+}
+
+async fn server_live(c: &mut Client) -> bool {
+    let live = c.server_live(ServerLiveRequest {}).await.unwrap();
+    live.into_inner().live
+}
+
+async fn server_ready(c: &mut Client) -> bool {
+    let ready = c.server_ready(ServerReadyRequest {}).await.unwrap();
+    ready.into_inner().ready
 }
 
 fn row(seed: u32) -> Vec<f32> {
@@ -94,28 +110,6 @@ async fn infer(c: &mut Client, request: ModelInferRequest) -> (String, String, M
     (header, param, body)
 }
 
-/// `y` over REST JSON: (X-Cache, f32 bit patterns).
-async fn rest_mlp(server: &TestServer, rows: &[Vec<f32>]) -> (String, Vec<u32>) {
-    let body = json!({"inputs": [{"name": "x", "shape": [rows.len(), 16], "datatype": "FP32", "data": rows.concat()}]});
-    let resp = server
-        .client
-        .post(server.url("/v2/models/mlp/infer"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let cache = resp.headers()["x-cache"].to_str().unwrap().to_string();
-    let v: Value = resp.json().await.unwrap();
-    let bits = v["outputs"][0]["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| (x.as_f64().unwrap() as f32).to_bits())
-        .collect();
-    (cache, bits)
-}
-
 fn bits(raw: &Bytes) -> Vec<u32> {
     raw.chunks_exact(4)
         .map(|c| f32::from_le_bytes(c.try_into().unwrap()).to_bits())
@@ -125,22 +119,9 @@ fn bits(raw: &Bytes) -> Vec<u32> {
 #[tokio::test]
 async fn health_and_metadata() {
     let dir = temp_dir();
-    let server = start(dir.path()).await;
-    let mut c = client(&server.base).await;
-    assert!(
-        c.server_live(ServerLiveRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .live
-    );
-    assert!(
-        c.server_ready(ServerReadyRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .ready
-    );
+    let (server, mut c) = start_with_client(dir.path()).await;
+    assert!(server_live(&mut c).await);
+    assert!(server_ready(&mut c).await);
     let meta = c
         .server_metadata(ServerMetadataRequest {})
         .await
@@ -192,11 +173,10 @@ async fn health_and_metadata() {
 #[tokio::test]
 async fn one_cache_across_grpc_and_rest() {
     let dir = temp_dir();
-    let server = start(dir.path()).await;
-    let mut c = client(&server.base).await;
+    let (server, mut c) = start_with_client(dir.path()).await;
     // Computed over REST, a hit over gRPC, with the same bits.
     let rows = [row(1), row(2)];
-    let (cache, rest_bits) = rest_mlp(&server, &rows).await;
+    let (cache, rest_bits) = infer_mlp(&server, &rows).await;
     assert_eq!(cache, "miss");
     let (header, param, response) = infer(&mut c, mlp(&rows)).await;
     assert_eq!((header.as_str(), param.as_str()), ("hit", "hit"));
@@ -216,7 +196,7 @@ async fn one_cache_across_grpc_and_rest() {
     let (header, _, second) = infer(&mut c, typed).await;
     assert_eq!(header, "hit");
     assert_eq!(first.raw_output_contents, second.raw_output_contents);
-    let (cache, rest_bits) = rest_mlp(&server, &rows).await;
+    let (cache, rest_bits) = infer_mlp(&server, &rows).await;
     assert_eq!(cache, "hit");
     assert_eq!(bits(&first.raw_output_contents[0]), rest_bits);
     // A new row next to cached ones is computed alone; `no-cache` recomputes.
@@ -241,8 +221,7 @@ async fn one_cache_across_grpc_and_rest() {
 #[tokio::test]
 async fn requested_outputs_and_ids_are_honoured() {
     let dir = temp_dir();
-    let server = start(dir.path()).await;
-    let mut c = client(&server.base).await;
+    let (server, mut c) = start_with_client(dir.path()).await;
     let a: Vec<f32> = vec![1.0, 2.0, 3.0, 4.0];
     let request = |outputs: &[&str]| ModelInferRequest {
         model_name: "two_io".into(),
@@ -384,13 +363,7 @@ async fn the_bearer_token_guards_grpc_but_not_liveness() {
     })
     .await;
     let mut c = client(&server.base).await;
-    assert!(
-        c.server_live(ServerLiveRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .live
-    );
+    assert!(server_live(&mut c).await);
     for token in [None, Some("Bearer wrong"), Some("s3cret")] {
         let mut request = tonic::Request::new(mlp(&[row(0)]));
         if let Some(t) = token {
@@ -422,8 +395,7 @@ async fn the_bearer_token_guards_grpc_but_not_liveness() {
 #[tokio::test]
 async fn streams_answer_each_request_in_order() {
     let dir = temp_dir();
-    let server = start(dir.path()).await;
-    let mut c = client(&server.base).await;
+    let (server, mut c) = start_with_client(dir.path()).await;
     let mut bad = mlp(&[row(9)]);
     bad.model_name = "nope".into();
     let requests = vec![mlp(&[row(5)]), bad, mlp(&[row(5), row(6)]), mlp(&[row(6)])];
@@ -462,13 +434,7 @@ async fn unknown_rpcs_are_unimplemented_and_http_still_works() {
     let dir = temp_dir();
     let server = start(dir.path()).await;
     // A method of the protocol infercache does not serve (ModelConfig).
-    let mut grpc = tonic::client::Grpc::new(
-        tonic::transport::Endpoint::from_shared(server.base.clone())
-            .unwrap()
-            .connect()
-            .await
-            .unwrap(),
-    );
+    let mut grpc = tonic::client::Grpc::new(channel(&server.base).await);
     grpc.ready().await.unwrap();
     let path = "/inference.GRPCInferenceService/ModelConfig"
         .parse()
@@ -496,18 +462,10 @@ async fn unknown_rpcs_are_unimplemented_and_http_still_works() {
 async fn grpc_over_a_unix_socket() {
     let dir = temp_dir();
     let sock = dir.path().join("infercache.sock");
-    let mut args = infercache::ServeArgs {
-        data_dir: Some(dir.path().join("data")),
-        listen: Some(format!("unix:{}", sock.display())),
-        ..Default::default()
-    };
-    args.models = vec![model("mlp", "mlp")];
-    let config = infercache::Config::from_args(&args).unwrap();
     let listener = infercache::listen::bind_unix(&sock).unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(infercache::run(listener, config, async {
-        let _ = stopped.await;
-    }));
+    let server = UnixServer::start(listener, &sock, dir.path().join("data"), |a| {
+        a.models = vec![model("mlp", "mlp")];
+    });
     let path = sock.clone();
     let channel = tonic::transport::Endpoint::from_static("http://localhost")
         .connect_with_connector(tower::service_fn(move |_| {
@@ -524,8 +482,7 @@ async fn grpc_over_a_unix_socket() {
     assert_eq!(header, "miss");
     assert_eq!(response.outputs[0].shape, [1, 4]);
     drop(c);
-    let _ = stop.send(());
-    task.await.unwrap().unwrap();
+    server.stop().await;
 }
 
 #[tokio::test]
@@ -540,13 +497,7 @@ async fn without_onnx_runtime_infer_is_unavailable() {
     let err = c.model_infer(mlp(&[row(0)])).await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "{err}");
     assert!(err.message().contains("scripts/setup"), "{err}");
-    assert!(
-        !c.server_ready(ServerReadyRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .ready
-    );
+    assert!(!server_ready(&mut c).await);
 }
 
 /// A full queue, deterministically: one unit of VRAM budget, held by a
@@ -629,20 +580,8 @@ async fn a_full_queue_is_resource_exhausted() {
     assert!(refused.len() <= 3, "the first row is always taken");
     // Healthy: live, ready, and a refused row is computed, then a hit.
     let mut c = c;
-    assert!(
-        c.server_live(ServerLiveRequest {})
-            .await
-            .unwrap()
-            .get_ref()
-            .live
-    );
-    assert!(
-        c.server_ready(ServerReadyRequest {})
-            .await
-            .unwrap()
-            .get_ref()
-            .ready
-    );
+    assert!(server_live(&mut c).await);
+    assert!(server_ready(&mut c).await);
     let again = mlp(&[row(900 + refused[0])]);
     assert_eq!(infer(&mut c, again.clone()).await.0, "miss");
     assert_eq!(infer(&mut c, again).await.0, "hit");

@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 
 use bytes::Bytes;
-use common::{metric, model, temp_dir, TestServer};
+use common::{infer_mlp, metric, mlp_request, model, temp_dir, TestServer};
 use infercache::infer::{
     backend::{self, Backend, BackendOptions},
     tensor::{DataType, Tensor},
@@ -24,11 +24,6 @@ fn row(seed: u32) -> Vec<f32> {
         .collect()
 }
 
-fn mlp_request(rows: &[Vec<f32>]) -> Value {
-    let data: Vec<f32> = rows.concat();
-    json!({"inputs": [{"name": "x", "shape": [rows.len(), 16], "datatype": "FP32", "data": data}]})
-}
-
 async fn post(server: &TestServer, model: &str, body: &Value) -> reqwest::Response {
     server
         .client
@@ -37,22 +32,6 @@ async fn post(server: &TestServer, model: &str, body: &Value) -> reqwest::Respon
         .send()
         .await
         .unwrap()
-}
-
-/// (X-Cache, output `y` as f32 bit patterns)
-async fn infer_mlp(server: &TestServer, rows: &[Vec<f32>]) -> (String, Vec<u32>) {
-    let resp = post(server, "mlp", &mlp_request(rows)).await;
-    assert_eq!(resp.status(), StatusCode::OK);
-    let cache = resp.headers()["x-cache"].to_str().unwrap().to_string();
-    let body: Value = resp.json().await.unwrap();
-    assert_eq!(body["outputs"][0]["shape"], json!([rows.len(), 4]));
-    let y = body["outputs"][0]["data"].as_array().unwrap();
-    (
-        cache,
-        y.iter()
-            .map(|v| (v.as_f64().unwrap() as f32).to_bits())
-            .collect(),
-    )
 }
 
 fn direct_mlp(rows: &[Vec<f32>]) -> Vec<u32> {
@@ -221,15 +200,7 @@ async fn a_one_unit_budget_never_runs_two_models_at_once() {
     for r in futures::future::join_all(calls).await {
         assert_eq!(r.status(), StatusCode::OK);
     }
-    let stats: Value = server
-        .client
-        .get(server.url("/v1/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = server.get_json("/v1/stats").await;
     assert_eq!(stats["vram_units_peak"], 1, "{stats}");
     let runs = metric(
         &server.client,
@@ -298,28 +269,12 @@ async fn every_fixture_model_matches_onnxruntime() {
     assert_eq!(got["outputs"].as_array().unwrap().len(), 1);
     assert_eq!(got["outputs"][0]["name"], "count");
     // Metadata as tritonclient reads it.
-    let meta: Value = server
-        .client
-        .get(server.url("/v2/models/mlp"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let meta = server.get_json("/v2/models/mlp").await;
     assert_eq!(
         meta["inputs"][0],
         json!({"name": "x", "datatype": "FP32", "shape": [-1, 16]})
     );
-    let fixed: Value = server
-        .client
-        .get(server.url("/v2/models/fixed"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let fixed = server.get_json("/v2/models/fixed").await;
     assert_eq!(fixed["inputs"][0]["shape"], json!([2, 8]));
     server.stop().await;
 }

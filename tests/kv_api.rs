@@ -4,7 +4,7 @@
 mod common;
 
 use bytesize::ByteSize;
-use common::{encode_key, temp_dir, TestServer};
+use common::{encode_key, get_text, temp_dir, TestServer};
 use rand::{Rng, RngCore, SeedableRng};
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -80,15 +80,7 @@ async fn random_binary_values_round_trip() {
         let head = server.client.head(&url).send().await.unwrap();
         assert_eq!(head.status(), StatusCode::NOT_FOUND);
     }
-    let stats = json(
-        server
-            .client
-            .get(server.url("/v1/stats"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let stats = server.get_json("/v1/stats").await;
     assert_eq!(stats["disk"]["entries"], 0);
     server.stop().await;
 }
@@ -156,15 +148,7 @@ async fn tiers_stay_within_capacity() {
     use futures::StreamExt;
     let statuses: Vec<StatusCode> = writes.buffer_unordered(16).collect().await;
     assert!(statuses.iter().all(|s| *s == StatusCode::NO_CONTENT));
-    let stats = json(
-        server
-            .client
-            .get(server.url("/v1/stats"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let stats = server.get_json("/v1/stats").await;
     // Both tiers count their bytes exactly (moka's weighted size after its
     // pending work, our own totals on disk), so no slack is allowed here.
     let memory_bytes = stats["memory"]["bytes"].as_u64().unwrap();
@@ -404,14 +388,7 @@ async fn metrics_name_the_cache_series() {
         .unwrap();
     c.get(server.url("/v1/kv/a")).send().await.unwrap();
     c.get(server.url("/v1/kv/b")).send().await.unwrap();
-    let text = c
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(c, &server.url("/metrics")).await;
     for series in [
         "infercache_cache_hits_total{tier=\"memory\"} 1",
         "infercache_cache_misses_total 1",

@@ -4,13 +4,7 @@
 
 mod common;
 
-use std::{
-    io::{BufRead, BufReader},
-    process::{Command, Stdio},
-    time::Duration,
-};
-
-use common::{fixture, temp_dir};
+use common::{fixture, temp_dir, ChildServer};
 use infercache::grpc::proto::{
     grpc_inference_service_client::GrpcInferenceServiceClient, ModelInferRequest,
 };
@@ -20,52 +14,27 @@ use serde_json::Value;
 /// and return its stderr lines.
 fn run_and_collect(extra: &[&str], env: &[(&str, &str)]) -> Vec<String> {
     let dir = temp_dir();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_infercache"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .arg(format!("--model=mlp={}", fixture("mlp").display()))
-        .args(extra)
-        .envs(env.iter().copied())
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut lines = Vec::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(at) = line.find("listening on http://") {
-                let rest = &line[at + "listening on http://".len()..];
-                let addr: String = rest
-                    .chars()
-                    .take_while(|c| !matches!(c, '"' | ' '))
-                    .collect();
-                let _ = tx.send(addr);
-            }
-            lines.push(line);
-        }
-        lines
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("the server started");
+    let model = format!("--model=mlp={}", fixture("mlp").display());
+    let mut command = ChildServer::command(dir.path(), &[&model]);
+    command.args(extra).envs(env.iter().copied());
+    let server = ChildServer::start(command);
+    let base = server.base.clone();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let http = reqwest::Client::new();
         let body = serde_json::json!({"inputs": [{"name": "x", "shape": [1, 16], "datatype": "FP32", "data": vec![0.5f32; 16]}]});
         for _ in 0..2 {
             let resp = http
-                .post(format!("http://{addr}/v2/models/mlp/infer"))
+                .post(format!("{base}/v2/models/mlp/infer"))
                 .json(&body)
                 .send()
                 .await
                 .unwrap();
             assert_eq!(resp.status(), 200);
         }
-        let resp = http.get(format!("http://{addr}/nope")).send().await.unwrap();
+        let resp = http.get(format!("{base}/nope")).send().await.unwrap();
         assert_eq!(resp.status(), 404);
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        let channel = tonic::transport::Endpoint::from_shared(base.clone())
             .unwrap()
             .connect()
             .await
@@ -78,10 +47,7 @@ fn run_and_collect(extra: &[&str], env: &[(&str, &str)]) -> Vec<String> {
         let err = grpc.model_infer(request).await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::NotFound);
     });
-    // SAFETY: kill(2) on our own child's pid has no memory effects.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
-    assert!(child.wait().unwrap().success());
-    reader.join().unwrap()
+    server.stop_and_collect()
 }
 
 #[test]

@@ -3,49 +3,19 @@
 
 mod common;
 
-use std::{
-    io::{BufRead, BufReader},
-    process::{Command, Stdio},
-    time::Duration,
-};
-
-use common::{fixture, temp_dir};
+use common::{fixture, temp_dir, ChildServer};
 
 #[tokio::test]
 async fn the_default_log_shows_ort_only_from_warn() {
     let dir = temp_dir();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_infercache"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .arg("--model")
-        .arg(format!("mlp={}", fixture("mlp").display()))
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the infercache binary");
-    let stderr = child.stderr.take().unwrap();
-    let (address, addressed) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut lines = Vec::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(at) = line.find("listening on http://") {
-                let _ = address.send(line[at + "listening on ".len()..].trim().to_string());
-            }
-            lines.push(line);
-        }
-        lines
-    });
-    let base = addressed
-        .recv_timeout(Duration::from_secs(20))
-        .expect("the server printed its address");
+    let model = format!("mlp={}", fixture("mlp").display());
+    let mut command = ChildServer::command(dir.path(), &["--model", &model]);
+    command.env_remove("RUST_LOG");
+    let server = ChildServer::start(command);
     // Models are loaded before the first request is answered.
-    let ready = reqwest::get(format!("{base}/v2/models/mlp/ready")).await;
+    let ready = reqwest::get(server.url("/v2/models/mlp/ready")).await;
     assert_eq!(ready.unwrap().status(), 200);
-    // SAFETY: kill(2) on our own child's pid.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
-    assert!(child.wait().unwrap().success());
-    let lines = reader.join().unwrap();
+    let lines = server.stop_and_collect();
     let ort_info: Vec<_> = lines
         .iter()
         .filter(|l| l.contains(" ort") && (l.contains(" INFO ") || l.contains(" DEBUG ")))

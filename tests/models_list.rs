@@ -1,6 +1,7 @@
 //! OpenAI's `GET /v1/models`: only text models (with a tokenizer) are
 //! listed, in OpenAI's shape, and an unknown one is a 404 in OpenAI's error
-//! shape; the bearer token guards them like every other endpoint.
+//! shape; the bearer token guards them like every other endpoint, and its
+//! refusal is in OpenAI's shape too.
 
 mod common;
 
@@ -52,5 +53,17 @@ async fn lists_text_models_in_openai_shape() {
         .await
         .unwrap();
     assert_eq!(anonymous.status(), 401);
+    let body: Value = anonymous.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "authentication_error", "{body}");
+    let anonymous = server
+        .client
+        .post(server.url("/v1/embeddings"))
+        .json(&serde_json::json!({"model": "minilm", "input": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let body: Value = anonymous.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "authentication_error", "{body}");
     server.stop().await;
 }

@@ -102,3 +102,64 @@ async fn sighup_reloads_live_settings_without_dropping_requests() {
         StatusCode::PAYLOAD_TOO_LARGE
     );
 }
+
+/// The library's reload loop: `server::run` with a [`Source::reloading`]
+/// re-reads the file on each signal and publishes a model's live knobs to
+/// the model itself (here `max_inputs`, read on every embeddings request).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_signal_publishes_model_knobs() {
+    use infercache::{server::Source, Config, ServeArgs};
+
+    let dir = temp_dir();
+    let file = dir.path().join("infercache.toml");
+    let assets = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models/minilm");
+    let write = |max_inputs: usize| {
+        let text = format!(
+            "[[model]]\nname = \"minilm\"\npath = {:?}\ntokenizer = {:?}\nmax_inputs = {max_inputs}\n",
+            assets.join("model.onnx"),
+            assets.join("tokenizer.json"),
+        );
+        std::fs::write(&file, text).unwrap();
+    };
+    write(4);
+    let args = ServeArgs {
+        config: Some(file.clone()),
+        data_dir: Some(dir.path().join("data")),
+        ..Default::default()
+    };
+    let config = Config::from_args(&args).unwrap();
+    let (reload, signal) = futures::channel::mpsc::unbounded::<()>();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1/embeddings", listener.local_addr().unwrap());
+    let server = tokio::spawn(infercache::run(
+        listener,
+        Source::reloading(config, args, signal),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let http = reqwest::Client::new();
+    let embed = || async {
+        http.post(&url)
+            .json(&serde_json::json!({"model": "minilm", "input": ["one", "two"]}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(embed().await, StatusCode::OK);
+    write(1);
+    reload.unbounded_send(()).unwrap();
+    let mut status = StatusCode::OK;
+    for _ in 0..100 {
+        status = embed().await;
+        if status != StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+}

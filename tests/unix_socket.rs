@@ -5,17 +5,11 @@ use std::os::unix::fs::PermissionsExt;
 
 mod common;
 
-use common::UnixServer;
+use common::{
+    raw_http::{http, Framing},
+    UnixServer,
+};
 use infercache::listen::bind_unix;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-async fn request(path: &std::path::Path, raw: &str) -> String {
-    let mut stream = tokio::net::UnixStream::connect(path).await.unwrap();
-    stream.write_all(raw.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    stream.read_to_string(&mut out).await.unwrap();
-    out
-}
 
 #[tokio::test]
 async fn serves_over_a_unix_socket_with_safe_replacement() {
@@ -31,22 +25,19 @@ async fn serves_over_a_unix_socket_with_safe_replacement() {
     let err = bind_unix(&sock).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
 
-    let server = UnixServer::start(listener, &sock, dir.path().join("data"));
-    let put = request(
-        &sock,
-        "PUT /v1/kv/k HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+    let server = UnixServer::start(listener, &sock, dir.path().join("data"), |_| {});
+    let put = http(
+        sock.as_path(),
+        "PUT",
+        "/v1/kv/k",
+        &[],
+        b"hello",
+        Framing::Length,
     )
     .await;
-    assert!(put.starts_with("HTTP/1.1 204"), "{put}");
-    let get = request(
-        &sock,
-        "GET /v1/kv/k HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    )
-    .await;
-    assert!(
-        get.starts_with("HTTP/1.1 200") && get.ends_with("hello"),
-        "{get}"
-    );
+    assert_eq!(put.status, 204, "{put:?}");
+    let get = http(sock.as_path(), "GET", "/v1/kv/k", &[], b"", Framing::Length).await;
+    assert_eq!((get.status, &get.body[..]), (200, &b"hello"[..]), "{get:?}");
     server.stop().await;
 
     // A regular file at the path is never deleted.

@@ -1,10 +1,15 @@
-//! The `infercache` binary: parse flags, set up logging, bind, run.
+//! The `infercache` binary: parse flags, set up logging, bind, run. The
+//! server, its reload loop included, is the library's `server::run`; this
+//! file only turns signals into its shutdown future and reload stream.
 
 use clap::{Parser, Subcommand};
+use futures::{Stream, StreamExt};
 use infercache::{
     config::{Listen, LogFormat},
+    server::Source,
     Config, ServeArgs,
 };
+use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -70,18 +75,20 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// Bind where `config` says and run until SIGTERM or Ctrl-C, re-reading
+/// `args` on every SIGHUP.
 async fn serve(config: Config, args: ServeArgs) -> Result<(), String> {
     tracing::info!(?config, "starting");
-    let (reload, live) = tokio::sync::watch::channel(std::sync::Arc::new(config.clone()));
-    tokio::spawn(reload_on_sighup(reload, args));
-    match config.listen.clone() {
+    let listen = config.listen.clone();
+    let source = Source::reloading(config, args, hangups());
+    match listen {
         Listen::Tcp(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
             let local = listener.local_addr().map_err(|e| e.to_string())?;
             tracing::info!("listening on http://{local}");
-            infercache::server::run_live(listener, live, shutdown_signal())
+            infercache::run(listener, source, shutdown_signal())
                 .await
                 .map_err(|e| e.to_string())
         }
@@ -89,39 +96,23 @@ async fn serve(config: Config, args: ServeArgs) -> Result<(), String> {
             let listener = infercache::listen::bind_unix(&path)
                 .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
             tracing::info!("listening on unix:{}", path.display());
-            let served = infercache::server::run_live(listener, live, shutdown_signal()).await;
+            let served = infercache::run(listener, source, shutdown_signal()).await;
             let _ = std::fs::remove_file(&path);
             served.map_err(|e| e.to_string())
         }
     }
 }
 
-/// Re-read the configuration on every SIGHUP. An invalid file keeps the
-/// current configuration; settings that cannot change live are named.
-async fn reload_on_sighup(
-    reload: tokio::sync::watch::Sender<std::sync::Arc<Config>>,
-    args: ServeArgs,
-) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-        tracing::error!("cannot install the SIGHUP handler; live reload is off");
-        return;
-    };
-    while hangups.recv().await.is_some() {
-        let current = reload.borrow().clone();
-        match current.reloaded(&args) {
-            Ok((next, kept)) if kept.is_empty() => {
-                tracing::info!("configuration reloaded");
-                reload.send_replace(std::sync::Arc::new(next));
-            }
-            Ok((next, kept)) => {
-                tracing::warn!(
-                    "configuration reloaded; these cannot change while running and keep their values: {}",
-                    kept.join(", ")
-                );
-                reload.send_replace(std::sync::Arc::new(next));
-            }
-            Err(e) => tracing::error!("configuration reload failed, keeping the current one: {e}"),
+/// One item per SIGHUP (none if the handler cannot be installed).
+fn hangups() -> impl Stream<Item = ()> {
+    match signal(SignalKind::hangup()) {
+        Ok(hangups) => futures::stream::unfold(hangups, |mut hangups| async move {
+            hangups.recv().await.map(|()| ((), hangups))
+        })
+        .left_stream(),
+        Err(e) => {
+            tracing::error!("cannot install the SIGHUP handler; live reload is off: {e}");
+            futures::stream::pending().right_stream()
         }
     }
 }
@@ -147,8 +138,7 @@ fn warm(args: infercache::warm::WarmArgs) -> std::process::ExitCode {
 /// Resolves on SIGTERM or Ctrl-C.
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("cannot install the SIGTERM handler");
+    let mut term = signal(SignalKind::terminate()).expect("cannot install the SIGTERM handler");
     tokio::select! {
         _ = ctrl_c => {},
         _ = term.recv() => {},

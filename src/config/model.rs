@@ -1,61 +1,83 @@
 //! `[[model]]` entries and `--model NAME=PATH`: one model's settings,
-//! validated before anything is loaded.
+//! declared once (defaults included) and validated before anything is
+//! loaded.
+//!
+//! A model's `live` settings reach its batcher and its lookups through a
+//! `watch` of [`ModelLive`] that the reload step publishes (see
+//! `infer/registry.rs`), so nothing looks a model up by name per batch or
+//! per row. The fallback is the same for every one of them: the model's
+//! own value, else the default declared here. (No model setting has a
+//! server-wide counterpart; server-wide ones such as `request_timeout` are
+//! read from the server's configuration.)
 
 use std::{path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 
 use super::{invalid, ConfigError};
-use crate::store::TTL_RANGE;
+use crate::limits::TTL_RANGE;
 
-/// One model to serve.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct ModelConfig {
-    /// `[A-Za-z0-9_.-]+`; the URL path segment and the cache namespace.
-    pub name: String,
-    /// The `.onnx` file (relative paths: to the config file's directory).
-    pub path: PathBuf,
-    /// VRAM-budget permits taken per run.
-    #[serde(default = "defaults::vram_units")]
-    pub vram_units: u32,
-    /// Rows per run.
-    #[serde(default = "defaults::max_batch")]
-    pub max_batch: usize,
-    /// How long a batch may wait to fill after its first row.
-    #[serde(default = "defaults::max_delay_ms")]
-    pub max_delay_ms: u64,
-    /// ONNX Runtime intra-op threads per run.
-    #[serde(default = "defaults::threads")]
-    pub threads: usize,
-    /// Sessions, i.e. runs of this model that may proceed at once.
-    #[serde(default = "defaults::instances")]
-    pub instances: usize,
-    /// Bound of the batcher's queue, in rows; full answers 429.
-    #[serde(default = "defaults::queue")]
-    pub queue: usize,
-    /// Lifetime of cached results, from 1s to ten years; none: until
-    /// evicted.
-    #[serde(default, with = "humantime_serde")]
-    pub ttl: Option<Duration>,
-    /// A `tokenizer.json`: makes this a text model served at
-    /// `/v1/embeddings` (relative paths: to the config file's directory).
-    pub tokenizer: Option<PathBuf>,
-    /// Text models: tokens kept per text (longer texts are truncated).
-    #[serde(default = "defaults::max_tokens")]
-    pub max_tokens: usize,
-    /// Text models: `mean` (over the attention mask) or `cls`.
-    #[serde(default)]
-    pub pooling: Pooling,
-    /// Text models: L2-normalize embeddings.
-    #[serde(default = "defaults::normalize")]
-    pub normalize: bool,
-    /// Text models: most padded tokens (texts x longest text) per run.
-    #[serde(default = "defaults::max_batch_tokens")]
-    pub max_batch_tokens: usize,
-    /// Text models: most texts in one request.
-    #[serde(default = "defaults::max_inputs")]
-    pub max_inputs: usize,
+settings! {
+    /// One `[[model]]` table as written.
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct ModelLayer {
+        name: String,
+        path: PathBuf,
+    }
+
+    /// One model to serve.
+    #[derive(Debug, Clone, PartialEq, Deserialize)]
+    #[serde(try_from = "ModelLayer")]
+    pub struct ModelConfig {
+        /// `[A-Za-z0-9_.-]+`; the URL path segment and the cache namespace.
+        pub name: String,
+        /// The `.onnx` file (relative paths: to the config file's directory).
+        pub path: PathBuf,
+    }
+
+    fixed {
+        /// VRAM-budget permits taken per run.
+        vram_units: u32 = 1,
+        /// ONNX Runtime intra-op threads per run.
+        threads: usize = 1,
+        /// Sessions, i.e. runs of this model that may proceed at once.
+        instances: usize = 1,
+        /// A `tokenizer.json`: makes this a text model served at
+        /// `/v1/embeddings` (relative paths: to the config file's directory).
+        tokenizer: PathBuf => Option<PathBuf> = None,
+        /// Text models: tokens kept per text (longer texts are truncated).
+        max_tokens: usize = 256,
+        /// Text models: `mean` (over the attention mask) or `cls`.
+        pooling: Pooling = Pooling::Mean,
+        /// Text models: L2-normalize embeddings.
+        normalize: bool = true,
+    }
+
+    live #[derive(Debug, Clone, Copy, PartialEq)] pub struct ModelLive {
+        /// Rows per run.
+        max_batch: usize = 32,
+        /// How long a batch may wait to fill after its first row.
+        max_delay_ms: u64 = 2,
+        /// Bound of the batcher's queue, in rows; full answers 429.
+        queue: usize = 4096,
+        /// Lifetime of cached results, from 1s to ten years; none: until
+        /// evicted.
+        #[serde(with = "humantime_serde")]
+        ttl: Duration => Option<Duration> = None,
+        /// Text models: most padded tokens (texts x longest text) per run.
+        max_batch_tokens: usize = 16384,
+        /// Text models: most texts in one request.
+        max_inputs: usize = 2048,
+    }
+}
+
+impl TryFrom<ModelLayer> for ModelConfig {
+    type Error = ConfigError;
+
+    fn try_from(layer: ModelLayer) -> Result<ModelConfig, ConfigError> {
+        ModelConfig::from_layer(layer)
+    }
 }
 
 /// How token vectors become one text vector.
@@ -78,63 +100,15 @@ impl Pooling {
     }
 }
 
-mod defaults {
-    pub fn vram_units() -> u32 {
-        1
-    }
-    pub fn max_batch() -> usize {
-        32
-    }
-    pub fn max_delay_ms() -> u64 {
-        2
-    }
-    pub fn threads() -> usize {
-        1
-    }
-    pub fn instances() -> usize {
-        1
-    }
-    pub fn queue() -> usize {
-        4096
-    }
-    pub fn max_tokens() -> usize {
-        256
-    }
-    pub fn normalize() -> bool {
-        true
-    }
-    pub fn max_batch_tokens() -> usize {
-        16384
-    }
-    pub fn max_inputs() -> usize {
-        2048
-    }
-}
-
 impl ModelConfig {
     /// A model with every setting at its default.
     pub fn new(name: impl Into<String>, path: impl Into<PathBuf>) -> ModelConfig {
-        ModelConfig {
+        ModelConfig::from_layer(ModelLayer {
             name: name.into(),
             path: path.into(),
-            vram_units: defaults::vram_units(),
-            max_batch: defaults::max_batch(),
-            max_delay_ms: defaults::max_delay_ms(),
-            threads: defaults::threads(),
-            instances: defaults::instances(),
-            queue: defaults::queue(),
-            ttl: None,
-            tokenizer: None,
-            max_tokens: defaults::max_tokens(),
-            pooling: Pooling::default(),
-            normalize: defaults::normalize(),
-            max_batch_tokens: defaults::max_batch_tokens(),
-            max_inputs: defaults::max_inputs(),
-        }
-    }
-
-    pub fn max_delay(&self) -> Duration {
-        Duration::from_millis(self.max_delay_ms)
+            ..ModelLayer::default()
+        })
+        .expect("the declared defaults are valid")
     }
 
     /// Check one model against the server-wide VRAM budget.
@@ -212,6 +186,13 @@ impl ModelConfig {
             }
         }
         Ok(())
+    }
+}
+
+impl ModelLive {
+    /// `max_delay_ms` as a duration.
+    pub fn max_delay(&self) -> Duration {
+        Duration::from_millis(self.max_delay_ms)
     }
 }
 

@@ -60,10 +60,7 @@ fn errors_name_the_key() {
         "{text}"
     );
     let c = from_toml("disk_capacity = \"1MiB\"").unwrap();
-    assert_eq!(
-        c.max_value_size,
-        (1 << 20) - crate::store::disk::ENTRY_RESERVE
-    );
+    assert_eq!(c.max_value_size, (1 << 20) - crate::limits::ENTRY_RESERVE);
     let e = from_toml("vram_units = 0").unwrap_err();
     assert_eq!(e.key, "vram_units");
     assert!(!e.to_string().contains('\n'));
@@ -154,4 +151,98 @@ fn reload_applies_live_settings_and_keeps_fixed_ones() {
 fn secrets_are_redacted() {
     let c = from_toml("auth_token = \"s3cret\"").unwrap();
     assert!(!format!("{c:?}").contains("s3cret"));
+}
+
+#[test]
+fn reload_names_every_fixed_setting_it_keeps() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("m.onnx"), b"x").unwrap();
+    std::fs::write(dir.path().join("n.onnx"), b"x").unwrap();
+    let path = dir.path().join("c.toml");
+    let args = ServeArgs {
+        config: Some(path.clone()),
+        ..Default::default()
+    };
+    let model = "[[model]]\nname = \"m\"\npath = \"m.onnx\"\n";
+    std::fs::write(&path, model).unwrap();
+    let old = Config::from_args(&args).unwrap();
+    let changed = "write_queue = 7\nwrite_delay = \"1ms\"\nrequest_timeout = \"5s\"\n\
+                   [[model]]\nname = \"m\"\npath = \"n.onnx\"\npooling = \"cls\"\nttl = \"1h\"\n";
+    std::fs::write(&path, changed).unwrap();
+    let (new, kept) = old.reloaded(&args).unwrap();
+    assert_eq!(
+        kept,
+        ["write_queue", "write_delay", "model `m` (path, pooling)"]
+    );
+    assert_eq!((new.write_queue, new.write_delay), (4096, Duration::ZERO));
+    assert_eq!(new.request_timeout, Duration::from_secs(5));
+    let m = &new.models[0];
+    assert_eq!(
+        (&m.path, m.pooling),
+        (&dir.path().join("m.onnx"), Pooling::Mean)
+    );
+    assert_eq!(m.live().ttl, Some(Duration::from_secs(3600)));
+}
+
+/// Flags over variables (clap), both over the file, the file over the
+/// declared default.
+#[test]
+fn flags_over_environment_over_file_over_default() {
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, "write_batch = 5\nsweep_interval = \"5s\"\n").unwrap();
+    let file = path.to_str().unwrap();
+    // The only test that reads this variable.
+    std::env::set_var("INFERCACHE_WRITE_BATCH", "6");
+    let parse = |flags: &[&str]| {
+        let cli =
+            <Cli as clap::Parser>::try_parse_from(["serve", "--config", file].iter().chain(flags))
+                .unwrap();
+        Config::from_args(&cli.args).unwrap()
+    };
+    let c = parse(&[]);
+    assert_eq!(c.write_batch, 6);
+    assert_eq!(c.sweep_interval, Duration::from_secs(5));
+    assert_eq!(c.write_queue, 4096);
+    let c = parse(&["--write-batch", "7", "--sweep-interval", "1s"]);
+    assert_eq!(c.write_batch, 7);
+    assert_eq!(c.sweep_interval, Duration::from_secs(1));
+    std::env::remove_var("INFERCACHE_WRITE_BATCH");
+}
+
+/// A setting is one declared field; its README row must exist too, in
+/// declaration order, saying whether a reload changes it.
+#[test]
+fn readme_lists_every_key() {
+    let readme = include_str!("../../README.md");
+    let section = readme
+        .split("## Configuration")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .unwrap();
+    let tables: Vec<Vec<(&str, bool)>> = section
+        .split("\n\n")
+        .filter(|block| block.starts_with("| key"))
+        .map(|table| {
+            table
+                .lines()
+                .filter_map(|row| {
+                    let cells: Vec<&str> = row.strip_prefix("| `")?.split(" | ").collect();
+                    Some((cells[0].strip_suffix('`')?, cells[2] == "live"))
+                })
+                .collect()
+        })
+        .collect();
+    assert_eq!(tables.len(), 2, "the server table and the model table");
+    assert_eq!(tables[0], Config::KEYS);
+    let model_keys: Vec<(&str, bool)> = [("name", false), ("path", false)]
+        .into_iter()
+        .chain(ModelConfig::KEYS.iter().copied())
+        .collect();
+    assert_eq!(tables[1], model_keys);
 }

@@ -7,9 +7,10 @@
 //! - [`models`]: OpenAI's model list (`/v1/models`)
 //! - [`ops`]: health, stats and Prometheus metrics
 //!
-//! Every handler returns `Result<_, Error>`; [`error`] turns errors into
-//! statuses. Authentication is one middleware in front of everything but
-//! the health checks. Requests with `content-type: application/grpc` go to
+//! Every handler returns `Result<_, Error>` (the OpenAI routes wrap it in
+//! [`error::OpenAiError`] for OpenAI's error shape); [`error`] alone turns
+//! errors into statuses and bodies. Authentication is one middleware in
+//! front of everything but the health checks. Requests with `content-type: application/grpc` go to
 //! [`crate::grpc`] instead, on the same listener; every request of either
 //! kind is logged once, at `info`, when its response starts.
 
@@ -39,6 +40,7 @@ use axum::{
 use bytes::Bytes;
 use tower::Service;
 
+use self::error::OpenAiError;
 pub use crate::state::AppState;
 use crate::{
     error::{Error, Result},
@@ -94,12 +96,18 @@ pub fn router(state: Arc<AppState>) -> Router {
 /// The HTTP API.
 fn http_routes(state: Arc<AppState>) -> Router {
     let kv = get(kv::get).put(kv::put).delete(kv::delete);
-    let protected = Router::new()
-        .route("/v1/kv/", kv.clone())
-        .route("/v1/kv/{*key}", kv)
+    // OpenAI clients read errors, a missing token included, in their shape.
+    let openai = Router::new()
         .route("/v1/embeddings", post(openai::embeddings))
         .route("/v1/models", get(models::list))
         .route("/v1/models/{model}", get(models::retrieve))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            authenticate::<OpenAiError>,
+        ));
+    let protected = Router::new()
+        .route("/v1/kv/", kv.clone())
+        .route("/v1/kv/{*key}", kv)
         .route("/v2", get(kserve::server_metadata))
         .route("/v2/models/{model}", get(kserve::model_metadata))
         .route("/v2/models/{model}/ready", get(kserve::model_ready))
@@ -123,7 +131,11 @@ fn http_routes(state: Arc<AppState>) -> Router {
             axum::routing::delete(ops::drop_model_cache),
         )
         .route("/metrics", get(ops::metrics))
-        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            authenticate::<Error>,
+        ))
+        .merge(openai);
     Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/v2/health/live", get(kserve::live))
@@ -194,12 +206,13 @@ async fn log_request(request: Request, next: Next) -> Response {
     response
 }
 
-/// Require `Authorization: Bearer TOKEN` when a token is configured.
-async fn authenticate(
+/// Require `Authorization: Bearer TOKEN` when a token is configured; the
+/// refusal takes the error shape `E` of the routes it guards.
+async fn authenticate<E: From<Error>>(
     State(state): State<Arc<AppState>>,
     request: Request,
     next: Next,
-) -> Result<Response, Error> {
+) -> Result<Response, E> {
     let given = request.headers().get(header::AUTHORIZATION);
     state.authorize(given.map(|v| v.as_bytes()))?;
     Ok(next.run(request).await)

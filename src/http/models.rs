@@ -14,7 +14,7 @@ use axum::{
 };
 use serde_json::{json, Value};
 
-use super::{openai::OpenAiError, AppState};
+use super::{error::OpenAiError, AppState};
 use crate::error::Error;
 
 fn entry(state: &AppState, name: &str) -> Value {

@@ -1,8 +1,7 @@
 //! OpenAI-compatible `POST /v1/embeddings`, memoized per text.
 //!
-//! Errors on this endpoint take OpenAI's shape, `{"error": {"message",
-//! "type", "param", "code"}}`, so OpenAI clients report them properly; the
-//! status still comes from the one mapping in [`super::error`].
+//! Errors on this endpoint, a missing token included, take OpenAI's shape
+//! ([`OpenAiError`]), so OpenAI clients report them properly.
 //!
 //! `input` is parsed straight into strings (never into a JSON tree, which
 //! costs ~16x the text for many short items), and the parse stops at
@@ -15,7 +14,6 @@ use axum::{
     extract::State,
     http::{header, HeaderMap, HeaderValue},
     response::{IntoResponse, Response},
-    Json,
 };
 use base64::Engine;
 use serde::{
@@ -24,42 +22,12 @@ use serde::{
 };
 use serde_json::{json, Value};
 
-use super::{cache_policy, read_body, AppState, X_CACHE};
+use super::{cache_policy, error::OpenAiError, read_body, AppState, X_CACHE};
 use crate::{error::Error, infer::off_runtime};
 
 /// Most texts one request may carry while parsing; the model's own
 /// `max_inputs` then bounds it further.
 pub const MAX_TEXTS: usize = 1 << 16;
-
-/// An error in OpenAI's shape.
-pub struct OpenAiError(Error);
-
-impl From<Error> for OpenAiError {
-    fn from(e: Error) -> Self {
-        OpenAiError(e)
-    }
-}
-
-impl IntoResponse for OpenAiError {
-    fn into_response(self) -> Response {
-        let status = self.0.status();
-        let kind = match &self.0 {
-            Error::Overloaded(_) => "rate_limit_error",
-            Error::Unauthorized => "authentication_error",
-            Error::NotFound(_) => "not_found_error",
-            _ if status.is_client_error() => "invalid_request_error",
-            _ => "server_error",
-        };
-        let body = json!({"error": {"message": self.0.to_string(), "type": kind, "param": null, "code": null}});
-        let mut response = (status, Json(body)).into_response();
-        if matches!(self.0, Error::Overloaded(_) | Error::ShuttingDown) {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
-        response
-    }
-}
 
 #[derive(Deserialize)]
 struct EmbeddingsRequest {

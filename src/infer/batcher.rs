@@ -25,7 +25,7 @@
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use bytes::{Bytes, BytesMut};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
 use super::{
     backend::{Backend, IoSpec},
@@ -33,15 +33,15 @@ use super::{
     tensor::Tensor,
 };
 use crate::{
-    config::Live,
+    config::ModelLive,
     error::{Error, Result},
     events::{Event, Events},
     metrics::ModelSeries,
 };
 
 /// What is fixed about how one model batches. The rest (`max_batch`,
-/// `max_delay_ms`, `queue`, `max_batch_tokens`) is read from the live
-/// configuration for every batch and every row, so a reload applies at once.
+/// `max_delay_ms`, `queue`, `max_batch_tokens`) is read from the model's
+/// live knobs for every batch and every row, so a reload applies at once.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub model: String,
@@ -63,15 +63,14 @@ struct Knobs {
     max_batch_tokens: Option<usize>,
 }
 
-fn knobs(live: &Live, settings: &Settings) -> Option<Knobs> {
-    let config = live.borrow();
-    let m = config.model(&settings.model)?;
-    Some(Knobs {
+fn knobs(live: &watch::Receiver<ModelLive>, settings: &Settings) -> Knobs {
+    let m = *live.borrow();
+    Knobs {
         max_batch: if settings.batchable { m.max_batch } else { 1 },
         max_delay: m.max_delay(),
         queue: m.queue,
         max_batch_tokens: settings.padded.then_some(m.max_batch_tokens),
-    })
+    }
 }
 
 struct Job {
@@ -87,7 +86,7 @@ pub struct Batcher {
     tx: mpsc::Sender<Job>,
     series: ModelSeries,
     settings: Arc<Settings>,
-    live: Live,
+    live: watch::Receiver<ModelLive>,
 }
 
 impl Batcher {
@@ -97,7 +96,7 @@ impl Batcher {
         budget: Budget,
         series: ModelSeries,
         events: Events,
-        live: Live,
+        live: watch::Receiver<ModelLive>,
     ) -> Batcher {
         let (tx, rx) = mpsc::channel(CHANNEL_CAP);
         let settings = Arc::new(settings);
@@ -125,7 +124,7 @@ impl Batcher {
     /// Queue one row (or whole request, for a fixed-batch model) and wait
     /// for its outputs. Refused at once when the queue is full.
     pub async fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
-        let queue = knobs(&self.live, &self.settings).map_or(0, |k| k.queue);
+        let queue = knobs(&self.live, &self.settings).queue;
         // Reserve a place first (`inc` returns the depth before it), so
         // concurrent callers can never push the depth past the bound.
         if self.series.queue_depth.inc() >= queue as i64 {
@@ -157,7 +156,7 @@ struct Actor {
     budget: Budget,
     series: ModelSeries,
     events: Events,
-    live: Live,
+    live: watch::Receiver<ModelLive>,
 }
 
 impl Actor {
@@ -174,9 +173,7 @@ impl Actor {
                     None => break,
                 },
             };
-            let Some(knobs) = knobs(&self.live, &self.settings) else {
-                break;
-            };
+            let knobs = knobs(&self.live, &self.settings);
             let (max_batch, token_budget) = (knobs.max_batch, knobs.max_batch_tokens);
             let mut longest = row_len(&first);
             let mut jobs = vec![first];

@@ -30,7 +30,7 @@ use self::{
     tensor::{decode_row, encode_row, Tensor},
 };
 use crate::{
-    config::{Live, ModelConfig},
+    config::{Live, ModelLive},
     error::{Error, Result},
     key::{tensor_key, TensorRef},
     memo::{CacheStatus, Lookup, Memo, Policy},
@@ -72,19 +72,15 @@ impl Inference {
     }
 
     /// The memo lookup for `model` under the live configuration, and the
-    /// model's live settings.
-    fn lookup(&self, model: &Model, policy: Policy) -> (Lookup, ModelConfig) {
-        let config = self.live.borrow().clone();
-        let settings = config
-            .model(model.name())
-            .cloned()
-            .unwrap_or_else(|| model.config.clone());
+    /// model's live knobs.
+    fn lookup(&self, model: &Model, policy: Policy) -> (Lookup, ModelLive) {
+        let knobs = model.knobs();
         let lookup = Lookup {
             policy,
-            timeout: Some(config.request_timeout),
-            ttl: settings.ttl,
+            timeout: Some(self.live.borrow().request_timeout),
+            ttl: knobs.ttl,
         };
-        (lookup, settings)
+        (lookup, knobs)
     }
 
     pub async fn infer(&self, model: &str, request: Request) -> Result<Response> {

@@ -7,10 +7,15 @@
 //! cannot load stops the start-up with a message naming it. When the ONNX
 //! Runtime library itself is missing the registry stays empty and every
 //! model request answers 503 with the install hint, while the KV API works.
+//!
+//! Each model holds a `watch` of its live knobs ([`ModelLive`]): the
+//! reload step publishes them once (`Registry::publish`); the batcher
+//! and the lookups read the latest value without looking anything up.
 
 use std::{collections::HashMap, sync::Arc};
 
 use parking_lot::RwLock;
+use tokio::sync::watch;
 
 use super::{
     backend::{self, Backend, BackendOptions, IoSpec},
@@ -19,7 +24,7 @@ use super::{
     text::TextModel,
 };
 use crate::{
-    config::{Config, Live, ModelConfig},
+    config::{Config, ModelConfig, ModelLive},
     error::{Error, Result},
     key::ModelDigest,
     metrics::ModelMetrics,
@@ -39,11 +44,18 @@ pub struct Model {
     /// Tokenizer and pooling of a text model (`tokenizer` configured).
     pub text: Option<TextModel>,
     pub batcher: Batcher,
+    /// The live knobs; `config` holds them as they were at start-up.
+    knobs: watch::Sender<ModelLive>,
 }
 
 impl Model {
     pub fn name(&self) -> &str {
         &self.config.name
+    }
+
+    /// The model's live knobs as of now.
+    pub fn knobs(&self) -> ModelLive {
+        *self.knobs.borrow()
     }
 }
 
@@ -61,7 +73,6 @@ impl Registry {
         store: &Store,
         budget: &Budget,
         metrics: &ModelMetrics,
-        live: &Live,
     ) -> Result<Registry> {
         let mut registry = Registry {
             models: RwLock::default(),
@@ -82,7 +93,7 @@ impl Registry {
         let loads = config
             .models
             .iter()
-            .map(|m| load_one(m.clone(), store, budget, metrics, live));
+            .map(|m| load_one(m.clone(), store, budget, metrics));
         let models = futures::future::try_join_all(loads).await?;
         *registry.models.get_mut() = models
             .into_iter()
@@ -99,6 +110,16 @@ impl Registry {
         match &self.unavailable {
             Some(why) => Err(Error::Unavailable(why.clone())),
             None => Err(Error::NotFound(format!("no model named `{name}`"))),
+        }
+    }
+
+    /// Publish each model's live knobs from a reloaded `config` (which
+    /// holds every loaded model: a reload keeps the set of models).
+    pub(crate) fn publish(&self, config: &Config) {
+        for (name, model) in self.models.read().iter() {
+            if let Some(settings) = config.model(name) {
+                model.knobs.send_replace(settings.live());
+            }
         }
     }
 
@@ -120,7 +141,6 @@ async fn load_one(
     store: &Store,
     budget: &Budget,
     metrics: &ModelMetrics,
-    live: &Live,
 ) -> Result<Arc<Model>> {
     let path = config.path.clone();
     let options = BackendOptions {
@@ -163,6 +183,7 @@ async fn load_one(
         digest = %blake3::Hash::from_bytes(digest).to_hex(),
         "model loaded"
     );
+    let knobs = watch::Sender::new(config.live());
     let batcher = Batcher::spawn(
         Arc::new(backend),
         Settings {
@@ -175,7 +196,7 @@ async fn load_one(
         budget.clone(),
         metrics.series(&config.name),
         store.events().clone(),
-        live.clone(),
+        knobs.subscribe(),
     );
     Ok(Arc::new(Model {
         config,
@@ -186,5 +207,6 @@ async fn load_one(
         batchable,
         text,
         batcher,
+        knobs,
     }))
 }

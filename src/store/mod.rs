@@ -21,7 +21,6 @@ mod races;
 
 use std::{
     future::Future,
-    ops::RangeInclusive,
     path::PathBuf,
     sync::{
         atomic::{AtomicU64, Ordering},
@@ -49,10 +48,7 @@ use crate::{
 /// Namespace of the plain key-value API.
 pub const KV_NAMESPACE: u32 = 0;
 
-/// Lifetimes an entry may be given (KV `?ttl=`, a model's `ttl`): from one
-/// second to ten years, far from any overflow.
-pub const TTL_RANGE: RangeInclusive<Duration> =
-    Duration::from_secs(1)..=Duration::from_secs(10 * 365 * 24 * 3600);
+pub use crate::limits::TTL_RANGE;
 
 /// A cache key: a namespace (0 for the KV API, one per model) and bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -168,8 +164,21 @@ pub struct StoreOptions {
 }
 
 impl Default for StoreOptions {
+    /// The server's embedded defaults (README, Configuration), kept
+    /// here so the store needs no config; a test in `server.rs` checks
+    /// they agree.
     fn default() -> Self {
-        crate::config::Config::default().store_options()
+        StoreOptions {
+            dir: "./infercache-data".into(),
+            memory_capacity: 256 << 20,
+            disk_capacity: 4 << 30,
+            max_value_size: 16 << 20,
+            write_queue: 4096,
+            write_batch: 1024,
+            write_delay: Duration::ZERO,
+            sweep_interval: Duration::from_secs(30),
+            disk_full: None,
+        }
     }
 }
 

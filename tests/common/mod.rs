@@ -1,7 +1,10 @@
 //! Shared test harness: the real server on 127.0.0.1:0 with a temp data
-//! dir, in-process (through `infercache::run`) or as a child process.
+//! dir, in-process (through `infercache::run`) or as a child process, and
+//! a raw HTTP/1.1 client ([`raw_http`]) for what reqwest will not send.
 
 #![allow(dead_code)] // each test binary uses a different part
+
+pub mod raw_http;
 
 use std::{
     io::{BufRead, BufReader},
@@ -49,6 +52,17 @@ impl TestServer {
         format!("{}{path}", self.base)
     }
 
+    /// `GET path`, its body parsed as JSON.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        let resp = self.client.get(self.url(path)).send().await.unwrap();
+        serde_json::from_slice(&resp.bytes().await.unwrap()).expect("a JSON body")
+    }
+
+    /// `host:port`, for raw connections.
+    pub fn addr(&self) -> &str {
+        self.base.trim_start_matches("http://")
+    }
+
     /// Graceful stop; panics if the server failed.
     pub async fn stop(mut self) {
         let _ = self.shutdown.take().unwrap().send(());
@@ -57,20 +71,27 @@ impl TestServer {
 }
 
 /// A server running inside the test's runtime on a Unix socket `listener`
-/// bound at `sock`, with its data in `data_dir`.
+/// bound at `sock`, with its data in `data_dir` and `tweak` applied to the
+/// flags.
 pub struct UnixServer {
     shutdown: oneshot::Sender<()>,
     task: JoinHandle<infercache::Result<()>>,
 }
 
 impl UnixServer {
-    pub fn start(listener: tokio::net::UnixListener, sock: &Path, data_dir: PathBuf) -> UnixServer {
-        let config = Config::from_args(&ServeArgs {
+    pub fn start(
+        listener: tokio::net::UnixListener,
+        sock: &Path,
+        data_dir: PathBuf,
+        tweak: impl FnOnce(&mut ServeArgs),
+    ) -> UnixServer {
+        let mut args = ServeArgs {
             data_dir: Some(data_dir),
             listen: Some(format!("unix:{}", sock.display())),
             ..Default::default()
-        })
-        .expect("valid test config");
+        };
+        tweak(&mut args);
+        let config = Config::from_args(&args).expect("valid test config");
         let (shutdown, stopped) = oneshot::channel();
         let task = tokio::spawn(infercache::run(listener, config, async {
             let _ = stopped.await;
@@ -85,15 +106,26 @@ impl UnixServer {
     }
 }
 
-/// The real binary as a child process, for signals and crashes.
+/// The real binary as a child process, for signals, crashes and its log.
 pub struct ChildServer {
     pub base: String,
     pub child: Child,
+    /// Every stderr line, once the process has closed it.
+    log: Option<std::thread::JoinHandle<Vec<String>>>,
 }
 
 impl ChildServer {
+    /// `infercache serve` on 127.0.0.1:0 with its data in `dir`, `extra`
+    /// flags and `RUST_LOG=info`.
     pub fn spawn(dir: &Path, extra: &[&str]) -> ChildServer {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_infercache"))
+        ChildServer::start(ChildServer::command(dir, extra))
+    }
+
+    /// The command [`ChildServer::spawn`] runs, for a test to change its
+    /// environment before [`ChildServer::start`].
+    pub fn command(dir: &Path, extra: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_infercache"));
+        command
             .arg("serve")
             .arg("--listen")
             .arg("127.0.0.1:0")
@@ -102,30 +134,48 @@ impl ChildServer {
             .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the infercache binary");
+            .stderr(Stdio::piped());
+        command
+    }
+
+    /// Start `command` and wait until it logs its address (in the text or
+    /// the JSON log format).
+    pub fn start(mut command: Command) -> ChildServer {
+        let mut child = command.spawn().expect("start the infercache binary");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut sent = false;
+        let log = std::thread::spawn(move || {
+            let mut lines = Vec::new();
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if !sent {
-                    if let Some(at) = line.find("listening on http://") {
-                        let _ = tx.send(line[at + "listening on ".len()..].trim().to_string());
-                        sent = true;
-                    }
+                if let Some(at) = line.find("listening on http://") {
+                    let rest = &line[at + "listening on ".len()..];
+                    let end = rest.find(['"', ' ']).unwrap_or(rest.len());
+                    let _ = tx.send(rest[..end].to_string());
                 }
+                lines.push(line);
             }
+            lines
         });
         let base = rx
             .recv_timeout(Duration::from_secs(20))
             .expect("the server printed its address");
-        ChildServer { base, child }
+        ChildServer {
+            base,
+            child,
+            log: Some(log),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// Stop with SIGTERM, check that the exit is clean, and return every
+    /// line the server wrote to stderr.
+    pub fn stop_and_collect(mut self) -> Vec<String> {
+        self.signal(libc::SIGTERM);
+        assert!(self.wait().success(), "a clean exit on SIGTERM");
+        self.log.take().unwrap().join().unwrap()
     }
 
     /// Send a signal to the process by its PID.
@@ -166,17 +216,39 @@ pub fn minilm() -> infercache::config::ModelConfig {
     }
 }
 
+/// The KServe JSON request of the `mlp` fixture (x: FP32 [-1, 16]) over
+/// `rows` of 16.
+pub fn mlp_request(rows: &[Vec<f32>]) -> serde_json::Value {
+    let data: Vec<f32> = rows.concat();
+    serde_json::json!({"inputs": [{"name": "x", "shape": [rows.len(), 16], "datatype": "FP32", "data": data}]})
+}
+
+/// `rows` through `mlp` over REST JSON: (X-Cache, output `y` as f32 bit
+/// patterns), after checking the status and the output's shape.
+pub async fn infer_mlp(server: &TestServer, rows: &[Vec<f32>]) -> (String, Vec<u32>) {
+    let resp = server
+        .client
+        .post(server.url("/v2/models/mlp/infer"))
+        .json(&mlp_request(rows))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let cache = resp.headers()["x-cache"].to_str().unwrap().to_string();
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(
+        body["outputs"][0]["shape"],
+        serde_json::json!([rows.len(), 4])
+    );
+    let y = body["outputs"][0]["data"].as_array().unwrap();
+    let bits = y.iter().map(|v| (v.as_f64().unwrap() as f32).to_bits());
+    (cache, bits.collect())
+}
+
 /// The value of one Prometheus sample line, e.g.
 /// `infercache_model_rows_total{model="mlp"}`; 0 when absent.
 pub async fn metric(client: &reqwest::Client, base: &str, series: &str) -> f64 {
-    let text = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(client, &format!("{base}/metrics")).await;
     text.lines()
         .find_map(|l| {
             l.strip_prefix(series)?
@@ -186,6 +258,12 @@ pub async fn metric(client: &reqwest::Client, base: &str, series: &str) -> f64 {
                 .ok()
         })
         .unwrap_or(0.0)
+}
+
+/// The body of `GET url`, as text.
+pub async fn get_text(client: &reqwest::Client, url: &str) -> String {
+    let resp = client.get(url).send().await.unwrap();
+    resp.text().await.unwrap()
 }
 
 pub fn temp_dir() -> tempfile::TempDir {

@@ -54,11 +54,7 @@ use self::{
 use super::{fault::DiskFull, Clock, Entry, Key};
 use crate::error::{Error, Result};
 
-/// Bytes of every disk entry that are not its value, at worst: a
-/// 1024-byte key (charged twice), the record header, a content type and
-/// the per-entry overhead. `max_value_size` plus this must fit
-/// `disk_capacity`, or a value of the limit would be larger than the tier.
-pub const ENTRY_RESERVE: u64 = 4096;
+pub use crate::limits::ENTRY_RESERVE;
 /// Expired entries removed per sweep transaction, and expired or old
 /// entries removed per commit to make room, so neither holds the writer
 /// for long (a tier far above its target, e.g. one written by a version

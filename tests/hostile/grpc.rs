@@ -1,5 +1,4 @@
-//! Hostile protobuf: property tests that throw random and malformed
-//! `ModelInferRequest`s at the gRPC service of the real server.
+//! KServe v2 gRPC: random and malformed `ModelInferRequest`s.
 //!
 //! The oracle comes from the contract, not the code: a well-formed request
 //! for a real model answers OK with the right output shape; anything else
@@ -8,26 +7,15 @@
 //! a panic or a hang, and the server keeps answering `ServerLive`. Declared
 //! sizes far beyond what was sent are refused quickly.
 
-mod common;
-
-use std::{
-    collections::HashMap,
-    time::{Duration, Instant},
-};
+use std::{collections::HashMap, time::Instant};
 
 use bytes::{BufMut, Bytes};
-use common::{model, temp_dir, TestServer};
 use infercache::grpc::proto::{
     grpc_inference_service_client::GrpcInferenceServiceClient,
     model_infer_request::{InferInputTensor, InferRequestedOutputTensor},
     InferTensorContents, ModelInferRequest, ModelInferResponse, ServerLiveRequest,
 };
-use proptest::{
-    collection::vec,
-    prelude::*,
-    sample::select,
-    test_runner::{Config as PtConfig, TestCaseError, TestRunner},
-};
+use proptest::{collection::vec, prelude::*, sample::select, test_runner::TestCaseError};
 use prost::Message;
 use tonic::{
     codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
@@ -35,58 +23,45 @@ use tonic::{
     Code, Status,
 };
 
-const CASES: u32 = 384;
-const HANG: Duration = Duration::from_secs(30);
-const QUICK: Duration = Duration::from_secs(5);
+use crate::{common::model, common::raw_http::HANG, runner, Harness, GRPC_CASES, QUICK};
 
-struct Harness {
-    rt: tokio::runtime::Runtime,
-    server: Option<TestServer>,
+/// The harness with a gRPC channel to its server (mlp and two_io).
+struct Grpc {
+    h: Harness,
     channel: Channel,
-    _dir: tempfile::TempDir,
 }
 
-impl Harness {
-    fn start() -> Harness {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let dir = temp_dir();
-        let server = rt.block_on(TestServer::start(dir.path(), |a| {
+impl std::ops::Deref for Grpc {
+    type Target = Harness;
+    fn deref(&self) -> &Harness {
+        &self.h
+    }
+}
+
+impl Grpc {
+    fn start() -> Grpc {
+        let h = Harness::start(|a| {
             a.models = vec![model("mlp", "mlp"), model("two_io", "two_io")];
             a.max_request_size = Some(bytesize::ByteSize::kib(256));
-        }));
-        let channel = rt.block_on(async {
-            tonic::transport::Endpoint::from_shared(server.base.clone())
+        });
+        let channel = h.rt.block_on(async {
+            tonic::transport::Endpoint::from_shared(format!("http://{}", h.addr))
                 .unwrap()
                 .connect()
                 .await
                 .unwrap()
         });
-        Harness {
-            rt,
-            server: Some(server),
-            channel,
-            _dir: dir,
-        }
+        Grpc { h, channel }
     }
 
-    /// Run `cases` of `strategy` through `check`, then `ServerLive`.
+    /// Run `GRPC_CASES` cases of `strategy` through `check`, then
+    /// `ServerLive`.
     fn run<S: Strategy>(
         &self,
         strategy: S,
         check: impl Fn(&Channel, S::Value) -> Result<(), TestCaseError>,
     ) {
-        let mut runner = TestRunner::new(PtConfig {
-            cases: CASES,
-            failure_persistence: None,
-            max_shrink_iters: 200,
-            ..PtConfig::default()
-        });
-        let result = runner.run(&strategy, |case| {
-            check(&self.channel, case)?;
+        let live = || {
             self.rt.block_on(async {
                 let mut c = GrpcInferenceServiceClient::new(self.channel.clone());
                 let live = tokio::time::timeout(HANG, c.server_live(ServerLiveRequest {})).await;
@@ -96,15 +71,13 @@ impl Harness {
                 );
                 Ok(())
             })
-        });
-        if let Err(e) = result {
-            panic!("{e}");
-        }
+        };
+        let check = |case| check(&self.channel, case);
+        self.h.run_then(runner(GRPC_CASES), strategy, check, live);
     }
 
-    fn stop(mut self) {
-        let server = self.server.take().unwrap();
-        self.rt.block_on(server.stop());
+    fn stop(self) {
+        self.h.stop();
     }
 }
 
@@ -131,32 +104,28 @@ fn dim() -> impl Strategy<Value = i64> {
     ]
 }
 
+/// Contents with one typed field filled: `len` values of `element`.
+macro_rules! filled {
+    ($field:ident, $element:expr, $len:expr) => {
+        vec($element, $len).prop_map(|v| InferTensorContents {
+            $field: v,
+            ..Default::default()
+        })
+    };
+}
+
 fn contents() -> impl Strategy<Value = Option<InferTensorContents>> {
     let field = prop_oneof![
-        vec(any::<f32>(), 0..70).prop_map(|v| InferTensorContents {
-            fp32_contents: v,
-            ..Default::default()
-        }),
-        vec(any::<i64>(), 0..70).prop_map(|v| InferTensorContents {
-            int64_contents: v,
-            ..Default::default()
-        }),
-        vec(any::<i32>(), 0..70).prop_map(|v| InferTensorContents {
-            int_contents: v,
-            ..Default::default()
-        }),
-        vec(any::<u32>(), 0..70).prop_map(|v| InferTensorContents {
-            uint_contents: v,
-            ..Default::default()
-        }),
-        vec(any::<bool>(), 0..70).prop_map(|v| InferTensorContents {
-            bool_contents: v,
-            ..Default::default()
-        }),
-        vec(vec(any::<u8>(), 0..8).prop_map(Bytes::from), 0..4).prop_map(|v| InferTensorContents {
-            bytes_contents: v,
-            ..Default::default()
-        }),
+        filled!(fp32_contents, any::<f32>(), 0..70),
+        filled!(int64_contents, any::<i64>(), 0..70),
+        filled!(int_contents, any::<i32>(), 0..70),
+        filled!(uint_contents, any::<u32>(), 0..70),
+        filled!(bool_contents, any::<bool>(), 0..70),
+        filled!(
+            bytes_contents,
+            vec(any::<u8>(), 0..8).prop_map(Bytes::from),
+            0..4
+        ),
     ];
     proptest::option::weighted(0.4, field)
 }
@@ -267,7 +236,7 @@ fn check_answer(
 
 #[test]
 fn random_requests_get_protocol_statuses() {
-    let h = Harness::start();
+    let h = Grpc::start();
     let strategy = prop_oneof![
         4 => request(),
         1 => (1usize..5).prop_map(valid),
@@ -362,7 +331,7 @@ fn malformed() -> impl Strategy<Value = Bytes> {
 
 #[test]
 fn malformed_messages_never_break_the_server() {
-    let h = Harness::start();
+    let h = Grpc::start();
     h.run(malformed(), |channel, bytes| {
         // What the server should see, if the bytes decode at all.
         let rows = ModelInferRequest::decode(bytes.clone())
@@ -387,7 +356,7 @@ fn malformed_messages_never_break_the_server() {
 
 #[test]
 fn absurd_declared_sizes_are_refused_quickly() {
-    let h = Harness::start();
+    let h = Grpc::start();
     let mut c = GrpcInferenceServiceClient::new(h.channel.clone());
     for shape in [
         vec![1i64 << 40, 16],
@@ -425,7 +394,7 @@ fn an_oversized_message_is_refused_from_its_prefix() {
     use futures::StreamExt;
     use tower::{Service, ServiceExt};
 
-    let h = Harness::start();
+    let h = Grpc::start();
     let answer = h.rt.block_on(async {
         let prefix = http_body::Frame::data(Bytes::from_static(&[0, 0x40, 0, 0, 0]));
         let frames = futures::stream::once(async { Ok::<_, Status>(prefix) })
