@@ -6,26 +6,26 @@
 //! HTTP request          http::{kv, ops}      routes, one error mapping
 //! gRPC request          grpc                 KServe v2 service, same listener
 //! shared by both        state                AppState, token, Cache-Control
-//!   -> key              key                  blake3 over model, input, params
-//!   -> read path        memo                 tiers, then coalesce, then compute
+//!   -> key              infer::key           blake3 over model, input, params
+//!   -> read path        memo                 the tier chain, then coalesce,
+//!                                            then compute, then write back
+//!   -> coalesce         memo::inflight       one computation per key, fan-out
 //!   -> memory tier      store::memory        moka, byte-weighted, TTL
 //!   -> disk tier        store::disk          redb, byte-bounded, durable
-//!   -> coalesce         coalesce             one computation per key, fan-out
-//!   -> store            store::writer        group commit, then mirror to memory
+//!   -> disk writes      store::writer        group commit, then mirror to memory
 //! ```
 //!
 //! The same engine runs without HTTP: open a [`Store`] on a directory and
 //! `get`/`put`/`delete` (see `examples/embedded_kv.rs`), or wrap it in a
 //! [`Memo`] and `get_or_compute` (see `examples/memoize.rs`).
 
-pub mod coalesce;
+mod blocking;
 pub mod config;
 pub mod error;
 pub mod events;
 pub mod grpc;
 pub mod http;
 pub mod infer;
-pub mod key;
 mod limits;
 pub mod listen;
 pub mod memo;
@@ -38,6 +38,9 @@ pub mod warm;
 
 pub use config::{Config, ServeArgs};
 pub use error::{Error, Result};
-pub use memo::{CacheStatus, Lookup, Memo, Policy};
+/// Key construction lives with the inference code that builds keys; this
+/// path stays for library users (`infercache::key::KeyBuilder`).
+pub use infer::key;
+pub use memo::{CacheStatus, Lookup, Memo, Policy, Store, Tier};
 pub use server::run;
-pub use store::{Entry, Key, Store, StoreOptions, Tier};
+pub use store::{Entry, Key, StoreOptions};

@@ -1,8 +1,8 @@
 //! Prometheus metrics (names are part of the contract, ARCHITECTURE.md §4).
 //!
 //! Each component owns its metric handles (cheap `Arc` clones) and counts
-//! on its own hot path; [`Metrics`] registers them all once and renders the
-//! text format. Gauges that describe state (entries, bytes) are read from
+//! on its own hot path (the cache's in `memo::counters`); [`Metrics`]
+//! registers them all once and renders the text format. Gauges that describe state (entries, bytes) are read from
 //! their owners at scrape time instead of being kept in step on every write.
 
 use prometheus_client::{
@@ -16,86 +16,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::store::{Store, Tier};
-
-/// Label of per-tier series.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TierLabel {
-    pub tier: &'static str,
-}
-
-/// Counters of the cache's read path: hits per tier (counted by the
-/// store), misses, coalesced waits and running computations (counted by the
-/// memoizer, and by the KV API for its own misses).
-#[derive(Clone, Debug)]
-pub struct CacheMetrics {
-    hits: Family<TierLabel, Counter>,
-    /// The two series of `hits`, resolved once: the hit path skips the
-    /// family's label lookup.
-    memory_hits: Counter,
-    disk_hits: Counter,
-    misses: Counter,
-    coalesced: Counter,
-    pub(crate) in_flight: Gauge,
-}
-
-impl Default for CacheMetrics {
-    fn default() -> Self {
-        let hits = Family::<TierLabel, Counter>::default();
-        let series = |tier: Tier| {
-            hits.get_or_create(&TierLabel {
-                tier: tier.as_str(),
-            })
-            .clone()
-        };
-        CacheMetrics {
-            memory_hits: series(Tier::Memory),
-            disk_hits: series(Tier::Disk),
-            hits,
-            misses: Counter::default(),
-            coalesced: Counter::default(),
-            in_flight: Gauge::default(),
-        }
-    }
-}
-
-impl CacheMetrics {
-    pub(crate) fn hit(&self, tier: Tier) {
-        self.counter(tier).inc();
-    }
-
-    pub(crate) fn miss(&self) {
-        self.misses.inc();
-    }
-
-    pub(crate) fn coalesced(&self) {
-        self.coalesced.inc();
-    }
-
-    fn counter(&self, tier: Tier) -> &Counter {
-        match tier {
-            Tier::Memory => &self.memory_hits,
-            Tier::Disk => &self.disk_hits,
-        }
-    }
-
-    pub fn hits(&self, tier: Tier) -> u64 {
-        self.counter(tier).get()
-    }
-
-    pub fn misses(&self) -> u64 {
-        self.misses.get()
-    }
-
-    pub fn coalesced_count(&self) -> u64 {
-        self.coalesced.get()
-    }
-
-    /// Computations running now.
-    pub fn in_flight(&self) -> i64 {
-        self.in_flight.get()
-    }
-}
+use crate::memo::{Store, Tier, TierLabel};
 
 /// Label of per-model series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -199,27 +120,7 @@ pub struct Metrics {
 impl Metrics {
     pub fn new(store: &Store, models: &ModelMetrics) -> Metrics {
         let mut registry = Registry::with_prefix("infercache");
-        let cache = store.metrics();
-        registry.register(
-            "cache_hits",
-            "Reads answered from a cache tier",
-            cache.hits.clone(),
-        );
-        registry.register(
-            "cache_misses",
-            "Reads found in no tier that caused a computation (or a KV 404)",
-            cache.misses.clone(),
-        );
-        registry.register(
-            "coalesced",
-            "Reads answered by another caller's computation",
-            cache.coalesced.clone(),
-        );
-        registry.register(
-            "in_flight",
-            "Computations running now",
-            cache.in_flight.clone(),
-        );
+        store.metrics().register(&mut registry);
         let entries = Family::<TierLabel, Gauge>::default();
         let bytes = Family::<TierLabel, Gauge>::default();
         registry.register("entries", "Entries held per tier", entries.clone());

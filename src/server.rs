@@ -18,9 +18,9 @@ use crate::{
     http::{router, AppState},
     infer::{budget::Budget, registry::Registry, Inference},
     listen::{serve, Limits},
-    memo::Memo,
+    memo::{Memo, Store},
     metrics::{Metrics, ModelMetrics},
-    store::{Store, StoreOptions},
+    store::StoreOptions,
 };
 
 /// Serve the API on `listener` until `shutdown` completes. `source` is a

@@ -10,9 +10,8 @@ use crate::{
     config::{Config, Live},
     error::{Error, Result},
     infer::{budget::Budget, registry::Model, Inference},
-    memo::Policy,
+    memo::{Policy, Store},
     metrics::Metrics,
-    store::Store,
 };
 
 /// What every handler can reach.

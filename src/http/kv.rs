@@ -97,7 +97,6 @@ pub async fn put(
 pub async fn get(State(state): State<Arc<AppState>>, uri: Uri) -> Result<Response> {
     let key = key_from(&uri)?;
     let Some((entry, tier)) = state.store.get(&key).await? else {
-        state.store.metrics().miss();
         return Err(Error::NotFound("no entry under this key".into()));
     };
     let content_type = entry

@@ -23,7 +23,7 @@ use serde::{
 use serde_json::{json, Value};
 
 use super::{cache_policy, error::OpenAiError, read_body, AppState, X_CACHE};
-use crate::{error::Error, infer::off_runtime};
+use crate::{blocking::off_runtime, error::Error};
 
 /// Most texts one request may carry while parsing; the model's own
 /// `max_inputs` then bounds it further.

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use super::AppState;
 use crate::{
     error::{Error, Result},
-    store::Tier,
+    memo::Tier,
 };
 
 /// `GET /healthz`: 200 when healthy; 503 while disk writes fail.

@@ -8,6 +8,11 @@
 //!   -> reassemble the requested outputs in row order
 //! ```
 //!
+//! The fan-out (distinct rows, one lookup each, combined status, reorder)
+//! is `memo::many`, shared with the embeddings path (`text.rs`); what is
+//! KServe's own is `Rows`: how a row is keyed, computed and reassembled.
+//! Keys are built here, next to the inputs they hash (`key.rs`).
+//!
 //! A batchable model (dynamic first dimension everywhere) is cached per
 //! row: a request of 8 rows of which 6 are cached runs 2, identical rows in
 //! one request run once, and rows another request is computing are waited
@@ -17,23 +22,25 @@ pub mod backend;
 pub mod batcher;
 pub mod budget;
 mod check;
+pub mod key;
 pub mod registry;
 pub mod tensor;
 pub mod text;
+pub mod tokenize;
 
-use std::{collections::HashMap, sync::Arc};
+use std::{future::Future, sync::Arc};
 
 use bytes::{Bytes, BytesMut};
 
 use self::{
+    key::{tensor_key, TensorRef},
     registry::{Model, Registry},
     tensor::{decode_row, encode_row, Tensor},
 };
 use crate::{
     config::{Live, ModelLive},
     error::{Error, Result},
-    key::{tensor_key, TensorRef},
-    memo::{CacheStatus, Lookup, Memo, Policy},
+    memo::{many::Parts, CacheStatus, Lookup, Memo, Policy},
     store::Key,
 };
 
@@ -94,108 +101,90 @@ impl Inference {
         } else {
             1
         };
-        // Keying and reassembly cost about a key per row plus the bytes.
-        let (size, keying, queue) = (
-            inputs.iter().map(|t| t.data.len()).sum::<usize>() + rows.saturating_mul(64),
-            model.clone(),
-            settings.queue,
-        );
-        let (inputs, distinct, row_slot) = off_runtime(size, move || {
-            let plan = plan_rows(&keying, &inputs, rows, queue)?;
-            Ok((inputs, plan.distinct, plan.row_slot))
-        })
-        .await?;
-        let lookups = distinct.iter().map(|(key, i)| {
-            let row = if model.batchable {
-                row_of(&inputs, *i, rows)
-            } else {
-                inputs.clone()
-            };
-            let model = model.clone();
-            self.memo
-                .get_or_compute(key.clone(), lookup, move || async move {
-                    model.batcher.run(row).await.map(|out| encode_row(&out))
-                })
-        });
-        let found = futures::future::try_join_all(lookups).await?;
-        let status = combined_status(found.iter().map(|(_, s)| *s));
-        let values: Vec<Bytes> = found.into_iter().map(|(entry, _)| entry.value).collect();
-        let outputs = off_runtime(size, move || {
-            let decoded = values.iter().map(decode_row).collect::<Result<Vec<_>>>()?;
-            let per_row: Vec<&Vec<Tensor>> = row_slot.iter().map(|slot| &decoded[*slot]).collect();
-            wanted
-                .iter()
-                .map(|&o| assemble(&model, o, &per_row))
-                .collect::<Result<_>>()
-        })
-        .await?;
+        let parts = Rows {
+            model,
+            inputs,
+            rows,
+            wanted,
+            queue: settings.queue,
+        };
+        let (outputs, status) = self
+            .memo
+            .get_or_compute_many(Arc::new(parts), lookup)
+            .await?;
         Ok(Response { outputs, status })
     }
 }
 
-/// The distinct rows of a request and where each row's result comes from.
-struct RowPlan {
-    /// Key and first row index of each distinct row.
-    distinct: Vec<(Key, usize)>,
-    /// Per row, its index into `distinct`.
-    row_slot: Vec<usize>,
+/// A KServe request's rows, each memoized on its own (or the whole request,
+/// for a model that does not batch).
+struct Rows {
+    model: Arc<Model>,
+    /// Checked inputs; only distinct rows are ever copied out of them, and
+    /// only once their count is known to fit the model's `queue`, so memory
+    /// stays a small multiple of the body however many rows repeat.
+    inputs: Vec<Tensor>,
+    rows: usize,
+    /// Indices of the requested outputs.
+    wanted: Vec<usize>,
+    queue: usize,
 }
 
-/// Key every row of checked `inputs` in place: the distinct keys with the
-/// first row of each, and each row's index into them. Only distinct rows
-/// are ever copied out later, and only once their count is known to fit
-/// the model's `queue`, so memory stays a small multiple of the body
-/// however many rows repeat.
-fn plan_rows(model: &Model, inputs: &[Tensor], rows: usize, queue: usize) -> Result<RowPlan> {
-    let mut distinct: Vec<(Key, usize)> = Vec::new();
-    let mut index: HashMap<Key, usize> = HashMap::new();
-    let mut row_slot: Vec<usize> = Vec::with_capacity(rows);
-    for i in 0..rows {
-        let key = row_key(model, inputs, i, rows);
-        let slot = *index.entry(key.clone()).or_insert_with(|| {
-            distinct.push((key, i));
-            distinct.len() - 1
-        });
-        if distinct.len() > queue {
-            return Err(Error::BadRequest(format!(
-                "the request has more than {queue} distinct rows, the most model `{}` takes per request (its queue)",
-                model.name(),
-            )));
+impl Parts for Rows {
+    type Part = Vec<Tensor>;
+    type Whole = Vec<Tensor>;
+
+    fn count(&self) -> usize {
+        self.rows
+    }
+
+    fn bytes(&self) -> usize {
+        // Keying and reassembly cost about a key per row plus the bytes.
+        let data: usize = self.inputs.iter().map(|t| t.data.len()).sum();
+        data + self.rows.saturating_mul(64)
+    }
+
+    fn key(&self, r: usize) -> Key {
+        let (model, rows) = (&self.model, self.rows);
+        let refs: Vec<TensorRef<'_>> = self
+            .inputs
+            .iter()
+            .map(|t| row_ref(model, t, r, rows))
+            .collect();
+        tensor_key(model.namespace, model.name(), &model.digest, &refs)
+    }
+
+    fn check_distinct(&self, distinct: usize) -> Result<()> {
+        if distinct <= self.queue {
+            return Ok(());
         }
-        row_slot.push(slot);
+        Err(Error::BadRequest(format!(
+            "the request has more than {} distinct rows, the most model `{}` takes per request (its queue)",
+            self.queue,
+            self.model.name(),
+        )))
     }
-    Ok(RowPlan { distinct, row_slot })
-}
 
-/// Inputs smaller than this are worked on in place: moving them to another
-/// thread would cost more than the work.
-const INLINE_BYTES: usize = 64 << 10;
-
-/// Run CPU-heavy `work` over `bytes` of input (tokenizing, big JSON) on the
-/// blocking pool, so the async workers keep answering other requests
-/// meanwhile; small work runs right here.
-pub async fn off_runtime<T: Send + 'static>(
-    bytes: usize,
-    work: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    if bytes < INLINE_BYTES {
-        return work();
+    fn compute(self: Arc<Self>, r: usize) -> impl Future<Output = Result<Bytes>> + Send + 'static {
+        let row = if self.model.batchable {
+            row_of(&self.inputs, r, self.rows)
+        } else {
+            self.inputs.clone()
+        };
+        let model = self.model.clone();
+        async move { model.batcher.run(row).await.map(|out| encode_row(&out)) }
     }
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| Error::Compute(format!("a blocking task failed: {e}")))?
-}
 
-/// A request's status from its parts': `Miss` if any part was computed for
-/// it, else `Coalesced` if any waited on another's computation, else `Hit`.
-fn combined_status(parts: impl Iterator<Item = CacheStatus>) -> CacheStatus {
-    parts
-        .min_by_key(|s| match s {
-            CacheStatus::Miss => 0,
-            CacheStatus::Coalesced => 1,
-            CacheStatus::Hit(_) => 2,
-        })
-        .expect("a request has at least one part")
+    fn decode(&self, value: &Bytes) -> Result<Vec<Tensor>> {
+        decode_row(value)
+    }
+
+    fn assemble(&self, per_row: Vec<&Vec<Tensor>>) -> Result<Vec<Tensor>> {
+        self.wanted
+            .iter()
+            .map(|&o| assemble(&self.model, o, &per_row))
+            .collect()
+    }
 }
 
 /// Row `r` of `rows` of a checked input (first dimension removed), or
@@ -228,11 +217,6 @@ fn row_of(inputs: &[Tensor], r: usize, rows: usize) -> Vec<Tensor> {
             }
         })
         .collect()
-}
-
-fn row_key(model: &Model, inputs: &[Tensor], r: usize, rows: usize) -> Key {
-    let refs: Vec<TensorRef<'_>> = inputs.iter().map(|t| row_ref(model, t, r, rows)).collect();
-    tensor_key(model.namespace, model.name(), &model.digest, &refs)
 }
 
 /// Output `index` of the model, rebuilt from rows (stacked along a new first

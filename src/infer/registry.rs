@@ -21,14 +21,14 @@ use super::{
     backend::{self, Backend, BackendOptions, IoSpec},
     batcher::{Batcher, Settings},
     budget::Budget,
-    text::TextModel,
+    key::ModelDigest,
+    tokenize::TextModel,
 };
 use crate::{
     config::{Config, ModelConfig, ModelLive},
     error::{Error, Result},
-    key::ModelDigest,
+    memo::Store,
     metrics::ModelMetrics,
-    store::Store,
 };
 
 /// A loaded model.

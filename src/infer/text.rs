@@ -1,5 +1,4 @@
-//! Text models: tokenization, pooling, and the per-text memoized embed
-//! path behind `/v1/embeddings`.
+//! The per-text memoized embed path behind `/v1/embeddings`.
 //!
 //! Each distinct text is one cache entry, keyed by the model digest, the
 //! exact text and everything that shapes its vector: the tokenizer file's
@@ -8,46 +7,26 @@
 //! the text on the blocking pool (at most one tokenization per core at a
 //! time, so a huge request cannot starve the async workers), sends its row
 //! to the model's batcher, which pads each batch only to its own longest
-//! text, and pools the token vectors of the real tokens.
-//!
-//! A long text is tokenized from a prefix first (see [`TextModel::encode`]):
-//! truncation would drop the rest anyway, and tokenizing 30 KB to keep 256
-//! tokens is most of a request's CPU time.
+//! text, and pools the token vectors of the real tokens ([`TextModel`]).
 //!
 //! A cached value is the token count (u32 LE, for `usage`) followed by the
 //! vector as f32 LE.
 
 use std::{
-    collections::HashMap,
-    path::Path,
+    future::Future,
     sync::{Arc, LazyLock},
 };
 
 use bytes::{BufMut, Bytes, BytesMut};
-use tokenizers::{Encoding, Tokenizer, TruncationParams};
 use tokio::sync::Semaphore;
 
-use super::{
-    backend::IoSpec,
-    off_runtime,
-    registry::Model,
-    tensor::{DataType, Tensor},
-    Inference,
-};
+use super::{key::text_key, registry::Model, tokenize::TextModel, Inference};
 use crate::{
-    config::{ModelConfig, Pooling},
+    blocking::off_runtime,
     error::{Error, Result},
-    key::{text_key, TextParams},
-    memo::{CacheStatus, Policy},
+    memo::{many::Parts, CacheStatus, Policy},
     store::Key,
 };
-
-/// A loaded tokenizer plus how the model's outputs become one vector.
-pub struct TextModel {
-    tokenizer: Tokenizer,
-    params: TextParams,
-    pooling: Pooling,
-}
 
 /// One request's embeddings, in input order.
 pub struct Embeddings {
@@ -56,15 +35,6 @@ pub struct Embeddings {
     pub status: CacheStatus,
 }
 
-const IDS: &str = "input_ids";
-const MASK: &str = "attention_mask";
-const TYPES: &str = "token_type_ids";
-
-/// Bytes of text tokenized per allowed token before the whole text is:
-/// English runs about 4-6 bytes per token, so a prefix of this size almost
-/// always holds `max_tokens` complete words' tokens.
-const PREFIX_BYTES_PER_TOKEN: usize = 16;
-
 /// Tokenizations running at once, on the blocking pool: one core fewer
 /// than the machine has (at least one), so that tokenizing a huge request
 /// never takes every core from the async workers and the model.
@@ -72,200 +42,6 @@ static TOKENIZING: LazyLock<Semaphore> = LazyLock::new(|| {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     Semaphore::new(cores.saturating_sub(1).max(1))
 });
-
-impl TextModel {
-    /// Load `config.tokenizer` and check that the model takes token ids.
-    pub fn load(
-        config: &ModelConfig,
-        path: &Path,
-        inputs: &[IoSpec],
-        outputs: &[IoSpec],
-    ) -> Result<TextModel> {
-        let refuse =
-            |why: String| Error::Unavailable(format!("text model `{}`: {why}", config.name));
-        let bytes = std::fs::read(path)
-            .map_err(|e| refuse(format!("cannot read tokenizer {}: {e}", path.display())))?;
-        let mut tokenizer = Tokenizer::from_bytes(&bytes)
-            .map_err(|e| refuse(format!("cannot load tokenizer {}: {e}", path.display())))?;
-        let truncation = TruncationParams {
-            max_length: config.max_tokens,
-            ..TruncationParams::default()
-        };
-        // What the server sets over the file's own settings, as it goes
-        // into every key: changing any of it must not serve old vectors.
-        let overrides = overrides(&truncation);
-        tokenizer.with_padding(None);
-        tokenizer
-            .with_truncation(Some(truncation))
-            .map_err(|e| refuse(format!("cannot set truncation: {e}")))?;
-        for spec in inputs {
-            let known = [IDS, MASK, TYPES].contains(&spec.name.as_str());
-            if !known || spec.datatype != DataType::Int64 || spec.shape.len() != 2 {
-                return Err(refuse(format!(
-                    "input `{}` ({} {:?}) is not one of {IDS}, {MASK}, {TYPES} as INT64 [batch, tokens]",
-                    spec.name,
-                    spec.datatype.name(),
-                    spec.shape
-                )));
-            }
-        }
-        if !inputs.iter().any(|s| s.name == IDS) {
-            return Err(refuse(format!("the model has no `{IDS}` input")));
-        }
-        let first = outputs
-            .first()
-            .ok_or_else(|| refuse("the model has no output".into()))?;
-        if first.datatype != DataType::Fp32 || !(2..=3).contains(&first.shape.len()) {
-            return Err(refuse(format!(
-                "output `{}` must be FP32 [batch, tokens, dim] or [batch, dim]",
-                first.name
-            )));
-        }
-        Ok(TextModel {
-            tokenizer,
-            params: TextParams {
-                max_tokens: config.max_tokens as u32,
-                pooling: config.pooling.as_str(),
-                normalize: config.normalize,
-                tokenizer: *blake3::hash(&bytes).as_bytes(),
-                overrides,
-            },
-            pooling: config.pooling,
-        })
-    }
-
-    /// The model's input row for `text`, in the model's input order, and
-    /// its token count.
-    fn row(&self, text: &str, inputs: &[IoSpec]) -> Result<(Vec<Tensor>, usize)> {
-        let encoding = self.encode(text)?;
-        let len = encoding.get_ids().len();
-        let ints = |values: &[u32]| -> Bytes {
-            values
-                .iter()
-                .flat_map(|v| i64::from(*v).to_le_bytes())
-                .collect::<Vec<u8>>()
-                .into()
-        };
-        let row = inputs
-            .iter()
-            .map(|spec| Tensor {
-                name: spec.name.clone(),
-                datatype: DataType::Int64,
-                shape: vec![len as u64],
-                data: match spec.name.as_str() {
-                    IDS => ints(encoding.get_ids()),
-                    MASK => ints(encoding.get_attention_mask()),
-                    _ => ints(encoding.get_type_ids()),
-                },
-            })
-            .collect();
-        Ok((row, len))
-    }
-
-    /// `text` tokenized and truncated at `max_tokens`, tokenizing only a
-    /// prefix when that provably gives the same tokens.
-    ///
-    /// Why the prefix is exact: the normalizer and pre-tokenizer of the
-    /// tokenizers we serve (BERT, Metaspace, byte-level BPE) act within
-    /// whitespace-delimited words, so every word that ends before the
-    /// prefix's last whitespace gets the same tokens in the prefix as in
-    /// the whole text; only the word the cut goes through may differ. If
-    /// the prefix alone already fills `max_tokens` and every kept token
-    /// ends before that last whitespace, the whole text has at least as
-    /// many tokens and truncation keeps exactly these. Otherwise (few long
-    /// words, no whitespace) the whole text is tokenized, as before.
-    fn encode(&self, text: &str) -> Result<Encoding> {
-        let tokenize = |t: &str| {
-            self.tokenizer
-                .encode(t, true)
-                .map_err(|e| Error::BadRequest(format!("cannot tokenize the text: {e}")))
-        };
-        let max_tokens = self.params.max_tokens as usize;
-        let bound = max_tokens.saturating_mul(PREFIX_BYTES_PER_TOKEN);
-        if text.len() <= bound {
-            return tokenize(text);
-        }
-        let prefix = &text[..text.floor_char_boundary(bound)];
-        if let Some((last_space, _)) = prefix.char_indices().rfind(|(_, c)| c.is_whitespace()) {
-            let encoding = tokenize(prefix)?;
-            let kept_end = encoding
-                .get_offsets()
-                .iter()
-                .map(|o| o.1)
-                .max()
-                .unwrap_or(0);
-            if encoding.get_ids().len() >= max_tokens && kept_end <= last_space {
-                return Ok(encoding);
-            }
-        }
-        tokenize(text)
-    }
-
-    /// Refuse KServe rows longer than `max_tokens`: the model was set up
-    /// (and its batches sized) for at most that many tokens per row.
-    pub fn check_tokens(&self, inputs: &[Tensor]) -> Result<()> {
-        let max = u64::from(self.params.max_tokens);
-        match inputs
-            .iter()
-            .find(|t| t.shape.get(1).is_some_and(|n| *n > max))
-        {
-            Some(t) => Err(Error::BadRequest(format!(
-                "input `{}` has {} tokens per row; this model takes at most {max} (max_tokens)",
-                t.name, t.shape[1]
-            ))),
-            None => Ok(()),
-        }
-    }
-
-    /// One vector from a row's first output: pooled over the first `len`
-    /// token vectors (the rest is batch padding), then normalized.
-    fn pool(&self, output: &Tensor, len: usize) -> Result<Vec<f32>> {
-        let floats: Vec<f32> = output
-            .data
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-            .collect();
-        let mut vector = match output.shape.len() {
-            1 => floats,
-            2 => {
-                let dim = output.shape[1] as usize;
-                if len == 0 || floats.len() < len * dim {
-                    return Err(Error::Compute(format!(
-                        "output {:?} is shorter than {len} tokens",
-                        output.shape
-                    )));
-                }
-                match self.pooling {
-                    Pooling::Cls => floats[..dim].to_vec(),
-                    Pooling::Mean => {
-                        let mut sum = vec![0f32; dim];
-                        for token in floats[..len * dim].chunks_exact(dim) {
-                            sum.iter_mut().zip(token).for_each(|(s, v)| *s += v);
-                        }
-                        sum.iter().map(|s| s / len as f32).collect()
-                    }
-                }
-            }
-            _ => {
-                return Err(Error::Compute(format!(
-                    "unexpected output shape {:?}",
-                    output.shape
-                )))
-            }
-        };
-        if self.params.normalize {
-            let norm = vector.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
-            vector.iter_mut().for_each(|v| *v /= norm);
-        }
-        Ok(vector)
-    }
-}
-
-/// The tokenizer settings the server applies, canonically: padding off and
-/// `truncation`. Keys hash this text, so its form is pinned by a test.
-fn overrides(truncation: &TruncationParams) -> String {
-    serde_json::json!({ "padding": null, "truncation": truncation }).to_string()
-}
 
 fn encode_value(tokens: usize, vector: &[f32]) -> Bytes {
     let mut out = BytesMut::with_capacity(4 + 4 * vector.len());
@@ -314,77 +90,93 @@ impl Inference {
         if let Some(i) = texts.iter().position(String::is_empty) {
             return Err(Error::BadRequest(format!("input[{i}] is an empty string")));
         }
-        // Keying hashes every byte of every text: off the async workers
-        // for a big request. Equal texts get equal keys, so they are looked
-        // up (and computed) once.
-        let size = texts.iter().map(String::len).sum();
-        let keying = model.clone();
-        let (texts, order, distinct) = off_runtime(size, move || {
-            let params = &keying.text.as_ref().expect("checked above").params;
-            let mut order = Vec::with_capacity(texts.len());
-            let mut distinct: Vec<(Key, usize)> = Vec::new();
-            let mut seen: HashMap<Key, usize> = HashMap::new();
-            for (i, t) in texts.iter().enumerate() {
-                let key = text_key(keying.namespace, keying.name(), &keying.digest, t, params);
-                order.push(*seen.entry(key.clone()).or_insert_with(|| {
-                    distinct.push((key, i));
-                    distinct.len() - 1
-                }));
-            }
-            Ok((Arc::new(texts), order, distinct))
-        })
-        .await?;
-        let lookups = distinct.into_iter().map(|(key, i)| {
-            let (model, texts) = (model.clone(), texts.clone());
-            self.memo
-                .get_or_compute(key, lookup, move || compute(model, texts, i))
-        });
-        let found = futures::future::try_join_all(lookups).await?;
-        let status = super::combined_status(found.iter().map(|(_, s)| *s));
-        let decoded = found
-            .iter()
-            .map(|(entry, _)| decode_value(&entry.value))
-            .collect::<Result<Vec<_>>>()?;
+        // Equal texts get equal keys, so they are looked up (and computed)
+        // once.
+        let parts = Arc::new(Texts { model, texts });
+        let ((vectors, tokens), status) = self.memo.get_or_compute_many(parts, lookup).await?;
         Ok(Embeddings {
-            vectors: order.iter().map(|&i| decoded[i].1.clone()).collect(),
-            tokens: order.iter().map(|&i| decoded[i].0).sum(),
+            vectors,
+            tokens,
             status,
         })
     }
 }
 
-/// Embed `texts[i]` (shared, so that no text is copied on the way).
-async fn compute(model: Arc<Model>, texts: Arc<Vec<String>>, i: usize) -> Result<Bytes> {
+/// An embeddings request's texts, each memoized on its own.
+struct Texts {
+    /// A text model (checked by `embed`).
+    model: Arc<Model>,
+    texts: Vec<String>,
+}
+
+impl Texts {
+    fn text_model(&self) -> &TextModel {
+        self.model.text.as_ref().expect("checked by embed")
+    }
+}
+
+impl Parts for Texts {
+    /// (token count, vector as f32 LE bytes)
+    type Part = (usize, Bytes);
+    /// (vectors in input order, total tokens)
+    type Whole = (Vec<Bytes>, usize);
+
+    fn count(&self) -> usize {
+        self.texts.len()
+    }
+
+    fn bytes(&self) -> usize {
+        // Keying hashes every byte of every text.
+        self.texts.iter().map(String::len).sum()
+    }
+
+    fn key(&self, i: usize) -> Key {
+        let (model, params) = (&self.model, &self.text_model().params);
+        text_key(
+            model.namespace,
+            model.name(),
+            &model.digest,
+            &self.texts[i],
+            params,
+        )
+    }
+
+    fn check_distinct(&self, _: usize) -> Result<()> {
+        // `embed` bounds the texts themselves (`max_inputs`).
+        Ok(())
+    }
+
+    fn compute(self: Arc<Self>, i: usize) -> impl Future<Output = Result<Bytes>> + Send + 'static {
+        compute(self, i)
+    }
+
+    fn decode(&self, value: &Bytes) -> Result<(usize, Bytes)> {
+        decode_value(value)
+    }
+
+    fn assemble(&self, parts: Vec<&(usize, Bytes)>) -> Result<(Vec<Bytes>, usize)> {
+        let vectors = parts.iter().map(|(_, vector)| vector.clone()).collect();
+        Ok((vectors, parts.iter().map(|(tokens, _)| tokens).sum()))
+    }
+}
+
+/// Embed text `i` (the texts are shared, so that none is copied on the
+/// way).
+async fn compute(texts: Arc<Texts>, i: usize) -> Result<Bytes> {
     let permit = TOKENIZING
         .acquire()
         .await
         .expect("the tokenizing semaphore is never closed");
-    let tokenizing = model.clone();
+    let tokenizing = texts.clone();
     let (row, len) = off_runtime(usize::MAX, move || {
-        let tm = tokenizing.text.as_ref().expect("checked by embed");
-        tm.row(&texts[i], &tokenizing.inputs)
+        let model = &tokenizing.model;
+        tokenizing
+            .text_model()
+            .row(&tokenizing.texts[i], &model.inputs)
     })
     .await?;
     drop(permit);
-    let tm = model.text.as_ref().expect("checked by embed");
-    let outputs = model.batcher.run(row).await?;
-    let vector = tm.pool(&outputs[0], len)?;
+    let outputs = texts.model.batcher.run(row).await?;
+    let vector = texts.text_model().pool(&outputs[0], len)?;
     Ok(encode_value(len, &vector))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn overrides_have_a_pinned_form() {
-        let truncation = TruncationParams {
-            max_length: 256,
-            ..TruncationParams::default()
-        };
-        assert_eq!(
-            overrides(&truncation),
-            r#"{"padding":null,"truncation":{"direction":"Right","max_length":256,"strategy":"LongestFirst","stride":0}}"#
-        );
-    }
 }

@@ -1,33 +1,23 @@
-//! The two-tier cache: memory (moka) in front of disk (redb).
+//! The local tiers: memory (moka) and disk (redb), kept in step by the
+//! group-commit [`writer`].
 //!
-//! Read path: memory, then disk; a disk hit is promoted to memory. Write
-//! path: every change to disk goes through the group-commit [`writer`],
-//! which mirrors committed changes into memory in commit order, so the two
-//! tiers never disagree about a key for longer than a commit.
+//! This module stores; it does not decide how a read walks the tiers. The
+//! read path (lookup order, promotion, write-back, the fences that make
+//! removals win races, the hit and miss counters) is `crate::memo`, which
+//! drives these engines as two tiers of its chain (ARCHITECTURE.md §1).
 //!
-//! Removals win every race: a promotion (read an old value from disk while
-//! a delete commits) and a computation landing while its model's cache is
-//! dropped are both checked, at the moment they would publish, against the
-//! counters in [`fence`].
+//! Every change to disk goes through the writer, which commits in groups
+//! and then applies the same changes to memory in commit order, telling
+//! the read path's fences first ([`CommitFence`]), so the two tiers never
+//! disagree about a key for longer than a commit.
 
 pub mod disk;
 pub mod fault;
-pub mod fence;
 pub mod memory;
-pub mod writer;
+pub(crate) mod writer;
 
-#[cfg(test)]
-mod races;
-
-use std::{
-    future::Future,
-    path::PathBuf,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
-    time::Duration,
-};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -35,14 +25,12 @@ use tokio::task::JoinHandle;
 
 use self::{
     disk::{DiskTier, Op},
-    fence::{Fences, Generations},
     memory::MemoryTier,
     writer::{Batching, Targets, Writer},
 };
 use crate::{
     error::{Error, Result},
     events::Events,
-    metrics::CacheMetrics,
 };
 
 /// Namespace of the plain key-value API.
@@ -89,22 +77,6 @@ impl Entry {
     /// that have a deadline.
     pub fn is_expired(&self, clock: &Clock) -> bool {
         matches!(self.expires_at, Some(at) if at <= clock.now_ms())
-    }
-}
-
-/// Which tier answered a read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Tier {
-    Memory,
-    Disk,
-}
-
-impl Tier {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Tier::Memory => "memory",
-            Tier::Disk => "disk",
-        }
     }
 }
 
@@ -189,9 +161,21 @@ pub struct Usage {
     pub bytes: u64,
 }
 
-/// The two-tier cache. Cheap to clone; all clones share one store.
+/// Told of every committed change to a key, before the writer applies it
+/// to memory. The read path's fences implement it (`memo::fence`): a
+/// promotion that read a key while a change to it committed sees the bump
+/// and publishes nothing.
+pub(crate) trait CommitFence: Send + Sync {
+    /// A change to `key` committed.
+    fn bump(&self, key: &Key);
+    /// Changes to many keys committed (a namespace drop).
+    fn bump_all(&self);
+}
+
+/// The two local tiers and their writer. Cheap to clone; all clones share
+/// one database.
 #[derive(Clone)]
-pub struct Store {
+pub(crate) struct Local {
     inner: Arc<Inner>,
 }
 
@@ -204,25 +188,20 @@ struct Inner {
     memory: MemoryTier,
     disk: Arc<DiskTier>,
     writer: Writer,
-    fences: Arc<Fences>,
-    generations: Generations,
     clock: Clock,
     /// Changes with live reloads.
     max_value_size: AtomicU64,
-    metrics: CacheMetrics,
     events: Events,
-    healthy: Arc<std::sync::atomic::AtomicBool>,
+    healthy: Arc<AtomicBool>,
     /// Background tasks, taken by `close`.
     tasks: Mutex<Option<Tasks>>,
-    /// Hold a promotion after its disk read and after its memory insert.
-    #[cfg(test)]
-    promotion: [fence::Gate; 2],
 }
 
-impl Store {
-    /// Open the store in `options.dir` and start its writer and sweeper.
-    /// Must be called inside a tokio runtime.
-    pub async fn open(options: StoreOptions) -> Result<Store> {
+impl Local {
+    /// Open the tiers in `options.dir` and start the writer and sweeper;
+    /// every commit bumps `fences` before it touches memory. Must be called
+    /// inside a tokio runtime.
+    pub(crate) async fn open(options: StoreOptions, fences: Arc<dyn CommitFence>) -> Result<Local> {
         let clock = Clock::new();
         let dir = options.dir.clone();
         let disk_clock = clock.clone();
@@ -235,14 +214,13 @@ impl Store {
         let disk = Arc::new(disk);
         let events = Events::default();
         let memory = MemoryTier::new(options.memory_capacity, clock.clone(), events.clone());
-        let fences = Arc::new(Fences::new());
-        let healthy = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let healthy = Arc::new(AtomicBool::new(true));
         let (writer, writer_task) = Writer::spawn(
             Targets {
                 healthy: healthy.clone(),
                 disk: disk.clone(),
                 memory: memory.clone(),
-                fences: fences.clone(),
+                fences,
                 events: events.clone(),
             },
             Batching {
@@ -252,181 +230,103 @@ impl Store {
             },
         );
         let sweeper = tokio::spawn(sweep_forever(writer.clone(), options.sweep_interval));
-        Ok(Store {
+        Ok(Local {
             inner: Arc::new(Inner {
                 memory,
                 disk,
                 writer,
-                fences,
-                generations: Generations::default(),
                 clock,
                 max_value_size: AtomicU64::new(options.max_value_size),
-                metrics: CacheMetrics::default(),
                 events,
                 healthy,
                 tasks: Mutex::new(Some(Tasks {
                     writer: writer_task,
                     sweeper,
                 })),
-                #[cfg(test)]
-                promotion: Default::default(),
             }),
         })
     }
 
-    /// The live entry under `key` in the memory tier (counted as a hit).
-    pub fn get_memory(&self, key: &Key) -> Option<Entry> {
-        let entry = self.inner.memory.get(key)?;
-        self.inner.metrics.hit(Tier::Memory);
-        Some(entry)
+    /// The memory tier.
+    pub(crate) fn memory(&self) -> &MemoryTier {
+        &self.inner.memory
     }
 
-    /// The live entry under `key` and the tier that held it.
-    pub async fn get(&self, key: &Key) -> Result<Option<(Entry, Tier)>> {
-        let inner = &self.inner;
-        if let Some(entry) = self.get_memory(key) {
-            return Ok(Some((entry, Tier::Memory)));
-        }
-        let fence = inner.fences.read(key);
-        let disk = inner.disk.clone();
-        let owned = key.clone();
-        let found = tokio::task::spawn_blocking(move || disk.get(&owned))
+    /// The live entry under `key` on disk (read on a blocking thread).
+    pub(crate) async fn read(&self, key: &Key) -> Result<Option<Entry>> {
+        let (disk, key) = (self.inner.disk.clone(), key.clone());
+        tokio::task::spawn_blocking(move || disk.get(&key))
             .await
-            .map_err(|e| Error::Storage(format!("disk read panicked: {e}")))??;
-        let Some(entry) = found else {
-            return Ok(None);
-        };
-        #[cfg(test)]
-        inner.promotion[0].pass().await;
-        // If a write to this key committed while we read, our copy may be
-        // older than it (or deleted): leave memory to the writer. The read
-        // itself began before that write was acknowledged, so answering it
-        // is still in order.
-        inner.fences.publish_if(key, fence, || {
-            inner.memory.insert(key.clone(), entry.clone());
-        });
-        #[cfg(test)]
-        inner.promotion[1].pass().await;
-        inner.metrics.hit(Tier::Disk);
-        Ok(Some((entry, Tier::Disk)))
+            .map_err(|e| Error::Storage(format!("disk read panicked: {e}")))?
     }
 
-    /// Store `entry` in both tiers; returns once it is durable on disk.
-    pub async fn put(&self, key: Key, entry: Entry) -> Result<()> {
-        self.check_size(&key, &entry)?;
-        self.inner
-            .writer
-            .write(Op::Put { key, entry })
-            .await
-            .map(drop)
+    /// Queue `op` and wait until it is committed (and applied to memory).
+    /// Returns how many entries it wrote or removed.
+    pub(crate) async fn write(&self, op: Op) -> Result<u64> {
+        self.inner.writer.write(op).await
     }
 
-    /// Publish a result computed under `generation` of its namespace (see
-    /// [`Store::generation`]): into memory at once and onto the write
-    /// queue, unless the namespace was dropped since, in which case nothing
-    /// is published and `None` returned. The future answers once the write
-    /// is durable (or refused: too large, queue full).
-    pub(crate) fn land(
+    /// Queue a put whose entry the caller has already put in memory (see
+    /// [`Writer::persist`]); the future answers once it is committed.
+    pub(crate) fn persist(
         &self,
         key: Key,
         entry: Entry,
-        generation: u64,
-    ) -> Option<impl Future<Output = Result<()>>> {
-        let inner = &self.inner;
-        inner.generations.publish_if(key.namespace, generation, || {
-            let queued = self.check_size(&key, &entry).and_then(|()| {
-                inner.memory.insert(key.clone(), entry.clone());
-                // The commit bumps the key's fence but does not insert
-                // the entry into memory a second time.
-                inner.writer.persist(Op::Put { key, entry })
-            });
-            async move { queued?.await.map(drop) }
-        })
+    ) -> Result<impl std::future::Future<Output = Result<()>> + Send + 'static> {
+        let committed = self.inner.writer.persist(Op::Put { key, entry })?;
+        Ok(async move { committed.await.map(drop) })
     }
 
-    /// The namespace's generation: read it before computing a result, and
-    /// hand it to [`Store::land`].
-    pub(crate) fn generation(&self, namespace: u32) -> u64 {
-        self.inner.generations.current(namespace)
-    }
-
-    /// A number that changes whenever a write to `key` commits. Read it
-    /// before looking in the tiers; if it changed by the time the caller
-    /// decides to compute, a result was stored meanwhile.
-    pub(crate) fn fence(&self, key: &Key) -> u64 {
-        self.inner.fences.read(key)
-    }
-
-    /// Remove `key` from both tiers; returns once the removal is durable.
-    /// Returns whether the disk tier held it.
-    pub async fn delete(&self, key: Key) -> Result<bool> {
-        self.inner.memory.remove(&key);
-        let removed = self.inner.writer.write(Op::Delete { key }).await?;
-        Ok(removed > 0)
+    /// Refuse an entry larger than `max_value_size` or than the disk tier
+    /// can hold.
+    pub(crate) fn check_size(&self, key: &Key, entry: &Entry) -> Result<()> {
+        let limit = self.max_value_size();
+        if entry.value.len() as u64 > limit {
+            return Err(Error::TooLarge { limit });
+        }
+        self.inner.disk.check_fits(key, entry)
     }
 
     /// The disk namespace number of a model name (stable across restarts).
-    pub async fn namespace(&self, name: &str) -> Result<u32> {
+    pub(crate) async fn namespace(&self, name: &str) -> Result<u32> {
         let (disk, name) = (self.inner.disk.clone(), name.to_string());
         tokio::task::spawn_blocking(move || disk.namespace(&name))
             .await
             .map_err(|e| Error::Storage(format!("namespace lookup panicked: {e}")))?
     }
 
-    /// Remove every entry of one namespace from both tiers; returns how
-    /// many the disk tier held. A result being computed meanwhile is not
-    /// stored when it lands.
-    pub async fn drop_namespace(&self, namespace: u32) -> Result<u64> {
-        // Bump first: a result that landed before is in memory (removed
-        // below) and queued ahead of the drop (removed by it on disk); one
-        // landing after sees the new generation and publishes nothing.
-        self.inner.generations.bump(namespace);
-        self.inner.memory.remove_namespace(namespace);
-        self.inner.writer.write(Op::DropNamespace(namespace)).await
-    }
-
     /// Current usage of (memory, disk).
-    pub fn usage(&self) -> (Usage, Usage) {
+    pub(crate) fn usage(&self) -> (Usage, Usage) {
         let (entries, bytes) = self.inner.memory.usage();
         let memory = Usage { entries, bytes };
         let (entries, bytes) = self.inner.disk.usage();
         (memory, Usage { entries, bytes })
     }
 
-    /// Hit and miss counters.
-    pub fn metrics(&self) -> &CacheMetrics {
-        &self.inner.metrics
-    }
-
-    /// False from a failed disk commit (e.g. a full disk) until the writer
-    /// has reopened the database, which it retries with backoff; writes are
-    /// refused meanwhile and `/healthz` reports it. Reads keep working.
-    pub fn disk_healthy(&self) -> bool {
+    /// False while disk commits fail (see `Store::disk_healthy`).
+    pub(crate) fn disk_healthy(&self) -> bool {
         self.inner.healthy.load(Ordering::SeqCst)
     }
 
-    /// The cache event stream (also fed by the model batchers).
-    pub fn events(&self) -> &Events {
+    pub(crate) fn events(&self) -> &Events {
         &self.inner.events
     }
 
-    /// The store's clock (Unix milliseconds, following tokio's time).
-    pub fn clock(&self) -> &Clock {
+    pub(crate) fn clock(&self) -> &Clock {
         &self.inner.clock
     }
 
-    pub fn max_value_size(&self) -> u64 {
+    pub(crate) fn max_value_size(&self) -> u64 {
         self.inner.max_value_size.load(Ordering::Relaxed)
     }
 
-    /// Apply a reloaded `max_value_size`.
-    pub fn set_max_value_size(&self, limit: u64) {
+    pub(crate) fn set_max_value_size(&self, limit: u64) {
         self.inner.max_value_size.store(limit, Ordering::Relaxed);
     }
 
     /// Commit every queued write and stop the background tasks. The redb
-    /// file is closed cleanly when the last clone of the store is dropped.
-    pub async fn close(&self) {
+    /// file is closed cleanly when the last clone is dropped.
+    pub(crate) async fn close(&self) {
         self.inner.writer.close().await;
         let Some(tasks) = self.inner.tasks.lock().take() else {
             return;
@@ -436,14 +336,6 @@ impl Store {
         if let Err(e) = tasks.writer.await {
             tracing::error!(error = %e, "the disk writer ended abnormally");
         }
-    }
-
-    fn check_size(&self, key: &Key, entry: &Entry) -> Result<()> {
-        let limit = self.max_value_size();
-        if entry.value.len() as u64 > limit {
-            return Err(Error::TooLarge { limit });
-        }
-        self.inner.disk.check_fits(key, entry)
     }
 }
 

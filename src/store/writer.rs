@@ -7,7 +7,7 @@
 //! over its oneshot only after the commit.
 //!
 //! After a commit the writer applies the same changes to the memory tier,
-//! in queue order, and bumps the key's [`Fences`] stripe first, so a reader
+//! in queue order, and bumps the key's fence ([`CommitFence`]) first, so a reader
 //! promoting an older disk value at the same moment can tell and undo it.
 //! A full queue is refused at once (`Error::Overloaded`, HTTP 429).
 //!
@@ -33,7 +33,7 @@ use tokio::{
 use super::{
     disk::{Applied, DiskTier, Op},
     memory::MemoryTier,
-    Fences,
+    CommitFence,
 };
 use crate::{
     error::{Error, Result},
@@ -73,9 +73,9 @@ pub struct Writer {
 pub struct Targets {
     pub disk: Arc<DiskTier>,
     pub memory: MemoryTier,
-    pub fences: Arc<Fences>,
+    pub fences: Arc<dyn CommitFence>,
     pub events: Events,
-    /// Whether the last commit succeeded (see `Store::disk_healthy`).
+    /// Whether disk writes are accepted (see `Store::disk_healthy`).
     pub healthy: Arc<std::sync::atomic::AtomicBool>,
 }
 

@@ -19,8 +19,9 @@ use serde_json::{json, Value};
 
 use super::{cache_policy, read_body, AppState, X_CACHE};
 use crate::{
+    blocking::off_runtime,
     error::{Error, Result},
-    infer::{off_runtime, registry::Model, Request},
+    infer::{registry::Model, Request},
 };
 
 const HEADER_LENGTH: &str = "inference-header-content-length";

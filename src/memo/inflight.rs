@@ -6,14 +6,17 @@
 //!   that started it); callers register a oneshot sender and wait. When the
 //!   last waiter leaves (cancelled or timed out), the task is aborted and the
 //!   slot cleared.
-//! - `Landed`: the result is known and in memory, its durable write is under
-//!   way. Late callers take the result from the slot. The slot is cleared
-//!   once the write has committed, so a caller that finds it empty will find
-//!   the result on disk (the store's fence tells it to look again).
+//! - `Landed`: the result is known and written back (in memory, its durable
+//!   write under way). Late callers take the result from the slot. The slot
+//!   is cleared once the write has committed, so a caller that finds it
+//!   empty will find the result in the tiers (the chain's fence tells it to
+//!   look again).
 //!
-//! A flight remembers its model's generation (see [`crate::store::fence`]):
-//! if the model's cache is dropped while it runs, its result still reaches
-//! its waiters but is neither stored nor handed out from a `Landed` slot.
+//! This map knows nothing of tiers: the caller hands [`Inflight::join`] the
+//! computation and the write-back (`land`), and a stamp (its model's
+//! generation, see [`crate::memo::fence`]). A landed result is handed out
+//! only to callers with the same stamp, so a result computed across a
+//! model's cache drop still reaches its waiters but nobody after.
 //!
 //! Invariants, each enforced under the slot's lock: exactly one of the task
 //! (landing), the last leaving waiter, or the task's drop guard (panic,
@@ -37,7 +40,7 @@ use tokio::{sync::oneshot, task::AbortHandle};
 
 use crate::{
     error::{Error, Result},
-    store::{Entry, Key, Store},
+    store::{Entry, Key},
 };
 
 /// Whether a computation reads and writes the cache. Flights of different
@@ -79,9 +82,9 @@ enum Flight {
     Landed {
         id: u64,
         entry: Entry,
-        /// The namespace generation it was computed under; a drop since
-        /// makes it stale (see [`crate::store::fence`]).
-        generation: u64,
+        /// The stamp it was computed under; callers with another stamp
+        /// treat the slot as empty.
+        stamp: u64,
     },
 }
 
@@ -89,13 +92,12 @@ enum Flight {
 struct Takeoff {
     fk: FlightKey,
     id: u64,
-    /// The namespace generation when the flight started.
-    generation: u64,
-    ttl: Option<Duration>,
+    /// The caller's stamp when the flight started.
+    stamp: u64,
 }
 
 /// What a caller got from [`Inflight::join`].
-pub enum Join {
+pub(crate) enum Join {
     /// This caller started the computation.
     Led(Waiter),
     /// This caller waits on another's computation.
@@ -108,17 +110,17 @@ pub enum Join {
 }
 
 /// The in-flight map.
-pub struct Inflight {
+pub(crate) struct Inflight {
     map: DashMap<FlightKey, Flight>,
     next_id: AtomicU64,
     running: Gauge,
     /// Holds a landed flight before it waits for its durable write.
     #[cfg(test)]
-    pub(crate) landed: crate::store::fence::Gate,
+    pub(crate) landed: super::fence::Gate,
 }
 
 impl Inflight {
-    pub fn new(running: Gauge) -> Arc<Inflight> {
+    pub(crate) fn new(running: Gauge) -> Arc<Inflight> {
         Arc::new(Inflight {
             map: DashMap::new(),
             next_id: AtomicU64::new(0),
@@ -129,35 +131,35 @@ impl Inflight {
     }
 
     /// Number of slots (running or landed); zero at quiescence.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.map.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
     }
 
     /// Join the computation of `key`, or start `compute` when none runs.
     /// `stored_since_look` is asked, with the slot locked, when the slot is
     /// empty: if a result was stored since the caller looked, it must look
-    /// again instead of computing twice.
-    pub fn join<Fut>(
+    /// again instead of computing twice. `land` writes a successful result
+    /// back (only if `policy.write`), in the flight's task, before the
+    /// waiters hear of it; the slot keeps the result until the future it
+    /// returns has answered.
+    pub(crate) fn join<Fut, Land, Durable>(
         self: &Arc<Self>,
-        store: &Store,
         key: &Key,
         policy: Policy,
-        ttl: Option<Duration>,
+        stamp: u64,
         stored_since_look: impl FnOnce() -> bool,
         compute: impl FnOnce() -> Fut,
+        land: Land,
     ) -> Join
     where
-        Fut: Future<Output = Result<bytes::Bytes>> + Send + 'static,
+        Fut: Future<Output = Result<Entry>> + Send + 'static,
+        Land: FnOnce(&Entry) -> Option<Durable> + Send + 'static,
+        Durable: Future<Output = Result<()>> + Send + 'static,
     {
         let fk = FlightKey {
             key: key.clone(),
             policy,
         };
-        let generation = store.generation(key.namespace);
         let mut slot = self.map.entry(fk.clone());
         if let Slot::Occupied(occupied) = &mut slot {
             match occupied.get_mut() {
@@ -171,9 +173,9 @@ impl Inflight {
                 }
                 Flight::Landed {
                     entry,
-                    generation: landed,
+                    stamp: landed,
                     ..
-                } if *landed == generation => return Join::Landed(entry.clone()),
+                } if *landed == stamp => return Join::Landed(entry.clone()),
                 // Landed before its model's cache was dropped: as if empty.
                 Flight::Landed { .. } => {}
             }
@@ -186,10 +188,9 @@ impl Inflight {
         let flight = Takeoff {
             fk: fk.clone(),
             id,
-            generation,
-            ttl,
+            stamp,
         };
-        let task = tokio::spawn(self.clone().fly(flight, store.clone(), compute()));
+        let task = tokio::spawn(self.clone().fly(flight, compute(), land));
         slot.insert(Flight::Running {
             id,
             waiters: vec![tx],
@@ -212,45 +213,35 @@ impl Inflight {
         }
     }
 
-    /// The spawned computation: run, publish, fan out, persist, clear.
-    async fn fly(
+    /// The spawned computation: run, land, fan out, wait for the write,
+    /// clear.
+    async fn fly<Durable: Future<Output = Result<()>> + Send>(
         self: Arc<Self>,
         flight: Takeoff,
-        store: Store,
-        work: impl Future<Output = Result<bytes::Bytes>> + Send + 'static,
+        work: impl Future<Output = Result<Entry>> + Send + 'static,
+        land: impl FnOnce(&Entry) -> Option<Durable>,
     ) {
-        let Takeoff {
-            fk,
-            id,
-            generation,
-            ttl,
-        } = flight;
+        let Takeoff { fk, id, stamp } = flight;
         let _guard = CrashGuard {
             inflight: &self,
             fk: &fk,
             id,
         };
         let outcome = match AssertUnwindSafe(work).catch_unwind().await {
-            Ok(result) => result.map(|value| Entry {
-                value,
-                content_type: None,
-                expires_at: ttl.map(|t| store.clock().deadline(t)),
-            }),
+            Ok(result) => result,
             Err(panic) => Err(Error::Compute(format!(
                 "the computation panicked: {}",
                 panic_message(&panic)
             ))),
         };
-        // Published only if the model's cache was not dropped meanwhile;
+        // `land` may refuse (e.g. the model's cache was dropped meanwhile);
         // the waiters get the result either way.
         let stored = match &outcome {
-            Ok(entry) if fk.policy.write => store
-                .land(fk.key.clone(), entry.clone(), generation)
-                .map(|durable| (entry.clone(), durable)),
+            Ok(entry) if fk.policy.write => land(entry).map(|durable| (entry.clone(), durable)),
             _ => None,
         };
         let (keep, durable) = stored.unzip();
-        let waiters = self.land(&fk, id, keep.map(|entry| (entry, generation)));
+        let waiters = self.land(&fk, id, keep.map(|entry| (entry, stamp)));
         for waiter in waiters {
             let _ = waiter.send(outcome.clone());
         }
@@ -267,8 +258,8 @@ impl Inflight {
         }
     }
 
-    /// Running -> Landed (with `keep` and its generation) or removed;
-    /// returns the waiters.
+    /// Running -> Landed (with `keep` and its stamp) or removed; returns
+    /// the waiters.
     fn land(
         &self,
         fk: &FlightKey,
@@ -283,14 +274,9 @@ impl Inflight {
         }
         self.running.dec();
         let old = match keep {
-            Some((entry, generation)) => std::mem::replace(
-                slot.get_mut(),
-                Flight::Landed {
-                    id,
-                    entry,
-                    generation,
-                },
-            ),
+            Some((entry, stamp)) => {
+                std::mem::replace(slot.get_mut(), Flight::Landed { id, entry, stamp })
+            }
             None => slot.remove(),
         };
         match old {
@@ -347,7 +333,7 @@ impl Drop for CrashGuard<'_> {
 }
 
 /// One caller's claim on a flight.
-pub struct Waiter {
+pub(crate) struct Waiter {
     rx: oneshot::Receiver<Outcome>,
     /// Dropping an armed ticket leaves the flight.
     ticket: Ticket,
@@ -372,7 +358,7 @@ impl Drop for Ticket {
 impl Waiter {
     /// Wait for the result, at most `timeout`. Dropping the future (or
     /// timing out) leaves the flight; the last to leave cancels it.
-    pub async fn wait(mut self, timeout: Option<Duration>) -> Outcome {
+    pub(crate) async fn wait(mut self, timeout: Option<Duration>) -> Outcome {
         let received = match timeout {
             Some(limit) => tokio::time::timeout(limit, &mut self.rx)
                 .await

@@ -1,4 +1,5 @@
-//! Who wins when a reader publishes what it read while a writer removes it.
+//! "Removals win races" (ARCHITECTURE.md §3): who wins when the read path
+//! publishes what it read or computed while a writer removes it.
 //!
 //! Two kinds of counter, each read before slow work (a disk read, a model
 //! run) and checked again at the moment the result would become visible:
@@ -24,7 +25,7 @@ use std::{
 
 use parking_lot::RwLock;
 
-use super::Key;
+use crate::store::{CommitFence, Key};
 
 /// Runs `publish` if `current` (read under the shared lock) equals `seen`.
 fn publish_if<T, R>(
@@ -38,13 +39,13 @@ fn publish_if<T, R>(
 }
 
 /// Striped write counters that let a promotion detect a concurrent write.
-pub struct Fences {
+pub(crate) struct Fences {
     stripes: [RwLock<u64>; 64],
     hasher: RandomState,
 }
 
 impl Fences {
-    pub(super) fn new() -> Fences {
+    pub(crate) fn new() -> Fences {
         Fences {
             stripes: std::array::from_fn(|_| RwLock::new(0)),
             hasher: RandomState::new(),
@@ -56,25 +57,15 @@ impl Fences {
         &self.stripes[i]
     }
 
-    pub(super) fn read(&self, key: &Key) -> u64 {
+    /// A number that changes whenever a write to `key` commits: read it
+    /// before slow work, check it with [`Fences::publish_if`].
+    pub(crate) fn read(&self, key: &Key) -> u64 {
         *self.stripe(key).read()
-    }
-
-    /// Call before changing `key` in memory.
-    pub(super) fn bump(&self, key: &Key) {
-        *self.stripe(key).write() += 1;
-    }
-
-    /// Call before changing many keys in memory.
-    pub(super) fn bump_all(&self) {
-        for stripe in &self.stripes {
-            *stripe.write() += 1;
-        }
     }
 
     /// Run `publish` only if no write to `key` was announced since the
     /// fence read `seen`; none can be announced while it runs.
-    pub(super) fn publish_if<R>(
+    pub(crate) fn publish_if<R>(
         &self,
         key: &Key,
         seen: u64,
@@ -84,27 +75,41 @@ impl Fences {
     }
 }
 
+/// The writer bumps a key's stripe after its change commits and before it
+/// applies the change to memory.
+impl CommitFence for Fences {
+    fn bump(&self, key: &Key) {
+        *self.stripe(key).write() += 1;
+    }
+
+    fn bump_all(&self) {
+        for stripe in &self.stripes {
+            *stripe.write() += 1;
+        }
+    }
+}
+
 /// Per-namespace generations, bumped by dropping a namespace's cache.
 #[derive(Default)]
-pub struct Generations(RwLock<HashMap<u32, u64>>);
+pub(crate) struct Generations(RwLock<HashMap<u32, u64>>);
 
 fn generation(map: &HashMap<u32, u64>, namespace: u32) -> u64 {
     map.get(&namespace).copied().unwrap_or(0)
 }
 
 impl Generations {
-    pub(super) fn current(&self, namespace: u32) -> u64 {
+    pub(crate) fn current(&self, namespace: u32) -> u64 {
         generation(&self.0.read(), namespace)
     }
 
     /// Call before removing the namespace's entries.
-    pub(super) fn bump(&self, namespace: u32) {
+    pub(crate) fn bump(&self, namespace: u32) {
         *self.0.write().entry(namespace).or_default() += 1;
     }
 
     /// Run `publish` only if `namespace` is still at generation `seen`; no
     /// drop can start while it runs.
-    pub(super) fn publish_if<R>(
+    pub(crate) fn publish_if<R>(
         &self,
         namespace: u32,
         seen: u64,

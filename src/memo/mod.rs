@@ -1,23 +1,47 @@
-//! The read path, top to bottom: memory, disk, in-flight map, compute,
-//! store. [`Memo::get_or_compute`] returns the value with how it was found
-//! ([`CacheStatus`], exposed over HTTP as `X-Cache`).
+//! The read path, top to bottom: memory, the tiers behind it, the in-flight
+//! map, compute, write-back. [`Memo::get_or_compute`] returns the value
+//! with how it was found ([`CacheStatus`], exposed over HTTP as `X-Cache`).
 //!
-//! Every cached endpoint goes through here. The computation belongs to a
-//! spawned task (see [`crate::coalesce`]), so a caller that gives up (drop,
-//! timeout) never fails the others; when every caller has given up, the
-//! computation is cancelled and nothing is stored.
+//! ```text
+//! get_or_compute(key)
+//!   -> memory                       chain: one moka lookup, the hot path
+//!   -> fence, then each tier behind chain: disk (later shared); a hit is
+//!                                   promoted into the tiers in front
+//!   -> in-flight map                inflight: join a running computation
+//!   -> compute (spawned task)       inflight: one per key, panics caught
+//!   -> write-back                   chain: memory now, disk queued, unless
+//!                                   the model's cache was dropped meanwhile
+//! ```
+//!
+//! Everything the read path decides lives in this module: the tier chain
+//! ([`chain`], [`tier`]), the fences and generations that make removals win
+//! races ([`fence`]), the single-flight map ([`inflight`]), the counters
+//! ([`counters`]) and the fan-out over a request's parts ([`many`]). The
+//! storage engines below it are [`crate::store`].
+//!
+//! The computation belongs to a spawned task, so a caller that gives up
+//! (drop, timeout) never fails the others; when every caller has given up,
+//! the computation is cancelled and nothing is stored.
+
+pub(crate) mod chain;
+pub(crate) mod counters;
+mod disk;
+pub(crate) mod fence;
+pub(crate) mod inflight;
+pub(crate) mod many;
+pub(crate) mod tier;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 
+pub(crate) use self::counters::TierLabel;
+use self::inflight::{Inflight, Join};
+pub use self::{chain::Store, counters::CacheMetrics, inflight::Policy, tier::Tier};
 use crate::{
-    coalesce::{Inflight, Join},
     error::{Error, Result},
-    store::{Entry, Key, Store, Tier},
+    store::{Entry, Key},
 };
-
-pub use crate::coalesce::Policy;
 
 /// How a value was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,31 +114,45 @@ impl Memo {
         V: Into<Bytes>,
         E: Into<Error>,
     {
-        let metrics = self.store.metrics();
+        let store = &self.store;
+        let metrics = store.metrics();
         let mut compute = Some(compute);
         if lookup.policy.read {
             // The hit path: one memory lookup, nothing else.
-            if let Some(entry) = self.store.get_memory(&key) {
+            if let Some(entry) = store.get_memory(&key) {
                 return Ok((entry, CacheStatus::Hit(Tier::Memory)));
             }
         }
         loop {
             // Read before looking (again): see `Store::fence`.
-            let fence = self.store.fence(&key);
+            let fence = store.fence(&key);
             if lookup.policy.read {
-                if let Some((entry, tier)) = self.store.get(&key).await? {
+                if let Some((entry, tier)) = store.lookup(&key).await? {
                     return Ok((entry, CacheStatus::Hit(tier)));
                 }
             }
+            // Read before computing: a drop since makes the result stale.
+            let generation = store.generation(key.namespace);
             let joined = self.inflight.join(
-                &self.store,
                 &key,
                 lookup.policy,
-                lookup.ttl,
-                || lookup.policy.read && self.store.fence(&key) != fence,
+                generation,
+                || lookup.policy.read && store.fence(&key) != fence,
                 || {
                     let work = compute.take().expect("compute is taken once")();
-                    async move { work.await.map(Into::into).map_err(Into::into) }
+                    let clock = store.clock().clone();
+                    async move {
+                        let value = work.await.map_err(Into::into)?;
+                        Ok(Entry {
+                            value: value.into(),
+                            content_type: None,
+                            expires_at: lookup.ttl.map(|t| clock.deadline(t)),
+                        })
+                    }
+                },
+                {
+                    let (store, key) = (store.clone(), key.clone());
+                    move |entry: &Entry| store.land(&key, entry, generation)
                 },
             );
             let (waiter, status) = match joined {
