@@ -19,15 +19,15 @@
 //! transaction; hot entries live in the memory tier anyway, where moka
 //! keeps them by frequency.
 //!
-//! `capacity` bounds the file, not just the charged bytes. redb keeps a
-//! file under 4 GiB at a power-of-two size (it doubles it when it runs out
-//! of free pages and never gives the space back on its own), and a charged
-//! byte takes about 1.6 bytes of pages (B-tree fill, redb's own tables). So the target is set
+//! `capacity` bounds the file, not just the charged bytes. redb doubles a
+//! file under 4 GiB whenever it runs out of free pages and never gives the
+//! space back on its own, and a charged byte takes about 1.6 bytes of
+//! pages (B-tree fill, redb's own tables). So the eviction target is set
 //! for live pages of at most [`LIVE_PERCENT`] of the capacity, which a
 //! doubling keeps under it; a commit that still leaves the file above the
-//! capacity is followed by [`DiskTier::fit`]: compact, measure how many file
-//! bytes a charged byte really takes, lower (or raise) the target to match
-//! and evict to it.
+//! capacity is followed by [`DiskTier::fit`]: compact, measure how many
+//! file bytes a charged byte really takes, lower (or raise) the target to
+//! match and evict to it.
 //!
 //! A commit that fails (a full disk) leaves redb refusing writes; the
 //! writer calls [`DiskTier::recover`] with backoff, which reopens the file
@@ -266,8 +266,14 @@ impl DiskTier {
     /// larger (see the module docs). Returns what it evicted.
     pub fn fit(&self) -> Result<Applied> {
         let mut done = Applied::default();
-        for _ in 0..FIT_ROUNDS {
-            if !self.over_capacity() {
+        for round in 0..FIT_ROUNDS {
+            // After an eviction, compact again even if the file did not
+            // grow: the eviction freed pages only a compaction gives back.
+            let over = match round {
+                0 => self.over_capacity(),
+                _ => self.file.len() > self.capacity,
+            };
+            if !over {
                 break;
             }
             self.guarded(|| self.file.compact())?;
