@@ -12,7 +12,7 @@ pub const TTL_RANGE: RangeInclusive<Duration> =
 
 /// Bytes of every disk entry that are not its value, at worst: a
 /// 1024-byte key (charged twice), the record header, a content type and
-/// the per-entry overhead of `store/disk.rs`. `max_value_size` plus this
+/// the per-entry overhead of `store/disk/`. `max_value_size` plus this
 /// must fit `disk_capacity`, or a value of the limit would evict itself in
 /// the commit that stores it.
 pub const ENTRY_RESERVE: u64 = 4096;

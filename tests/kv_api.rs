@@ -155,13 +155,10 @@ async fn tiers_stay_within_capacity() {
     let disk_bytes = stats["disk"]["bytes"].as_u64().unwrap();
     assert!(memory_bytes <= MEMORY, "memory {memory_bytes} > {MEMORY}");
     assert!(disk_bytes <= DISK, "disk {disk_bytes} > {DISK}");
-    assert!(disk_bytes > DISK / 2, "the disk tier is used: {disk_bytes}");
-    // The file itself carries B-tree pages and freed pages awaiting reuse
-    // on top of the counted bytes: allow 4x and one MiB.
-    let file = std::fs::metadata(common::redb_file(dir.path()))
-        .unwrap()
-        .len();
-    assert!(file <= 4 * DISK + (1 << 20), "redb file is {file} bytes");
+    // The disk bound is the file's: the counted bytes are kept low enough
+    // for redb's pages (an 8 KiB value takes a 16 KiB page) and its
+    // doubling of the file to fit, about a fifth of the capacity here.
+    assert!(disk_bytes > DISK / 8, "the disk tier is used: {disk_bytes}");
     // Most entries were evicted from disk, oldest first: the newest is
     // there, and the oldest is only in memory if moka still holds it.
     let disk_entries = stats["disk"]["entries"].as_u64().unwrap();
@@ -187,7 +184,14 @@ async fn tiers_stay_within_capacity() {
     } else {
         assert_eq!(oldest.status(), StatusCode::NOT_FOUND);
     }
+    // Stopping waits for the writer, and so for the compaction that
+    // follows a commit which left the file too large.
     server.stop().await;
+    let file = std::fs::metadata(common::redb_file(dir.path()))
+        .unwrap()
+        .len();
+    eprintln!("counted {disk_bytes} B, file {file} B of {DISK}");
+    assert!(file <= DISK + DISK / 5, "redb file is {file} bytes");
 }
 
 #[tokio::test]

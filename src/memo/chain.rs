@@ -250,9 +250,10 @@ impl Store {
         &self.inner.metrics
     }
 
-    /// False while disk commits fail (e.g. a full disk). redb then refuses
-    /// every write until the database is reopened, so `/healthz` reports it
-    /// and an orchestrator can restart the process; reads keep working.
+    /// False from a failed disk commit (e.g. a full disk) until the disk
+    /// tier has reopened its database by itself, retrying with backoff;
+    /// writes are refused meanwhile and `/healthz` reports it. Reads keep
+    /// working.
     pub fn disk_healthy(&self) -> bool {
         self.inner.local.disk_healthy()
     }

@@ -10,10 +10,25 @@
 //! in queue order, and bumps the key's fence ([`CommitFence`]) first, so a reader
 //! promoting an older disk value at the same moment can tell and undo it.
 //! A full queue is refused at once (`Error::Overloaded`, HTTP 429).
+//!
+//! The writer also keeps the disk tier in shape between commits: after a
+//! commit that left the file above `disk_capacity` it runs
+//! [`DiskTier::fit`] (compaction needs redb to itself, and only the writer
+//! can guarantee no commit is running), and after a failed commit it
+//! retries [`DiskTier::recover`] with backoff ([`RETRY_FIRST`] doubling up
+//! to [`RETRY_MAX`]) until the database is reopened. Writes arriving
+//! meanwhile are refused at once with an error, never acknowledged.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    sync::{atomic::Ordering, Arc},
+    time::Duration,
+};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::{
+    sync::{mpsc, oneshot},
+    time::Instant,
+};
 
 use super::{
     disk::{Applied, DiskTier, Op},
@@ -26,6 +41,11 @@ use crate::{
 };
 
 type Reply = oneshot::Sender<Result<u64>>;
+
+/// First wait before reopening the database after a failed commit.
+pub const RETRY_FIRST: Duration = Duration::from_millis(100);
+/// Longest wait between two reopen attempts.
+pub const RETRY_MAX: Duration = Duration::from_secs(10);
 
 enum Msg {
     /// An op, its reply, and whether to mirror a put into memory (false
@@ -55,7 +75,7 @@ pub struct Targets {
     pub memory: MemoryTier,
     pub fences: Arc<dyn CommitFence>,
     pub events: Events,
-    /// Whether the last commit succeeded (see `Store::disk_healthy`).
+    /// Whether disk writes are accepted (see `Store::disk_healthy`).
     pub healthy: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -100,9 +120,53 @@ impl Writer {
     }
 }
 
+/// When to try reopening a database whose commit failed.
+#[derive(Default)]
+struct Retry {
+    /// Attempts made since the failure; `None` while the disk is healthy.
+    failed: Option<(u32, Instant)>,
+}
+
+impl Retry {
+    /// The next attempt's time, if one is due at all.
+    fn due(&mut self, disk: &DiskTier) -> Option<Instant> {
+        if disk.writable() {
+            self.failed = None;
+            return None;
+        }
+        let (_, at) = self
+            .failed
+            .get_or_insert_with(|| (0, Instant::now() + RETRY_FIRST));
+        Some(*at)
+    }
+
+    /// One attempt failed: wait twice as long (at most [`RETRY_MAX`]).
+    fn back_off(&mut self) {
+        let attempts = self.failed.map_or(0, |(n, _)| n) + 1;
+        let wait = RETRY_FIRST
+            .saturating_mul(1 << attempts.min(16))
+            .min(RETRY_MAX);
+        self.failed = Some((attempts, Instant::now() + wait));
+    }
+}
+
 async fn run(mut rx: mpsc::Receiver<Msg>, targets: Arc<Targets>, batching: Batching) {
     let mut batch: Vec<(Op, Reply, bool)> = Vec::with_capacity(batching.max_batch);
-    while let Some(first) = rx.recv().await {
+    let mut retry = Retry::default();
+    loop {
+        let first = match retry.due(&targets.disk) {
+            None => rx.recv().await,
+            Some(at) => tokio::select! {
+                msg = rx.recv() => msg,
+                () = tokio::time::sleep_until(at) => {
+                    if !recover(&targets).await {
+                        retry.back_off();
+                    }
+                    continue;
+                }
+            },
+        };
+        let Some(first) = first else { break };
         let mut closing = false;
         let mut take = |msg: Msg, batch: &mut Vec<_>| match msg {
             Msg::Write(op, reply, mirror) => batch.push((op, reply, mirror)),
@@ -143,12 +207,12 @@ async fn run(mut rx: mpsc::Receiver<Msg>, targets: Arc<Targets>, batching: Batch
 /// Commit one group on a blocking thread, update memory, answer writers.
 /// Returns the (emptied) batch buffer for reuse.
 async fn commit(batch: Vec<(Op, Reply, bool)>, targets: Arc<Targets>) -> Vec<(Op, Reply, bool)> {
+    let shared = targets.clone();
     let joined = tokio::task::spawn_blocking(move || {
+        let targets = shared;
         let ops: Vec<&Op> = batch.iter().map(|(op, _, _)| op).collect();
         let result = targets.disk.apply(&ops);
-        targets
-            .healthy
-            .store(result.is_ok(), std::sync::atomic::Ordering::SeqCst);
+        targets.note_health();
         if let Ok(applied) = &result {
             for ((op, _, mirror), count) in batch.iter().zip(&applied.counts) {
                 mirror_in_memory(&targets, op, *mirror);
@@ -173,6 +237,10 @@ async fn commit(batch: Vec<(Op, Reply, bool)>, targets: Arc<Targets>) -> Vec<(Op
             for ((_, reply, _), count) in batch.drain(..).zip(counts) {
                 let _ = reply.send(Ok(count));
             }
+            // Writers are answered; now bring the file back within bounds.
+            if targets.disk.over_capacity() {
+                maintain(targets, "compacting the disk tier", |disk| disk.fit()).await;
+            }
         }
         Err(err) => {
             tracing::error!(error = %err, writes = batch.len(), "disk commit failed");
@@ -182,6 +250,44 @@ async fn commit(batch: Vec<(Op, Reply, bool)>, targets: Arc<Targets>) -> Vec<(Op
         }
     }
     batch
+}
+
+/// One reopen attempt; true if writes are accepted again.
+async fn recover(targets: &Arc<Targets>) -> bool {
+    maintain(targets.clone(), "reopening the disk tier", |disk| {
+        disk.recover().map(|()| Applied::default())
+    })
+    .await;
+    let healthy = targets.disk.writable();
+    if healthy {
+        tracing::info!("the disk tier is writable again");
+    }
+    healthy
+}
+
+/// Run `work` on the disk tier on a blocking thread (no commit runs
+/// meanwhile: only the writer calls this), announce what it evicted, log a
+/// failure and update the health flag.
+async fn maintain(
+    targets: Arc<Targets>,
+    what: &'static str,
+    work: impl FnOnce(&DiskTier) -> Result<Applied> + Send + 'static,
+) {
+    let shared = targets.clone();
+    let done = tokio::task::spawn_blocking(move || work(&shared.disk)).await;
+    match done {
+        Ok(Ok(applied)) => announce_capacity(&targets.events, &applied),
+        Ok(Err(err)) => tracing::warn!(error = %err, "{what} failed"),
+        Err(panic) => tracing::error!(error = %panic, "{what} panicked"),
+    }
+    targets.note_health();
+}
+
+impl Targets {
+    /// Mirror the disk tier's state into the flag `/healthz` reads.
+    fn note_health(&self) {
+        self.healthy.store(self.disk.writable(), Ordering::SeqCst);
+    }
 }
 
 fn announce(events: &Events, op: &Op, count: u64) {

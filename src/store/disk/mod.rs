@@ -1,0 +1,360 @@
+//! Disk tier: redb, byte-bounded, durable, fast to open.
+//!
+//! Layout (one redb file, `infercache.redb` in the data dir; see
+//! [`tables`]):
+//! - `entries`: (namespace, key) -> record (header + content type + value).
+//!   The namespace keeps one model's entries contiguous (ARCHITECTURE.md §2).
+//! - `by_seq`: write sequence -> (namespace, key), the eviction order.
+//! - `by_expiry`: (deadline ms, sequence) -> (), the sweep order.
+//! - `meta`: running totals (entries, bytes, next sequence) updated in the
+//!   same transaction as the data, so start-up reads three numbers instead of
+//!   scanning the file.
+//! - `namespaces`: model name -> namespace number (0 is the KV API), stable
+//!   across restarts.
+//!
+//! Eviction policy, applied at the end of every write transaction that
+//! leaves the charged bytes above the eviction target: expired entries go
+//! first, then the oldest *written* entries (FIFO by write sequence), never
+//! the transaction's own writes. Reads never write, so a disk hit costs no
+//! transaction; hot entries live in the memory tier anyway, where moka
+//! keeps them by frequency.
+//!
+//! `capacity` bounds the file, not just the charged bytes. redb doubles a
+//! file under 4 GiB whenever it runs out of free pages and never gives the
+//! space back on its own, and a charged byte takes about 1.6 bytes of
+//! pages (B-tree fill, redb's own tables). So the eviction target is set
+//! for live pages of at most [`LIVE_PERCENT`] of the capacity, which a
+//! doubling keeps under it; a commit that still leaves the file above the
+//! capacity is followed by [`DiskTier::fit`]: compact, measure how many
+//! file bytes a charged byte really takes, lower (or raise) the target to
+//! match and evict to it.
+//!
+//! A commit that fails (a full disk) leaves redb refusing writes; the
+//! writer calls [`DiskTier::recover`] with backoff, which reopens the file
+//! in place once the storage takes writes again ([`file`]).
+//!
+//! Every method here blocks: callers run them on blocking threads.
+
+mod file;
+mod record;
+mod tables;
+#[cfg(test)]
+mod tests;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
+
+use self::{
+    file::DbFile,
+    record::{decode, HEADER},
+    tables::{charge, Tables, Totals, ENTRIES, NAMESPACES},
+};
+use super::{fault::DiskFull, Clock, Entry, Key};
+use crate::error::{Error, Result};
+
+pub use crate::limits::ENTRY_RESERVE;
+/// Expired entries removed per sweep transaction, and expired or old
+/// entries removed per commit to make room, so neither holds the writer
+/// for long (a tier far above its target, e.g. one written by a version
+/// that bounded less, catches up over several commits).
+pub const SWEEP_LIMIT: usize = 10_000;
+/// Live pages, in percent of the capacity, the eviction target aims at:
+/// after a doubling the file is still under the capacity.
+pub const LIVE_PERCENT: u64 = 45;
+/// File bytes per charged byte assumed until a compaction measures it
+/// (8/5: measured 1.57 with 100-byte values, B-tree pages and redb's own
+/// tables included), as a fraction.
+const PAGES_PER_CHARGE: (u64, u64) = (8, 5);
+/// Compactions (each followed by an eviction) one [`DiskTier::fit`] may run.
+const FIT_ROUNDS: usize = 3;
+
+/// One write applied by the group-commit writer.
+#[derive(Debug, Clone)]
+pub enum Op {
+    Put {
+        key: Key,
+        entry: Entry,
+    },
+    Delete {
+        key: Key,
+    },
+    /// Remove up to [`SWEEP_LIMIT`] expired entries.
+    Sweep,
+    /// Remove every entry of one namespace (one model's results).
+    DropNamespace(u32),
+}
+
+/// What one transaction did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Per op: entries written (1) or removed.
+    pub counts: Vec<u64>,
+    /// Expired entries removed to make room.
+    pub expired: u64,
+    /// Live entries evicted (oldest written first) to fit the capacity.
+    pub evicted: u64,
+}
+
+/// The disk tier.
+pub struct DiskTier {
+    file: DbFile,
+    capacity: u64,
+    /// Charged bytes the tier evicts down to (see the module docs).
+    target: AtomicU64,
+    /// First write sequence of the last commit that wrote: the eviction
+    /// after a compaction spares that commit's writes too.
+    last_writes: AtomicU64,
+    /// The file's length right after the last compaction: a file no larger
+    /// than that is not compacted again (a tiny capacity can be below what
+    /// redb's own tables take).
+    compacted: AtomicU64,
+    clock: Clock,
+    entries: AtomicU64,
+    bytes: AtomicU64,
+    /// Why writes are suspended: set by a failed commit, cleared by a
+    /// successful [`DiskTier::recover`].
+    broken: Mutex<Option<Error>>,
+}
+
+impl DiskTier {
+    /// Open (or create) the tier in `dir`. Reads only the totals.
+    pub fn open(dir: &std::path::Path, capacity: u64, clock: Clock) -> Result<DiskTier> {
+        Self::open_with(dir, capacity, clock, None)
+    }
+
+    /// [`DiskTier::open`], optionally behind a [`DiskFull`] switch.
+    pub fn open_with(
+        dir: &std::path::Path,
+        capacity: u64,
+        clock: Clock,
+        fault: Option<DiskFull>,
+    ) -> Result<DiskTier> {
+        let file = DbFile::open(dir, fault)?;
+        let totals = tables::init(&*file.db()?)?;
+        let (pages, charged) = PAGES_PER_CHARGE;
+        let tier = DiskTier {
+            file,
+            capacity,
+            target: AtomicU64::new(scale(capacity, LIVE_PERCENT * charged, 100 * pages)),
+            last_writes: AtomicU64::new(totals.next_seq),
+            compacted: AtomicU64::new(0),
+            clock,
+            entries: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            broken: Mutex::new(None),
+        };
+        tier.publish(&totals);
+        Ok(tier)
+    }
+
+    /// The live entry under `key`; expired entries are not served.
+    pub fn get(&self, key: &Key) -> Result<Option<Entry>> {
+        // The guard outlives the transaction: no read is in progress while
+        // the file is reopened or compacted.
+        let db = self.file.db()?;
+        let txn = db.begin_read().map_err(Error::storage)?;
+        let table = txn.open_table(ENTRIES).map_err(Error::storage)?;
+        let Some(guard) = table
+            .get((key.namespace, &key.id[..]))
+            .map_err(Error::storage)?
+        else {
+            return Ok(None);
+        };
+        let entry = decode(guard.value())?.1;
+        Ok((!entry.is_expired(&self.clock)).then_some(entry))
+    }
+
+    /// The namespace number of `name`, assigned on first use. Waits for
+    /// the write lock if the writer is committing (redb has one writer).
+    pub fn namespace(&self, name: &str) -> Result<u32> {
+        let db = self.file.db()?;
+        let read = db.begin_read().map_err(Error::storage)?;
+        let known = read.open_table(NAMESPACES).map_err(Error::storage)?;
+        if let Some(id) = known.get(name).map_err(Error::storage)? {
+            return Ok(id.value());
+        }
+        drop((known, read));
+        let txn = db.begin_write().map_err(Error::storage)?;
+        let id = {
+            let mut table = txn.open_table(NAMESPACES).map_err(Error::storage)?;
+            let known = table.get(name).map_err(Error::storage)?.map(|g| g.value());
+            match known {
+                Some(id) => id,
+                None => {
+                    let next = table.len().map_err(Error::storage)? as u32 + 1;
+                    table.insert(name, next).map_err(Error::storage)?;
+                    next
+                }
+            }
+        };
+        txn.commit().map_err(Error::storage)?;
+        Ok(id)
+    }
+
+    /// Refuse (413) an entry whose charge alone exceeds the capacity: its
+    /// commit would evict it again, after its writer was told it is stored.
+    pub fn check_fits(&self, key: &Key, entry: &Entry) -> Result<()> {
+        let ct = entry
+            .content_type
+            .as_deref()
+            .map_or(0, str::len)
+            .min(usize::from(u16::MAX));
+        let overhead = charge(&key.id, HEADER + ct);
+        if overhead + entry.value.len() as u64 > self.capacity {
+            return Err(Error::TooLarge {
+                limit: self.capacity.saturating_sub(overhead),
+            });
+        }
+        Ok(())
+    }
+
+    /// (entries, bytes) as of the last commit.
+    pub fn usage(&self) -> (u64, u64) {
+        (
+            self.entries.load(Ordering::Relaxed),
+            self.bytes.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The redb file's length in bytes.
+    pub fn file_len(&self) -> u64 {
+        self.file.len()
+    }
+
+    /// Whether the file is larger than the capacity, and has grown since
+    /// it was last compacted (then call [`DiskTier::fit`]).
+    pub fn over_capacity(&self) -> bool {
+        let len = self.file.len();
+        len > self.capacity && len > self.compacted.load(Ordering::Relaxed)
+    }
+
+    /// Whether writes are accepted (no failed commit since the last
+    /// successful [`DiskTier::recover`]).
+    pub fn writable(&self) -> bool {
+        self.broken.lock().is_none()
+    }
+
+    /// Apply `ops` in order in one durable transaction, then evict down to
+    /// the target. While writes are suspended, refuses at once.
+    pub fn apply(&self, ops: &[&Op]) -> Result<Applied> {
+        self.guarded(|| self.commit(ops, None))
+    }
+
+    /// Run `work` unless writes are suspended; suspend them if it fails
+    /// (redb refuses every write after a failed commit anyway).
+    fn guarded<T>(&self, work: impl FnOnce() -> Result<T>) -> Result<T> {
+        if let Some(err) = &*self.broken.lock() {
+            return Err(Error::Storage(format!(
+                "disk writes are suspended since a commit failed ({err}); retrying"
+            )));
+        }
+        work().inspect_err(|err| *self.broken.lock() = Some(err.clone()))
+    }
+
+    /// Reopen the database after a failed commit, once the storage takes
+    /// writes again; writes are accepted from then on.
+    pub fn recover(&self) -> Result<()> {
+        let totals = self.file.reopen(tables::init)?;
+        self.publish(&totals);
+        *self.broken.lock() = None;
+        Ok(())
+    }
+
+    /// Bring the file back within the capacity if the last commit left it
+    /// larger (see the module docs). Returns what it evicted.
+    pub fn fit(&self) -> Result<Applied> {
+        let mut done = Applied::default();
+        for round in 0..FIT_ROUNDS {
+            // After an eviction, compact again even if the file did not
+            // grow: the eviction freed pages only a compaction gives back.
+            let over = match round {
+                0 => self.over_capacity(),
+                _ => self.file.len() > self.capacity,
+            };
+            if !over {
+                break;
+            }
+            self.guarded(|| self.file.compact())?;
+            let len = self.file.len();
+            self.compacted.store(len, Ordering::Relaxed);
+            self.learn(len);
+            if self.usage().1 <= self.target.load(Ordering::Relaxed) {
+                break;
+            }
+            let spared = self.last_writes.load(Ordering::Relaxed);
+            let evicted = self.guarded(|| self.commit(&[], Some(spared)))?;
+            done.expired += evicted.expired;
+            done.evicted += evicted.evicted;
+        }
+        Ok(done)
+    }
+
+    /// Set the target from a freshly compacted file of `len` bytes: the
+    /// charged bytes at which live pages take [`LIVE_PERCENT`] of the
+    /// capacity. Only once the data outweighs redb's fixed tables.
+    fn learn(&self, len: u64) {
+        let charged = self.usage().1;
+        if len == 0 || charged < self.capacity / 8 {
+            return;
+        }
+        let target = scale(scale(self.capacity, LIVE_PERCENT, 100), charged, len);
+        self.target
+            .store(target.min(self.capacity), Ordering::Relaxed);
+    }
+
+    /// One transaction: `ops`, then eviction down to the target of entries
+    /// written before `spare_from` (default: this commit's first write).
+    fn commit(&self, ops: &[&Op], spare_from: Option<u64>) -> Result<Applied> {
+        let db = self.file.db()?;
+        let mut txn = db.begin_write().map_err(Error::storage)?;
+        // Saves the allocator state with each commit: a crash recovers in
+        // milliseconds instead of walking the whole file.
+        txn.set_quick_repair(true);
+        let target = self.target.load(Ordering::Relaxed);
+        let (applied, totals, first_seq) = {
+            let mut t = Tables::open(&txn)?;
+            let first_seq = t.totals.next_seq;
+            let spare_from = spare_from.unwrap_or(first_seq);
+            let now = self.clock.now_ms();
+            let mut counts = Vec::with_capacity(ops.len());
+            for op in ops {
+                counts.push(match op {
+                    Op::Put { key, entry } => t.put(key, entry).map(|()| 1)?,
+                    Op::Delete { key } => u64::from(t.remove(key.namespace, &key.id)?),
+                    Op::Sweep => t.sweep(now, SWEEP_LIMIT)?,
+                    Op::DropNamespace(ns) => t.drop_namespace(*ns)?,
+                });
+            }
+            let (mut expired, mut evicted) = (0, 0);
+            if t.totals.bytes > target {
+                expired = t.sweep(now, SWEEP_LIMIT)?;
+                evicted = t.evict_oldest(target, spare_from, SWEEP_LIMIT as u64)?;
+            }
+            let applied = Applied {
+                counts,
+                expired,
+                evicted,
+            };
+            (applied, t.save(&txn)?, first_seq)
+        };
+        txn.commit().map_err(Error::storage)?;
+        self.publish(&totals);
+        if !ops.is_empty() {
+            self.last_writes.store(first_seq, Ordering::Relaxed);
+        }
+        Ok(applied)
+    }
+
+    fn publish(&self, totals: &Totals) {
+        self.entries.store(totals.entries, Ordering::Relaxed);
+        self.bytes.store(totals.bytes, Ordering::Relaxed);
+    }
+}
+
+/// `value * num / den` without overflow (saturating).
+fn scale(value: u64, num: u64, den: u64) -> u64 {
+    let scaled = u128::from(value) * u128::from(num) / u128::from(den.max(1));
+    u64::try_from(scaled).unwrap_or(u64::MAX)
+}

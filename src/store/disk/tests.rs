@@ -1,0 +1,206 @@
+//! Unit tests of the disk tier on real redb files.
+
+use bytes::Bytes;
+
+use super::{tables::charge, *};
+
+fn key(id: &str) -> Key {
+    Key::new(0, id.as_bytes())
+}
+
+fn entry(value: &[u8], expires_at: Option<u64>) -> Entry {
+    Entry {
+        value: Bytes::copy_from_slice(value),
+        content_type: Some("text/plain".into()),
+        expires_at,
+    }
+}
+
+#[test]
+fn totals_follow_puts_overwrites_and_deletes() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = DiskTier::open(dir.path(), 1 << 20, Clock::new()).unwrap();
+    let a = Op::Put {
+        key: key("a"),
+        entry: entry(b"1", None),
+    };
+    let a2 = Op::Put {
+        key: key("a"),
+        entry: entry(b"22", None),
+    };
+    disk.apply(&[&a, &a2]).unwrap();
+    assert_eq!(disk.usage().0, 1);
+    assert_eq!(disk.get(&key("a")).unwrap().unwrap().value, &b"22"[..]);
+    let del = Op::Delete { key: key("a") };
+    assert_eq!(disk.apply(&[&del, &del]).unwrap().counts, vec![1, 0]);
+    assert_eq!(disk.usage(), (0, 0));
+}
+
+#[test]
+fn dropping_a_namespace_leaves_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = DiskTier::open(dir.path(), 1 << 20, Clock::new()).unwrap();
+    let ops: Vec<Op> = (0..3u32)
+        .flat_map(|ns| {
+            (0..5).map(move |i| Op::Put {
+                key: Key::new(ns, [i]),
+                entry: entry(b"v", None),
+            })
+        })
+        .collect();
+    disk.apply(&ops.iter().collect::<Vec<_>>()).unwrap();
+    assert_eq!(
+        disk.apply(&[&Op::DropNamespace(1)]).unwrap().counts,
+        vec![5]
+    );
+    assert_eq!(disk.usage().0, 10);
+    assert!(disk.get(&Key::new(1, [0])).unwrap().is_none());
+    assert!(disk.get(&Key::new(2, [4])).unwrap().is_some());
+}
+
+#[test]
+fn namespaces_are_stable_and_distinct() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = DiskTier::open(dir.path(), 1 << 20, Clock::new()).unwrap();
+    let a = disk.namespace("a").unwrap();
+    let b = disk.namespace("b").unwrap();
+    assert!(a != b && a != 0 && b != 0);
+    drop(disk);
+    let disk = DiskTier::open(dir.path(), 1 << 20, Clock::new()).unwrap();
+    assert_eq!(disk.namespace("b").unwrap(), b);
+    assert_eq!(disk.namespace("a").unwrap(), a);
+}
+
+#[test]
+fn expired_first_then_oldest() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::new();
+    let now = clock.now_ms();
+    let value = vec![0u8; 1000];
+    let one = charge(b"k0", HEADER + 10 + 1000);
+    let disk = DiskTier::open(dir.path(), 3 * one, clock).unwrap();
+    disk.target.store(3 * one, Ordering::Relaxed);
+    // k0 oldest; k1 already expired; k2 live.
+    let ops = [
+        Op::Put {
+            key: key("k0"),
+            entry: entry(&value, None),
+        },
+        Op::Put {
+            key: key("k1"),
+            entry: entry(&value, Some(now - 1)),
+        },
+        Op::Put {
+            key: key("k2"),
+            entry: entry(&value, None),
+        },
+    ];
+    disk.apply(&ops.iter().collect::<Vec<_>>()).unwrap();
+    let k3 = Op::Put {
+        key: key("k3"),
+        entry: entry(&value, None),
+    };
+    disk.apply(&[&k3]).unwrap();
+    // Over capacity by one entry: the expired k1 goes, k0 stays.
+    assert!(disk.get(&key("k0")).unwrap().is_some());
+    assert_eq!(disk.usage().0, 3);
+    let k4 = Op::Put {
+        key: key("k4"),
+        entry: entry(&value, None),
+    };
+    disk.apply(&[&k4]).unwrap();
+    // Nothing expired left: the oldest written (k0) goes.
+    assert!(disk.get(&key("k0")).unwrap().is_none());
+    assert!(disk.get(&key("k2")).unwrap().is_some());
+    assert!(disk.usage().1 <= 3 * one);
+}
+
+#[test]
+fn a_commit_never_evicts_its_own_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = DiskTier::open(dir.path(), 1 << 20, Clock::new()).unwrap();
+    let one = charge(b"k0", HEADER + 10 + 1000);
+    disk.target.store(one, Ordering::Relaxed);
+    let value = vec![0u8; 1000];
+    let puts: Vec<Op> = ["k0", "k1", "k2"]
+        .iter()
+        .map(|id| Op::Put {
+            key: key(id),
+            entry: entry(&value, None),
+        })
+        .collect();
+    let applied = disk.apply(&puts.iter().collect::<Vec<_>>()).unwrap();
+    assert_eq!(applied.evicted, 0, "all three were written by this commit");
+    assert_eq!(disk.usage().0, 3);
+    // The next commit evicts them, oldest first, down to the target.
+    disk.apply(&[]).unwrap();
+    assert!(disk.get(&key("k0")).unwrap().is_none());
+    assert!(disk.get(&key("k2")).unwrap().is_some());
+}
+
+#[test]
+fn a_failed_commit_suspends_writes_until_recovered() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = DiskFull::default();
+    let disk = DiskTier::open_with(dir.path(), 1 << 20, Clock::new(), Some(full.clone())).unwrap();
+    let put = |id: &str| Op::Put {
+        key: key(id),
+        entry: entry(b"v", None),
+    };
+    disk.apply(&[&put("before")]).unwrap();
+    full.store(true, Ordering::SeqCst);
+    assert!(disk.apply(&[&put("lost")]).is_err());
+    assert!(!disk.writable());
+    let refused = disk.apply(&[&put("refused")]).unwrap_err();
+    assert!(refused.to_string().contains("suspended"), "{refused}");
+    let still_full = disk.recover().unwrap_err();
+    assert!(
+        still_full.to_string().contains("refuses writes"),
+        "{still_full}"
+    );
+    assert!(
+        disk.get(&key("before")).unwrap().is_some(),
+        "the failed database still reads"
+    );
+    full.store(false, Ordering::SeqCst);
+    disk.recover().unwrap();
+    assert!(disk.writable());
+    disk.apply(&[&put("after")]).unwrap();
+    assert_eq!(disk.usage().0, 2);
+    drop(disk);
+    let disk = DiskTier::open(dir.path(), 1 << 20, Clock::new()).unwrap();
+    for (id, there) in [
+        ("before", true),
+        ("lost", false),
+        ("refused", false),
+        ("after", true),
+    ] {
+        assert_eq!(disk.get(&key(id)).unwrap().is_some(), there, "{id}");
+    }
+}
+
+#[test]
+fn the_compaction_after_a_commit_spares_its_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let capacity = 256 << 10;
+    let disk = DiskTier::open(dir.path(), capacity, Clock::new()).unwrap();
+    let big = Op::Put {
+        key: key("big"),
+        entry: entry(&vec![7u8; 200 << 10], None),
+    };
+    disk.apply(&[&big]).unwrap();
+    assert!(disk.over_capacity(), "{} bytes", disk.file_len());
+    disk.fit().unwrap();
+    assert!(
+        disk.get(&key("big")).unwrap().is_some(),
+        "acknowledged by the commit before"
+    );
+    assert!(!disk.over_capacity(), "not compacted again until it grows");
+    // A later write may evict it, as any older entry.
+    let small = Op::Put {
+        key: key("small"),
+        entry: entry(b"v", None),
+    };
+    assert_eq!(disk.apply(&[&small]).unwrap().evicted, 1);
+    assert!(disk.get(&key("big")).unwrap().is_none());
+}
