@@ -125,6 +125,9 @@ impl<'ast> Visit<'ast> for Imports<'_> {
         }
     }
 
+    /// `pub(super)` names who may see an item, not what it uses.
+    fn visit_visibility(&mut self, _: &'ast syn::Visibility) {}
+
     fn visit_item_use(&mut self, item: &'ast syn::ItemUse) {
         self.tree(&mut Vec::new(), &item.tree);
     }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use moka::{notification::RemovalCause, sync::Cache, Expiry};
 
-use super::{Clock, Entry, Key};
+use super::entry::{Clock, Entry, Key};
 use crate::events::{Event, Events};
 
 /// Fixed per-entry cost charged on top of key and value bytes: the moka

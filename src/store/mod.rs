@@ -12,6 +12,7 @@
 //! disagree about a key for longer than a commit.
 
 pub mod disk;
+mod entry;
 pub mod fault;
 pub mod memory;
 pub(crate) mod writer;
@@ -19,7 +20,6 @@ pub(crate) mod writer;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
-use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::task::JoinHandle;
 
@@ -36,88 +36,9 @@ use crate::{
 /// Namespace of the plain key-value API.
 pub const KV_NAMESPACE: u32 = 0;
 
+pub use self::entry::{Clock, Entry, Key, Usage};
+pub(crate) use self::writer::CommitFence;
 pub use crate::limits::TTL_RANGE;
-
-/// A cache key: a namespace (0 for the KV API, one per model) and bytes.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Key {
-    pub namespace: u32,
-    pub id: Bytes,
-}
-
-impl Key {
-    pub fn new(namespace: u32, id: impl AsRef<[u8]>) -> Key {
-        Key {
-            namespace,
-            id: Bytes::copy_from_slice(id.as_ref()),
-        }
-    }
-}
-
-/// A cached value with its metadata.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    pub value: Bytes,
-    pub content_type: Option<Arc<str>>,
-    /// Absolute deadline in Unix milliseconds; `None` lives until evicted.
-    pub expires_at: Option<u64>,
-}
-
-impl Entry {
-    /// An entry that lives until evicted.
-    pub fn new(value: impl Into<Bytes>) -> Entry {
-        Entry {
-            value: value.into(),
-            content_type: None,
-            expires_at: None,
-        }
-    }
-
-    /// Whether the deadline has passed; reads the clock only for entries
-    /// that have a deadline.
-    pub fn is_expired(&self, clock: &Clock) -> bool {
-        matches!(self.expires_at, Some(at) if at <= clock.now_ms())
-    }
-}
-
-/// Wall-clock milliseconds that follow tokio's clock: anchored to the
-/// system time once, then advanced by `tokio::time::Instant`, so tests can
-/// move time with `tokio::time::pause`/`advance` while deadlines stay
-/// meaningful across restarts.
-#[derive(Debug, Clone)]
-pub struct Clock {
-    anchor_ms: u64,
-    anchor: tokio::time::Instant,
-}
-
-impl Clock {
-    pub fn new() -> Clock {
-        let anchor_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        Clock {
-            anchor_ms,
-            anchor: tokio::time::Instant::now(),
-        }
-    }
-
-    pub fn now_ms(&self) -> u64 {
-        let elapsed = u64::try_from(self.anchor.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.anchor_ms.saturating_add(elapsed)
-    }
-
-    /// The deadline `ttl` from now, for [`Entry::expires_at`]; a lifetime
-    /// too long to represent saturates (it lives until evicted).
-    pub fn deadline(&self, ttl: Duration) -> u64 {
-        u64::try_from(ttl.as_millis()).map_or(u64::MAX, |ms| self.now_ms().saturating_add(ms))
-    }
-}
-
-impl Default for Clock {
-    fn default() -> Self {
-        Clock::new()
-    }
-}
 
 /// How to open a [`Store`]. `Default` is the server's embedded default.
 #[derive(Debug, Clone)]
@@ -152,24 +73,6 @@ impl Default for StoreOptions {
             disk_full: None,
         }
     }
-}
-
-/// Entries and bytes held by one tier.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
-pub struct Usage {
-    pub entries: u64,
-    pub bytes: u64,
-}
-
-/// Told of every committed change to a key, before the writer applies it
-/// to memory. The read path's fences implement it (`memo::fence`): a
-/// promotion that read a key while a change to it committed sees the bump
-/// and publishes nothing.
-pub(crate) trait CommitFence: Send + Sync {
-    /// A change to `key` committed.
-    fn bump(&self, key: &Key);
-    /// Changes to many keys committed (a namespace drop).
-    fn bump_all(&self);
 }
 
 /// The two local tiers and their writer. Cheap to clone; all clones share

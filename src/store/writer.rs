@@ -32,13 +32,24 @@ use tokio::{
 
 use super::{
     disk::{Applied, DiskTier, Op},
+    entry::Key,
     memory::MemoryTier,
-    CommitFence,
 };
 use crate::{
     error::{Error, Result},
     events::{Event, Events},
 };
+
+/// Told of every committed change to a key, before the writer applies it
+/// to memory. The read path's fences implement it (`memo::fence`): a
+/// promotion that read a key while a change to it committed sees the bump
+/// and publishes nothing.
+pub(crate) trait CommitFence: Send + Sync {
+    /// A change to `key` committed.
+    fn bump(&self, key: &Key);
+    /// Changes to many keys committed (a namespace drop).
+    fn bump_all(&self);
+}
 
 type Reply = oneshot::Sender<Result<u64>>;
 

@@ -51,7 +51,10 @@ use self::{
     record::{decode, HEADER},
     tables::{charge, Tables, Totals, ENTRIES, NAMESPACES},
 };
-use super::{fault::DiskFull, Clock, Entry, Key};
+use super::{
+    entry::{Clock, Entry, Key},
+    fault::DiskFull,
+};
 use crate::error::{Error, Result};
 
 pub use crate::limits::ENTRY_RESERVE;

@@ -5,8 +5,8 @@
 
 use bytes::Bytes;
 
-use super::Entry;
 use crate::error::{Error, Result};
+use crate::store::entry::Entry;
 
 /// Record format version, first byte of every record.
 const FORMAT: u8 = 1;

@@ -5,11 +5,9 @@
 
 use redb::{Database, ReadableTable, Table, TableDefinition, WriteTransaction};
 
-use super::{
-    record::{decode, encode},
-    Entry, Key,
-};
+use super::record::{decode, encode};
 use crate::error::{Error, Result};
+use crate::store::entry::{Entry, Key};
 
 pub(super) const ENTRIES: TableDefinition<(u32, &[u8]), &[u8]> = TableDefinition::new("entries");
 pub(super) const BY_SEQ: TableDefinition<u64, (u32, &[u8])> = TableDefinition::new("by_seq");
