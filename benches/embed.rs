@@ -49,7 +49,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use infercache::infer::{
+use infercache::testing::{
     backend::{init_runtime, resolve_library, Backend, BackendOptions},
     tensor::{DataType, Tensor},
 };

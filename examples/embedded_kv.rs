@@ -22,7 +22,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     .await?;
 
     // `put` returns once the entry is durable on disk.
-    let key = Key::new(infercache::store::KV_NAMESPACE, "greeting");
+    let key = Key::new(infercache::KV_NAMESPACE, "greeting");
     store.put(key.clone(), Entry::new("hello, cache")).await?;
 
     // An entry with a deadline (absolute, in the store clock's milliseconds).

@@ -22,19 +22,19 @@
 mod blocking;
 pub mod config;
 pub mod error;
-pub mod events;
+pub(crate) mod events;
 pub mod grpc;
-pub mod http;
-pub mod infer;
+pub(crate) mod http;
+pub(crate) mod infer;
 mod limits;
-pub mod listen;
-pub mod memo;
-pub mod metrics;
+pub(crate) mod listen;
+pub(crate) mod memo;
+pub(crate) mod metrics;
 mod reload;
 pub mod server;
-pub mod state;
-pub mod store;
-pub mod telemetry;
+pub(crate) mod state;
+pub(crate) mod store;
+pub(crate) mod telemetry;
 pub mod warm;
 
 pub use config::{Config, ServeArgs};
@@ -42,6 +42,17 @@ pub use error::{Error, Result};
 /// Key construction lives with the inference code that builds keys; this
 /// path stays for library users (`infercache::key::KeyBuilder`).
 pub use infer::key;
+pub use listen::bind_unix;
 pub use memo::{CacheStatus, Lookup, Memo, Policy, Store, Tier};
 pub use server::run;
-pub use store::{Entry, Key, StoreOptions};
+pub use store::{Entry, Key, StoreOptions, KV_NAMESPACE, TTL_RANGE};
+
+/// Internals that the integration tests and benchmarks drive directly (the
+/// ONNX Runtime backend, the accept loop, the full-disk switch): built
+/// only with the `testing` feature, and not a stable API.
+#[cfg(feature = "testing")]
+pub mod testing {
+    pub use crate::infer::{backend, tensor};
+    pub use crate::listen::{serve, Limits, MAX_CONCURRENT_STREAMS};
+    pub use crate::store::fault::DiskFull;
+}

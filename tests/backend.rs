@@ -7,8 +7,8 @@
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use infercache::infer::backend::*;
-use infercache::infer::tensor::{DataType, Tensor};
+use infercache::testing::backend::*;
+use infercache::testing::tensor::{DataType, Tensor};
 use infercache::Error;
 use serde_json::Value;
 

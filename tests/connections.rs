@@ -15,7 +15,7 @@ use std::{
 
 use axum::{routing::get, Router};
 use common::{raw_http::send_partial, temp_dir, TestServer};
-use infercache::listen::{serve, Limits, MAX_CONCURRENT_STREAMS};
+use infercache::testing::{serve, Limits, MAX_CONCURRENT_STREAMS};
 use tokio::{net::TcpStream, sync::Notify};
 
 /// An h2c (prior knowledge) connection to `addr`.

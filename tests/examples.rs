@@ -27,8 +27,15 @@ fn run(name: &str) -> Vec<String> {
         .args(["run", "--quiet", "--example", name, "--manifest-path"])
         .arg(manifest);
     // The same build as this test's, so nothing is built twice.
-    if cfg!(feature = "cuda") {
-        command.arg("--features=cuda");
+    let features: Vec<&str> = [
+        ("cuda", cfg!(feature = "cuda")),
+        ("testing", cfg!(feature = "testing")),
+    ]
+    .into_iter()
+    .filter_map(|(name, on)| on.then_some(name))
+    .collect();
+    if !features.is_empty() {
+        command.arg(format!("--features={}", features.join(",")));
     }
     if !cfg!(debug_assertions) {
         command.arg("--release");

@@ -462,7 +462,7 @@ async fn unknown_rpcs_are_unimplemented_and_http_still_works() {
 async fn grpc_over_a_unix_socket() {
     let dir = temp_dir();
     let sock = dir.path().join("infercache.sock");
-    let listener = infercache::listen::bind_unix(&sock).unwrap();
+    let listener = infercache::bind_unix(&sock).unwrap();
     let server = UnixServer::start(listener, &sock, dir.path().join("data"), |a| {
         a.models = vec![model("mlp", "mlp")];
     });

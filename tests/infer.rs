@@ -8,7 +8,7 @@ use std::path::Path;
 
 use bytes::Bytes;
 use common::{infer_mlp, metric, mlp_request, model, temp_dir, TestServer};
-use infercache::infer::{
+use infercache::testing::{
     backend::{self, Backend, BackendOptions},
     tensor::{DataType, Tensor},
 };

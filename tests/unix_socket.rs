@@ -9,7 +9,7 @@ use common::{
     raw_http::{http, Framing},
     UnixServer,
 };
-use infercache::listen::bind_unix;
+use infercache::bind_unix;
 
 #[tokio::test]
 async fn serves_over_a_unix_socket_with_safe_replacement() {

@@ -58,7 +58,7 @@ async fn warm_streams_a_pipe_to_a_unix_socket() {
     use std::{io::Write, os::unix::ffi::OsStrExt, time::Duration};
     let dir = temp_dir();
     let sock = dir.path().join("infercache.sock");
-    let listener = infercache::listen::bind_unix(&sock).unwrap();
+    let listener = infercache::bind_unix(&sock).unwrap();
     let server = UnixServer::start(listener, &sock, dir.path().join("data"), |_| {});
     let fifo = dir.path().join("warm.fifo");
     let path = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();

@@ -122,7 +122,7 @@ bench_bin() {
         echo "${!var}"
         return
     fi
-    exe="$(cd "$ROOT" && cargo bench --bench "$name" --no-run --message-format=json 2>/dev/null |
+    exe="$(cd "$ROOT" && cargo bench --features testing --bench "$name" --no-run --message-format=json 2>/dev/null |
         python3 -c 'import json, sys
 for line in sys.stdin:
     m = json.loads(line)

@@ -93,7 +93,7 @@ async fn serve(config: Config, args: ServeArgs) -> Result<(), String> {
                 .map_err(|e| e.to_string())
         }
         Listen::Unix(path) => {
-            let listener = infercache::listen::bind_unix(&path)
+            let listener = infercache::bind_unix(&path)
                 .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
             tracing::info!("listening on unix:{}", path.display());
             let served = infercache::run(listener, source, shutdown_signal()).await;

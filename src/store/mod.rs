@@ -51,8 +51,9 @@ pub struct StoreOptions {
     pub write_batch: usize,
     pub write_delay: Duration,
     pub sweep_interval: Duration,
-    /// Fault injection: while the switch is on, disk writes fail as on a
-    /// full disk. `None` in production.
+    /// Fault injection, with the `testing` feature only: while the switch
+    /// is on, disk writes fail as on a full disk.
+    #[cfg(feature = "testing")]
     pub disk_full: Option<fault::DiskFull>,
 }
 
@@ -70,6 +71,7 @@ impl Default for StoreOptions {
             write_batch: 1024,
             write_delay: Duration::ZERO,
             sweep_interval: Duration::from_secs(30),
+            #[cfg(feature = "testing")]
             disk_full: None,
         }
     }
@@ -112,7 +114,10 @@ impl Local {
         let clock = Clock::new();
         let dir = options.dir.clone();
         let disk_clock = clock.clone();
+        #[cfg(feature = "testing")]
         let fault = options.disk_full.clone();
+        #[cfg(not(feature = "testing"))]
+        let fault = None;
         let disk = tokio::task::spawn_blocking(move || {
             DiskTier::open_with(&dir, options.disk_capacity, disk_clock, fault)
         })

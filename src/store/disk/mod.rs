@@ -57,7 +57,6 @@ use super::{
 };
 use crate::error::{Error, Result};
 
-pub use crate::limits::ENTRY_RESERVE;
 /// Expired entries removed per sweep transaction, and expired or old
 /// entries removed per commit to make room, so neither holds the writer
 /// for long (a tier far above its target, e.g. one written by a version
@@ -123,6 +122,7 @@ pub struct DiskTier {
 
 impl DiskTier {
     /// Open (or create) the tier in `dir`. Reads only the totals.
+    #[cfg(test)]
     pub fn open(dir: &std::path::Path, capacity: u64, clock: Clock) -> Result<DiskTier> {
         Self::open_with(dir, capacity, clock, None)
     }
@@ -222,6 +222,7 @@ impl DiskTier {
     }
 
     /// The redb file's length in bytes.
+    #[cfg(test)]
     pub fn file_len(&self) -> u64 {
         self.file.len()
     }
