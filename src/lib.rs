@@ -12,12 +12,18 @@
 //!   -> coalesce         memo::inflight       one computation per key, fan-out
 //!   -> memory tier      store::memory        moka, byte-weighted, TTL
 //!   -> disk tier        store::disk          redb, byte-bounded, durable
-//!   -> disk writes      store::writer        group commit, then mirror to memory
+//!   -> disk writes      store::writer        group commit; a KV write reaches
+//!                                            memory after its commit
 //! ```
 //!
 //! The same engine runs without HTTP: open a [`Store`] on a directory and
 //! `get`/`put`/`delete` (see `examples/embedded_kv.rs`), or wrap it in a
 //! [`Memo`] and `get_or_compute` (see `examples/memoize.rs`).
+//!
+//! What is public is what this page re-exports, plus `config`, `error`,
+//! `server`, `warm` and `grpc::proto`; the rest is internal
+//! (ARCHITECTURE.md §1). The `testing` feature adds [`testing`], the
+//! internals the test suite and benchmarks drive.
 
 mod blocking;
 pub mod config;

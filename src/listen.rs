@@ -62,7 +62,8 @@ pub struct Limits {
     /// How long a connection may sit with no request in progress, and the
     /// deadline for each HTTP/1 request head.
     pub header_timeout: Duration,
-    /// See [`DRAIN_TIMEOUT`].
+    /// How long shutdown waits for in-flight requests before it closes
+    /// their connections (30 s in the server).
     pub drain_timeout: Duration,
 }
 

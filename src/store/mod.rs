@@ -40,7 +40,7 @@ pub use self::entry::{Clock, Entry, Key, Usage};
 pub(crate) use self::writer::CommitFence;
 pub use crate::limits::TTL_RANGE;
 
-/// How to open a [`Store`]. `Default` is the server's embedded default.
+/// How to open a [`crate::Store`]. `Default` is the server's embedded default.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
     pub dir: PathBuf,
