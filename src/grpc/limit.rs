@@ -79,28 +79,41 @@ impl http_body::Body for Limited {
 
 /// Follows the message framing (1 byte compressed flag, 4 bytes big-endian
 /// length, the message) across body chunks of any size.
-struct Prefixes {
+pub(super) struct Prefixes {
     limit: u64,
     /// Prefix bytes seen so far of the next message.
     prefix: [u8; 5],
     filled: usize,
     /// Bytes of the current message still to come.
     message_left: u64,
+    /// Messages whose prefix has been read.
+    begun: u64,
 }
 
 impl Prefixes {
-    fn new(limit: u64) -> Prefixes {
+    pub(super) fn new(limit: u64) -> Prefixes {
         Prefixes {
             limit,
             prefix: [0; 5],
             filled: 0,
             message_left: 0,
+            begun: 0,
         }
+    }
+
+    /// Whether what was fed is exactly one whole message.
+    pub(super) fn one_whole(&self) -> bool {
+        self.begun == 1 && self.message_left == 0 && self.filled == 0
+    }
+
+    /// Whether a second message has begun.
+    pub(super) fn past_first(&self) -> bool {
+        self.begun > 1 || (self.begun == 1 && self.message_left == 0 && self.filled > 0)
     }
 
     /// Follow one chunk; an oversized message is refused with where its
     /// prefix begins in the chunk (0 when it began in an earlier one).
-    fn feed(&mut self, chunk: &[u8]) -> Result<(), (usize, Status)> {
+    pub(super) fn feed(&mut self, chunk: &[u8]) -> Result<(), (usize, Status)> {
         let mut at = 0;
         while at < chunk.len() {
             let rest = &chunk[at..];
@@ -121,6 +134,7 @@ impl Prefixes {
                 break;
             }
             self.filled = 0;
+            self.begun += 1;
             let [_, a, b, c, d] = self.prefix;
             let len = u64::from(u32::from_be_bytes([a, b, c, d]));
             if len > self.limit {

@@ -4,6 +4,7 @@
 
 use std::{pin::Pin, sync::Arc};
 
+use axum::http::HeaderMap;
 use futures::{Stream, StreamExt};
 use tonic::{metadata::MetadataMap, Request, Response, Status, Streaming};
 
@@ -19,30 +20,38 @@ use super::{
 };
 use crate::{
     error::Result,
+    http::cache_policy,
     infer::{backend::IoSpec, Request as InferRequest},
     memo::{CacheStatus, Policy},
-    state::{cache_policy, AppState},
+    state::AppState,
 };
 
 pub struct Service {
     pub state: Arc<AppState>,
 }
 
+/// The bearer token check, on every RPC but the health checks.
+fn authorize(state: &AppState, metadata: &HeaderMap) -> Result<(), Status> {
+    let given = metadata.get("authorization").map(|v| v.as_bytes());
+    Ok(state.authorize(given)?)
+}
+
 impl Service {
-    /// The bearer token check, on every RPC but the health checks.
     fn authorize(&self, metadata: &MetadataMap) -> Result<(), Status> {
-        let given = metadata.get("authorization").map(|v| v.as_bytes());
-        Ok(self.state.authorize(given)?)
+        authorize(&self.state, metadata.as_ref())
     }
 }
 
-fn policy(metadata: &MetadataMap) -> Policy {
-    cache_policy(
-        metadata
-            .get_all("cache-control")
-            .iter()
-            .map(|v| v.as_bytes()),
-    )
+/// `ModelInfer` after its message is decoded, for tonic's handler and for
+/// `unary`'s: the token, the cache policy, the infer, with its cache status
+/// for `x-cache`.
+pub async fn model_infer(
+    state: &AppState,
+    metadata: &HeaderMap,
+    request: ModelInferRequest,
+) -> Result<(ModelInferResponse, CacheStatus), Status> {
+    authorize(state, metadata)?;
+    Ok(infer(state, request, cache_policy(metadata)).await?)
 }
 
 /// One infer, as REST runs it.
@@ -141,13 +150,13 @@ impl GrpcInferenceService for Service {
         &self,
         request: Request<ModelInferRequest>,
     ) -> Result<Response<ModelInferResponse>, Status> {
-        self.authorize(request.metadata())?;
-        let policy = policy(request.metadata());
-        let (response, status) = infer(&self.state, request.into_inner(), policy).await?;
+        let (metadata, _, request) = request.into_parts();
+        let (response, status) = model_infer(&self.state, metadata.as_ref(), request).await?;
         let mut response = Response::new(response);
-        response
-            .metadata_mut()
-            .insert("x-cache", status.as_str().parse().expect("ASCII"));
+        response.metadata_mut().insert(
+            "x-cache",
+            tonic::metadata::MetadataValue::from_static(status.as_str()),
+        );
         Ok(response)
     }
 
@@ -161,7 +170,7 @@ impl GrpcInferenceService for Service {
         request: Request<Streaming<ModelInferRequest>>,
     ) -> Result<Response<InferStream>, Status> {
         self.authorize(request.metadata())?;
-        let policy = policy(request.metadata());
+        let policy = cache_policy(request.metadata().as_ref());
         let state = self.state.clone();
         let mut stopping = state.stopping.clone();
         let answers = request.into_inner().then(move |next| {

@@ -33,7 +33,7 @@ use axum::{
     http::{header, HeaderMap, HeaderName},
     middleware::{self, Next},
     response::Response,
-    routing::{future::RouteFuture, get, post},
+    routing::{get, post},
     Router,
 };
 use bytes::Bytes;
@@ -83,7 +83,7 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: u64) -> Result<By
 /// Every API on one service: gRPC by content type, HTTP otherwise.
 pub fn router(state: Arc<AppState>) -> Router {
     let split = Split {
-        grpc: crate::grpc::routes(state.clone()),
+        grpc: crate::grpc::Grpc::new(state.clone()),
         http: http_routes(state),
     };
     Router::new()
@@ -140,14 +140,14 @@ fn http_routes(state: Arc<AppState>) -> Router {
 /// Sends gRPC requests to the gRPC service and the rest to the HTTP API.
 #[derive(Clone)]
 struct Split {
-    grpc: Router,
+    grpc: crate::grpc::Grpc,
     http: Router,
 }
 
 impl Service<Request> for Split {
     type Response = Response;
     type Error = Infallible;
-    type Future = RouteFuture<Infallible>;
+    type Future = crate::grpc::ResponseFuture;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         // Both routers are always ready.
@@ -158,7 +158,7 @@ impl Service<Request> for Split {
         if crate::grpc::is_grpc(request.headers()) {
             self.grpc.call(request)
         } else {
-            self.http.call(request)
+            futures::future::Either::Left(self.http.call(request))
         }
     }
 }
