@@ -9,6 +9,9 @@
 //! the first oversized one ends the body with the status, which tonic
 //! answers as is. tonic's own limit stays set to the same bound (it would
 //! otherwise be 4 MiB) and is never the one that trips.
+//!
+//! The same framing follower tells `unary` whether a body is exactly one
+//! message.
 
 use std::{
     pin::Pin,
@@ -198,6 +201,24 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    /// Exactly one whole message, wherever the chunks split it; a second
+    /// one shows from its first byte.
+    #[test]
+    fn one_whole_message_is_told_apart() {
+        let two = [message(3), message(0)].concat();
+        for chunk in [1, 2, 5, 8, two.len()] {
+            let mut p = Prefixes::new(10);
+            for (i, piece) in two.chunks(chunk).enumerate() {
+                let before = (i * chunk) as u64;
+                p.feed(piece).unwrap();
+                let fed = before + piece.len() as u64;
+                assert_eq!(p.one_whole(), fed == 8, "chunk {chunk}, fed {fed}");
+                assert_eq!(p.past_first(), fed > 8, "chunk {chunk}, fed {fed}");
+            }
+        }
+        assert!(!Prefixes::new(10).one_whole());
     }
 
     #[test]
