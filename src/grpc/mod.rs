@@ -12,7 +12,9 @@
 //!   length prefix, before they are read
 //! - `unary`: the ordinary `ModelInfer` answered without tonic's generic
 //!   machinery (the per-call cost of a cache hit); the rest goes to tonic
+//! - `answer`: that answer written straight into its gRPC frame
 
+mod answer;
 mod error;
 mod limit;
 pub mod proto;

@@ -21,8 +21,8 @@ use super::{
 use crate::{
     error::Result,
     http::cache_policy,
-    infer::{backend::IoSpec, Request as InferRequest},
-    memo::{CacheStatus, Policy},
+    infer::{backend::IoSpec, registry::Model, Request as InferRequest, Response as InferResponse},
+    memo::Policy,
     state::AppState,
 };
 
@@ -42,24 +42,33 @@ impl Service {
     }
 }
 
+/// An infer's result with what its answer repeats of the request.
+pub struct Answer {
+    pub model: Arc<Model>,
+    pub id: String,
+    pub response: InferResponse,
+}
+
+impl Answer {
+    /// The answer as a message (what tonic sends).
+    fn message(self) -> ModelInferResponse {
+        wire::encode(self.model.name(), self.id, self.response)
+    }
+}
+
 /// `ModelInfer` after its message is decoded, for tonic's handler and for
-/// `unary`'s: the token, the cache policy, the infer, with its cache status
-/// for `x-cache`.
+/// `unary`'s: the token, the cache policy, the infer.
 pub async fn model_infer(
     state: &AppState,
     metadata: &HeaderMap,
     request: ModelInferRequest,
-) -> Result<(ModelInferResponse, CacheStatus), Status> {
+) -> Result<Answer, Status> {
     authorize(state, metadata)?;
     Ok(infer(state, request, cache_policy(metadata)).await?)
 }
 
 /// One infer, as REST runs it.
-async fn infer(
-    state: &AppState,
-    request: ModelInferRequest,
-    policy: Policy,
-) -> Result<(ModelInferResponse, CacheStatus)> {
+async fn infer(state: &AppState, request: ModelInferRequest, policy: Policy) -> Result<Answer> {
     let model = state.model(&request.model_name, Some(&request.model_version))?;
     let decoded = wire::decode(request, state.config().max_request_size)?;
     let response = state
@@ -73,8 +82,11 @@ async fn infer(
             },
         )
         .await?;
-    let status = response.status;
-    Ok((wire::encode(model.name(), decoded.id, response), status))
+    Ok(Answer {
+        model,
+        id: decoded.id,
+        response,
+    })
 }
 
 fn tensors(specs: &[IoSpec]) -> Vec<TensorMetadata> {
@@ -151,8 +163,9 @@ impl GrpcInferenceService for Service {
         request: Request<ModelInferRequest>,
     ) -> Result<Response<ModelInferResponse>, Status> {
         let (metadata, _, request) = request.into_parts();
-        let (response, status) = model_infer(&self.state, metadata.as_ref(), request).await?;
-        let mut response = Response::new(response);
+        let answer = model_infer(&self.state, metadata.as_ref(), request).await?;
+        let status = answer.response.status;
+        let mut response = Response::new(answer.message());
         response.metadata_mut().insert(
             "x-cache",
             tonic::metadata::MetadataValue::from_static(status.as_str()),
@@ -177,9 +190,9 @@ impl GrpcInferenceService for Service {
             let state = state.clone();
             async move {
                 let answer = match infer(&state, next?, policy).await {
-                    Ok((response, _)) => ModelStreamInferResponse {
+                    Ok(answer) => ModelStreamInferResponse {
                         error_message: String::new(),
-                        infer_response: Some(response),
+                        infer_response: Some(answer.message()),
                     },
                     Err(e) => ModelStreamInferResponse {
                         error_message: e.to_string(),

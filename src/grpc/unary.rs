@@ -9,8 +9,8 @@
 //! message, the encoding body and its trailers), and more to the tonic
 //! router and the body boxes around it. Here the body is read into the
 //! chunks it arrived in, the message decoded from them in place, and the
-//! answer encoded into one buffer sent as one data frame, then the trailers
-//! (BENCHMARKS.md, "gRPC vs binary REST").
+//! answer written straight into one buffer (`answer`) sent as one data
+//! frame, then the trailers (BENCHMARKS.md, "gRPC vs binary REST").
 //!
 //! Only the ordinary call is answered here. Anything else is replayed,
 //! chunk for chunk, to the tonic service, which answers it exactly as it
@@ -31,15 +31,14 @@ use axum::{
     response::Response,
     Router,
 };
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use futures::{stream, StreamExt};
 use http_body::Frame;
 use http_body_util::{BodyExt, BodyStream, StreamBody};
 use prost::Message;
-use tonic::Status;
 use tower::ServiceExt;
 
-use super::{limit::Prefixes, proto::ModelInferRequest, service};
+use super::{answer, limit::Prefixes, proto::ModelInferRequest, service};
 use crate::state::AppState;
 
 /// The RPC answered here.
@@ -66,7 +65,10 @@ pub async fn model_infer(state: &AppState, tonic: &Router, request: Request) -> 
     };
     let answer = service::model_infer(state, &parts.headers, message)
         .await
-        .and_then(|(response, status)| Ok((framed(&response)?, status)));
+        .and_then(|a| {
+            let framed = answer::framed(a.model.name(), &a.id, &a.response)?;
+            Ok((framed, a.response.status))
+        });
     match answer {
         Ok((framed, status)) => {
             let trailers = HeaderMap::from_iter([(GRPC_STATUS, HeaderValue::from_static("0"))]);
@@ -93,22 +95,6 @@ async fn replay(tonic: &Router, request: Request) -> Response {
         Ok(response) => response,
         Err(never) => match never {},
     }
-}
-
-/// A message with its 5-byte prefix (uncompressed), as one buffer; the
-/// sizes tonic refuses are refused alike.
-fn framed(message: &impl Message) -> Result<Bytes, Status> {
-    let len = message.encoded_len();
-    let prefix = u32::try_from(len).map_err(|_| {
-        Status::resource_exhausted(format!(
-            "Cannot return body with more than 4GB of data but got {len} bytes"
-        ))
-    })?;
-    let mut buf = BytesMut::with_capacity(5 + len);
-    buf.put_u8(0);
-    buf.put_u32(prefix);
-    message.encode_raw(&mut buf);
-    Ok(buf.freeze())
 }
 
 /// A request body as far as it was read: the data chunks, then how it went
