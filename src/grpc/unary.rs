@@ -113,29 +113,28 @@ struct Received {
 async fn receive(mut body: Body, max: u64) -> Received {
     let mut chunks = Vec::with_capacity(1);
     let mut prefixes = Prefixes::new(max);
-    loop {
-        let (end, ended) = match body.frame().await {
-            None => (None, true),
+    let (end, ended) = loop {
+        match body.frame().await {
+            None => break (None, true),
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(data) => {
                     let refused = prefixes.feed(&data).is_err();
                     chunks.push(data);
-                    if !refused && !prefixes.past_first() {
-                        continue;
+                    if refused || prefixes.past_first() {
+                        break (None, false);
                     }
-                    (None, false)
                 }
-                Err(trailers) => (Some(Ok(trailers)), false),
+                Err(trailers) => break (Some(Ok(trailers)), false),
             },
-            Some(Err(e)) => (Some(Err(e)), false),
-        };
-        return Received {
-            chunks,
-            prefixes,
-            end,
-            rest: body,
-            ended,
-        };
+            Some(Err(e)) => break (Some(Err(e)), false),
+        }
+    };
+    Received {
+        chunks,
+        prefixes,
+        end,
+        rest: body,
+        ended,
     }
 }
 
