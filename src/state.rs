@@ -4,6 +4,7 @@
 
 use std::{sync::Arc, time::Instant};
 
+use axum::http::{header, HeaderMap, HeaderName};
 use subtle::ConstantTimeEq;
 
 use crate::{
@@ -66,12 +67,16 @@ impl AppState {
     }
 }
 
-/// The policy of `Cache-Control` values: `no-cache` recomputes, `no-store`
-/// does not store.
-pub fn cache_policy<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Policy {
+/// `X-Cache: hit | coalesced | miss` on every cached answer (REST headers,
+/// gRPC metadata).
+pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+
+/// The policy of a request's `Cache-Control` headers (gRPC metadata are
+/// headers too): `no-cache` recomputes, `no-store` does not store.
+pub fn cache_policy(headers: &HeaderMap) -> Policy {
     let mut policy = Policy::default();
-    for value in values {
-        let value = std::str::from_utf8(value).unwrap_or_default();
+    for value in headers.get_all(header::CACHE_CONTROL) {
+        let value = value.to_str().unwrap_or_default();
         for directive in value.split(',') {
             match directive.trim().to_ascii_lowercase().as_str() {
                 "no-cache" => policy.read = false,

@@ -9,6 +9,9 @@
 //! the first oversized one ends the body with the status, which tonic
 //! answers as is. tonic's own limit stays set to the same bound (it would
 //! otherwise be 4 MiB) and is never the one that trips.
+//!
+//! The same framing follower tells `unary` whether a body is exactly one
+//! message.
 
 use std::{
     pin::Pin,
@@ -79,28 +82,41 @@ impl http_body::Body for Limited {
 
 /// Follows the message framing (1 byte compressed flag, 4 bytes big-endian
 /// length, the message) across body chunks of any size.
-struct Prefixes {
+pub(super) struct Prefixes {
     limit: u64,
     /// Prefix bytes seen so far of the next message.
     prefix: [u8; 5],
     filled: usize,
     /// Bytes of the current message still to come.
     message_left: u64,
+    /// Messages whose prefix has been read.
+    begun: u64,
 }
 
 impl Prefixes {
-    fn new(limit: u64) -> Prefixes {
+    pub(super) fn new(limit: u64) -> Prefixes {
         Prefixes {
             limit,
             prefix: [0; 5],
             filled: 0,
             message_left: 0,
+            begun: 0,
         }
+    }
+
+    /// Whether what was fed is exactly one whole message.
+    pub(super) fn one_whole(&self) -> bool {
+        self.begun == 1 && self.message_left == 0 && self.filled == 0
+    }
+
+    /// Whether a second message has begun.
+    pub(super) fn past_first(&self) -> bool {
+        self.begun > 1 || (self.begun == 1 && self.message_left == 0 && self.filled > 0)
     }
 
     /// Follow one chunk; an oversized message is refused with where its
     /// prefix begins in the chunk (0 when it began in an earlier one).
-    fn feed(&mut self, chunk: &[u8]) -> Result<(), (usize, Status)> {
+    pub(super) fn feed(&mut self, chunk: &[u8]) -> Result<(), (usize, Status)> {
         let mut at = 0;
         while at < chunk.len() {
             let rest = &chunk[at..];
@@ -121,6 +137,7 @@ impl Prefixes {
                 break;
             }
             self.filled = 0;
+            self.begun += 1;
             let [_, a, b, c, d] = self.prefix;
             let len = u64::from(u32::from_be_bytes([a, b, c, d]));
             if len > self.limit {
@@ -184,6 +201,24 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    /// Exactly one whole message, wherever the chunks split it; a second
+    /// one shows from its first byte.
+    #[test]
+    fn one_whole_message_is_told_apart() {
+        let two = [message(3), message(0)].concat();
+        for chunk in [1, 2, 5, 8, two.len()] {
+            let mut p = Prefixes::new(10);
+            for (i, piece) in two.chunks(chunk).enumerate() {
+                let before = (i * chunk) as u64;
+                p.feed(piece).unwrap();
+                let fed = before + piece.len() as u64;
+                assert_eq!(p.one_whole(), fed == 8, "chunk {chunk}, fed {fed}");
+                assert_eq!(p.past_first(), fed > 8, "chunk {chunk}, fed {fed}");
+            }
+        }
+        assert!(!Prefixes::new(10).one_whole());
     }
 
     #[test]

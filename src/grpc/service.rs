@@ -4,6 +4,7 @@
 
 use std::{pin::Pin, sync::Arc};
 
+use axum::http::HeaderMap;
 use futures::{Stream, StreamExt};
 use tonic::{metadata::MetadataMap, Request, Response, Status, Streaming};
 
@@ -19,8 +20,8 @@ use super::{
 };
 use crate::{
     error::Result,
-    infer::{backend::IoSpec, Request as InferRequest},
-    memo::{CacheStatus, Policy},
+    infer::{backend::IoSpec, registry::Model, Request as InferRequest, Response as InferResponse},
+    memo::Policy,
     state::{cache_policy, AppState},
 };
 
@@ -28,29 +29,45 @@ pub struct Service {
     pub state: Arc<AppState>,
 }
 
+/// The bearer token check, on every RPC but the health checks.
+fn authorize(state: &AppState, metadata: &HeaderMap) -> Result<(), Status> {
+    let given = metadata.get("authorization").map(|v| v.as_bytes());
+    Ok(state.authorize(given)?)
+}
+
 impl Service {
-    /// The bearer token check, on every RPC but the health checks.
     fn authorize(&self, metadata: &MetadataMap) -> Result<(), Status> {
-        let given = metadata.get("authorization").map(|v| v.as_bytes());
-        Ok(self.state.authorize(given)?)
+        authorize(&self.state, metadata.as_ref())
     }
 }
 
-fn policy(metadata: &MetadataMap) -> Policy {
-    cache_policy(
-        metadata
-            .get_all("cache-control")
-            .iter()
-            .map(|v| v.as_bytes()),
-    )
+/// An infer's result with what its answer repeats of the request.
+pub struct Answer {
+    pub model: Arc<Model>,
+    pub id: String,
+    pub response: InferResponse,
+}
+
+impl Answer {
+    /// The answer as a message (what tonic sends).
+    fn message(self) -> ModelInferResponse {
+        wire::encode(self.model.name(), self.id, self.response)
+    }
+}
+
+/// `ModelInfer` after its message is decoded, for tonic's handler and for
+/// `unary`'s: the token, the cache policy, the infer.
+pub async fn model_infer(
+    state: &AppState,
+    metadata: &HeaderMap,
+    request: ModelInferRequest,
+) -> Result<Answer, Status> {
+    authorize(state, metadata)?;
+    Ok(infer(state, request, cache_policy(metadata)).await?)
 }
 
 /// One infer, as REST runs it.
-async fn infer(
-    state: &AppState,
-    request: ModelInferRequest,
-    policy: Policy,
-) -> Result<(ModelInferResponse, CacheStatus)> {
+async fn infer(state: &AppState, request: ModelInferRequest, policy: Policy) -> Result<Answer> {
     let model = state.model(&request.model_name, Some(&request.model_version))?;
     let decoded = wire::decode(request, state.config().max_request_size)?;
     let response = state
@@ -64,8 +81,11 @@ async fn infer(
             },
         )
         .await?;
-    let status = response.status;
-    Ok((wire::encode(model.name(), decoded.id, response), status))
+    Ok(Answer {
+        model,
+        id: decoded.id,
+        response,
+    })
 }
 
 fn tensors(specs: &[IoSpec]) -> Vec<TensorMetadata> {
@@ -141,13 +161,14 @@ impl GrpcInferenceService for Service {
         &self,
         request: Request<ModelInferRequest>,
     ) -> Result<Response<ModelInferResponse>, Status> {
-        self.authorize(request.metadata())?;
-        let policy = policy(request.metadata());
-        let (response, status) = infer(&self.state, request.into_inner(), policy).await?;
-        let mut response = Response::new(response);
-        response
-            .metadata_mut()
-            .insert("x-cache", status.as_str().parse().expect("ASCII"));
+        let (metadata, _, request) = request.into_parts();
+        let answer = model_infer(&self.state, metadata.as_ref(), request).await?;
+        let status = answer.response.status;
+        let mut response = Response::new(answer.message());
+        response.metadata_mut().insert(
+            "x-cache",
+            tonic::metadata::MetadataValue::from_static(status.as_str()),
+        );
         Ok(response)
     }
 
@@ -161,16 +182,16 @@ impl GrpcInferenceService for Service {
         request: Request<Streaming<ModelInferRequest>>,
     ) -> Result<Response<InferStream>, Status> {
         self.authorize(request.metadata())?;
-        let policy = policy(request.metadata());
+        let policy = cache_policy(request.metadata().as_ref());
         let state = self.state.clone();
         let mut stopping = state.stopping.clone();
         let answers = request.into_inner().then(move |next| {
             let state = state.clone();
             async move {
                 let answer = match infer(&state, next?, policy).await {
-                    Ok((response, _)) => ModelStreamInferResponse {
+                    Ok(answer) => ModelStreamInferResponse {
                         error_message: String::new(),
-                        infer_response: Some(response),
+                        infer_response: Some(answer.message()),
                     },
                     Err(e) => ModelStreamInferResponse {
                         error_message: e.to_string(),

@@ -31,34 +31,20 @@ use std::{
 use axum::{
     body::Body,
     extract::{Request, State},
-    http::{header, HeaderMap, HeaderName},
+    http::{header, HeaderMap},
     middleware::{self, Next},
     response::Response,
-    routing::{future::RouteFuture, get, post},
+    routing::{get, post},
     Router,
 };
 use bytes::Bytes;
 use tower::Service;
 
 use self::error::OpenAiError;
+use crate::error::{Error, Result};
 pub use crate::state::AppState;
-use crate::{
-    error::{Error, Result},
-    memo::Policy,
-};
 
-/// `X-Cache: hit | coalesced | miss` on every cached endpoint.
-pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
-
-/// `Cache-Control: no-cache` recomputes; `no-store` does not store.
-pub fn cache_policy(headers: &HeaderMap) -> Policy {
-    crate::state::cache_policy(
-        headers
-            .get_all(header::CACHE_CONTROL)
-            .iter()
-            .map(|v| v.as_bytes()),
-    )
-}
+pub use crate::state::{cache_policy, X_CACHE};
 
 /// Read a whole body of at most `limit` bytes; larger: 413, early when
 /// `Content-Length` says so.
@@ -85,7 +71,7 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: u64) -> Result<By
 /// Every API on one service: gRPC by content type, HTTP otherwise.
 pub fn router(state: Arc<AppState>) -> Router {
     let split = Split {
-        grpc: crate::grpc::routes(state.clone()),
+        grpc: crate::grpc::Grpc::new(state.clone()),
         http: http_routes(state),
     };
     Router::new()
@@ -152,14 +138,14 @@ fn http_routes(state: Arc<AppState>) -> Router {
 /// Sends gRPC requests to the gRPC service and the rest to the HTTP API.
 #[derive(Clone)]
 struct Split {
-    grpc: Router,
+    grpc: crate::grpc::Grpc,
     http: Router,
 }
 
 impl Service<Request> for Split {
     type Response = Response;
     type Error = Infallible;
-    type Future = RouteFuture<Infallible>;
+    type Future = crate::grpc::ResponseFuture;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         // Both routers are always ready.
@@ -170,7 +156,7 @@ impl Service<Request> for Split {
         if crate::grpc::is_grpc(request.headers()) {
             self.grpc.call(request)
         } else {
-            self.http.call(request)
+            futures::future::Either::Left(self.http.call(request))
         }
     }
 }

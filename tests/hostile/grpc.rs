@@ -422,3 +422,135 @@ fn an_oversized_message_is_refused_from_its_prefix() {
     );
     h.stop();
 }
+
+// ---------------------------------------------------------------------------
+// The fast path (`grpc/unary.rs`) and tonic answer every body alike.
+// ---------------------------------------------------------------------------
+
+/// A call's answer as it goes over the wire: HTTP status, headers but the
+/// date, the data, the trailers.
+type Wire = (
+    u16,
+    Vec<(String, String)>,
+    Bytes,
+    Option<Vec<(String, String)>>,
+);
+
+fn sorted(headers: &tonic::codegen::http::HeaderMap) -> Vec<(String, String)> {
+    let mut all: Vec<_> = headers
+        .iter()
+        .filter(|(k, _)| k.as_str() != "date")
+        .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
+        .collect();
+    all.sort();
+    all
+}
+
+/// `ModelInfer` with a body of `frames`; `tonic_only` adds `grpc-encoding:
+/// identity`, which tonic reads as no compression and the fast path leaves
+/// to tonic.
+async fn raw_infer(
+    channel: &Channel,
+    frames: &[http_body::Frame<Bytes>],
+    tonic_only: bool,
+) -> Wire {
+    use http_body_util::BodyExt;
+    use tower::{Service, ServiceExt};
+
+    let frames: Vec<_> = frames
+        .iter()
+        .map(|f| match f.data_ref() {
+            Some(data) => http_body::Frame::data(data.clone()),
+            None => http_body::Frame::trailers(f.trailers_ref().unwrap().clone()),
+        })
+        .map(Ok::<_, Status>)
+        .collect();
+    let mut request =
+        tonic::codegen::http::Request::post("/inference.GRPCInferenceService/ModelInfer")
+            .header("content-type", "application/grpc")
+            .header("te", "trailers");
+    if tonic_only {
+        request = request.header("grpc-encoding", "identity");
+    }
+    let body = http_body_util::StreamBody::new(futures::stream::iter(frames));
+    let request = request.body(tonic::body::Body::new(body)).unwrap();
+    let mut channel = channel.clone();
+    let call = channel.ready().await.unwrap().call(request);
+    let response = tokio::time::timeout(HANG, call).await.unwrap().unwrap();
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.unwrap();
+    let trailers = body.trailers().map(sorted);
+    (
+        parts.status.as_u16(),
+        sorted(&parts.headers),
+        body.to_bytes(),
+        trailers,
+    )
+}
+
+/// Valid, split, doubled, cut, compressed, oversized, malformed, trailed
+/// and unknown-model bodies: the same answer, byte for byte, whichever
+/// path takes them.
+#[test]
+fn the_fast_path_answers_as_tonic_does() {
+    let h = Grpc::start();
+    let framed = |message: &[u8], flag: u8| {
+        let mut m = vec![flag];
+        m.extend((message.len() as u32).to_be_bytes());
+        m.extend_from_slice(message);
+        Bytes::from(m)
+    };
+    let data = |b: &Bytes| http_body::Frame::data(b.clone());
+    let one = framed(&valid(2).encode_to_vec(), 0);
+    let mut unknown = valid(1);
+    unknown.model_name = "nope".into();
+    let mut trailers = tonic::codegen::http::HeaderMap::new();
+    trailers.insert("x-extra", "1".parse().unwrap());
+    let cases: Vec<(&str, Vec<http_body::Frame<Bytes>>)> = vec![
+        ("one message", vec![data(&one)]),
+        (
+            "one message in pieces",
+            one.chunks(7)
+                .map(|c| data(&Bytes::copy_from_slice(c)))
+                .collect(),
+        ),
+        ("two messages", vec![data(&one), data(&one)]),
+        (
+            "a message and a cut prefix",
+            vec![data(&one), data(&one.slice(..3))],
+        ),
+        ("a cut message", vec![data(&one.slice(..one.len() - 1))]),
+        ("no message", vec![]),
+        (
+            "compressed flag",
+            vec![data(&framed(&valid(1).encode_to_vec(), 1))],
+        ),
+        (
+            "bad flag",
+            vec![data(&framed(&valid(1).encode_to_vec(), 7))],
+        ),
+        (
+            "a message, then an oversized prefix",
+            vec![data(&one), data(&Bytes::from_static(&[0, 0x40, 0, 0, 0]))],
+        ),
+        ("not protobuf", vec![data(&framed(&[0xff; 9], 0))]),
+        (
+            "unknown model",
+            vec![data(&framed(&unknown.encode_to_vec(), 0))],
+        ),
+        (
+            "request trailers",
+            vec![data(&one), http_body::Frame::trailers(trailers)],
+        ),
+    ];
+    h.rt.block_on(async {
+        for (name, frames) in &cases {
+            // The first call computes; both compared calls are then hits.
+            raw_infer(&h.channel, frames, true).await;
+            let tonic = raw_infer(&h.channel, frames, true).await;
+            let fast = raw_infer(&h.channel, frames, false).await;
+            assert_eq!(fast, tonic, "{name}");
+        }
+    });
+    h.stop();
+}
