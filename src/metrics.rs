@@ -121,6 +121,9 @@ impl Metrics {
     pub fn new(store: &Store, models: &ModelMetrics) -> Metrics {
         let mut registry = Registry::with_prefix("infercache");
         store.metrics().register(&mut registry);
+        if let Some(shared) = store.shared() {
+            shared.register(&mut registry);
+        }
         let entries = Family::<TierLabel, Gauge>::default();
         let bytes = Family::<TierLabel, Gauge>::default();
         registry.register("entries", "Entries held per tier", entries.clone());

@@ -20,7 +20,7 @@ use crate::{
     listen::{serve, Limits},
     memo::{Memo, Store},
     metrics::{Metrics, ModelMetrics},
-    store::StoreOptions,
+    store::{SharedOptions, StoreOptions},
 };
 
 /// Serve the API on `listener` until `shutdown` completes. `source` is a
@@ -90,6 +90,13 @@ fn store_options(config: &Config) -> StoreOptions {
         write_delay: config.write_delay,
         sweep_interval: config.sweep_interval,
         disk_full: None,
+        shared: config.shared_url.clone().map(|url| SharedOptions {
+            url,
+            cluster: config.shared_cluster,
+            timeout: config.shared_timeout,
+            ttl: config.shared_ttl,
+            max_value: config.shared_max_value,
+        }),
     }
 }
 

@@ -3,7 +3,9 @@
 
 mod common;
 
-use common::redis::Redis;
+use std::time::{Duration, Instant};
+
+use common::{infer_mlp, metric, redis::Redis, temp_dir, ChildServer, TestServer};
 
 /// The harness itself: a fresh server answers, a killed one does not, a
 /// restarted one answers again on the same port.
@@ -20,4 +22,202 @@ fn redis_harness_starts_kills_and_restarts() {
         Some(""),
         "no persistence"
     );
+}
+
+/// A server with its own empty data dir, sharing through `redis`.
+async fn server(redis: &Redis, dir: &tempfile::TempDir) -> TestServer {
+    let url = redis.url();
+    TestServer::start(dir.path(), |a| {
+        a.shared_url = Some(url.into());
+        a.models = vec![common::model("mlp", "mlp")];
+    })
+    .await
+}
+
+/// `GET /v1/kv/KEY`: (status, X-Cache-Tier, body).
+async fn kv_get(server: &TestServer, key: &str) -> (u16, String, Vec<u8>) {
+    let resp = server
+        .client
+        .get(server.url(&format!("/v1/kv/{key}")))
+        .send()
+        .await
+        .unwrap();
+    let tier = resp
+        .headers()
+        .get("x-cache-tier")
+        .map(|t| t.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (
+        resp.status().as_u16(),
+        tier,
+        resp.bytes().await.unwrap().to_vec(),
+    )
+}
+
+async fn kv_put(server: &TestServer, key: &str, value: &'static [u8]) -> u16 {
+    let url = server.url(&format!("/v1/kv/{key}"));
+    let resp = server.client.put(url).body(value).send().await.unwrap();
+    resp.status().as_u16()
+}
+
+/// The Redis key of KV key `key` (pinned: `memo/shared/wire.rs`).
+fn redis_kv_key(key: &str) -> String {
+    let hex: String = key.bytes().map(|b| format!("{b:02x}")).collect();
+    format!("ic1:{{@kv:{hex}}}:g0")
+}
+
+#[tokio::test]
+async fn a_put_on_one_server_is_a_shared_hit_on_another() {
+    let redis = Redis::start();
+    let (da, db) = (temp_dir(), temp_dir());
+    let (a, b) = (server(&redis, &da).await, server(&redis, &db).await);
+    assert_eq!(kv_put(&a, "greeting", b"hello fleet").await, 204);
+    let (status, tier, body) = kv_get(&b, "greeting").await;
+    assert_eq!(
+        (status, tier.as_str(), &body[..]),
+        (200, "shared", &b"hello fleet"[..])
+    );
+    // Copied into b's local tiers: the next read is local.
+    assert_eq!(kv_get(&b, "greeting").await.1, "memory");
+    let hits = "infercache_cache_hits_total{tier=\"shared\"}";
+    assert_eq!(metric(&b.client, &b.base, hits).await, 1.0);
+    let stats = b.get_json("/v1/stats").await;
+    assert_eq!(stats["shared"]["up"], true, "{stats}");
+    assert_eq!(stats["shared"]["gets"]["hit"], 1, "{stats}");
+    let health = b.get_json("/healthz").await;
+    assert_eq!(health["shared"], "up", "{health}");
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_computed_result_on_one_server_is_a_hit_on_another() {
+    let redis = Redis::start();
+    let (da, db) = (temp_dir(), temp_dir());
+    let (a, b) = (server(&redis, &da).await, server(&redis, &db).await);
+    let rows = vec![vec![0.25f32; 16], vec![-1.5f32; 16]];
+    let (status, computed) = infer_mlp(&a, &rows).await;
+    assert_eq!(status, "miss");
+    // The shared write of a computed result is queued: wait for it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let written = a.get_json("/v1/stats").await["shared"]["sets"]["ok"].as_u64();
+        if written == Some(2) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "results not written to Redis");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, shared) = infer_mlp(&b, &rows).await;
+    assert_eq!((status.as_str(), &shared), ("hit", &computed));
+    let runs = "infercache_model_runs_total{model=\"mlp\"}";
+    assert_eq!(
+        metric(&b.client, &b.base, runs).await,
+        0.0,
+        "b never ran the model"
+    );
+    let hits = "infercache_cache_hits_total{tier=\"shared\"}";
+    assert_eq!(metric(&b.client, &b.base, hits).await, 2.0);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_corrupted_value_in_redis_is_a_miss() {
+    let redis = Redis::start();
+    let (da, db) = (temp_dir(), temp_dir());
+    let a = server(&redis, &da).await;
+    assert_eq!(kv_put(&a, "k", b"the real value").await, 204);
+    let stored = redis.get(&redis_kv_key("k")).expect("written by the PUT");
+    assert!(stored.ends_with(b"the real value"));
+    // One bit of the value flipped, the bare value, a cut header, nothing.
+    let mut flipped = stored.clone();
+    *flipped.last_mut().unwrap() ^= 1;
+    let cut = stored[..10].to_vec();
+    for forged in [flipped, b"the real value".to_vec(), cut, Vec::new()] {
+        redis.set(&redis_kv_key("k"), &forged);
+        let b = server(&redis, &db).await;
+        let (status, _, body) = kv_get(&b, "k").await;
+        let answered = String::from_utf8_lossy(&body);
+        assert_eq!(status, 404, "{forged:?} answered {answered:?}");
+        b.stop().await;
+    }
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn delete_removes_the_key_from_redis() {
+    let redis = Redis::start();
+    let (da, db) = (temp_dir(), temp_dir());
+    let (a, b) = (server(&redis, &da).await, server(&redis, &db).await);
+    assert_eq!(kv_put(&a, "gone", b"soon").await, 204);
+    let resp = a.client.delete(a.url("/v1/kv/gone")).send().await.unwrap();
+    assert_eq!(resp.status(), 204);
+    assert_eq!(
+        redis.cli(&["EXISTS", &redis_kv_key("gone")]).as_deref(),
+        Some("0")
+    );
+    assert_eq!(kv_get(&b, "gone").await.0, 404);
+    a.stop().await;
+    b.stop().await;
+}
+
+/// Redis killed under load: no 5xx, each request at most about
+/// `shared_timeout` slower; restarted: sharing resumes within seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_redis_costs_no_errors_and_sharing_resumes() {
+    let mut redis = Redis::start();
+    let (da, db) = (temp_dir(), temp_dir());
+    let (a, b) = (server(&redis, &da).await, server(&redis, &db).await);
+    assert_eq!(kv_put(&a, "before", b"1").await, 204);
+    redis.kill();
+    for i in 0..40 {
+        let key = format!("during{i}");
+        let started = Instant::now();
+        assert_eq!(kv_put(&a, &key, b"2").await, 204);
+        assert_eq!(kv_get(&a, &key).await.0, 200);
+        assert_eq!(kv_get(&b, &key).await.0, 404, "b cannot see it: no 5xx");
+        // Three calls, each bounded by shared_timeout (100ms), plus slack.
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_millis(600),
+            "request {i} took {took:?}"
+        );
+    }
+    let health = b.get_json("/healthz").await;
+    assert_eq!(health["shared"], "down", "{health}");
+    let resp = b.client.get(b.url("/healthz")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let _ = kv_put(&a, "after", b"3").await;
+        if kv_get(&b, "after").await.1 == "shared" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "sharing did not resume");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(b.get_json("/healthz").await["shared"], "up");
+    a.stop().await;
+    b.stop().await;
+}
+
+/// The logged config shows the URL with its password redacted.
+#[tokio::test]
+async fn the_password_is_not_logged() {
+    let redis = Redis::start();
+    redis
+        .cli(&["CONFIG", "SET", "requirepass", "hunter2"])
+        .unwrap();
+    let dir = temp_dir();
+    let url = format!("redis://:hunter2@127.0.0.1:{}", redis.port);
+    let server = ChildServer::spawn(dir.path(), &["--shared-url", &url]);
+    // Answering means the signal handlers are in place.
+    let health = reqwest::get(server.url("/healthz")).await.unwrap();
+    assert_eq!(health.status(), 200);
+    let log = server.stop_and_collect().join("\n");
+    assert!(log.contains("shared_url"), "{log}");
+    assert!(log.contains(":<redacted>@127.0.0.1"), "{log}");
+    assert!(!log.contains("hunter2"), "{log}");
 }

@@ -13,6 +13,9 @@
 //! - **Removal**: a key or a namespace leaves every tier; a namespace drop
 //!   bumps its generation first.
 //!
+//! Behind disk may come the shared tier ([`super::shared`], when
+//! `shared_url` is set): without it the chain is memory and disk only.
+//!
 //! The fences and generations are [`super::fence`]; the hit and KV-miss
 //! counters are bumped here. KV reads and writes come through here too, so
 //! every tier in the chain answers them.
@@ -25,6 +28,7 @@ use super::{
     counters::CacheMetrics,
     disk::Disk,
     fence::{Fences, Generations},
+    shared::{Shared, SharedMetrics},
     tier::{Level, Tier},
 };
 use crate::{
@@ -62,6 +66,8 @@ struct Inner {
     fences: Arc<Fences>,
     generations: Generations,
     metrics: CacheMetrics,
+    /// The shared tier's series, when there is one.
+    shared: Option<SharedMetrics>,
     /// Hold a promotion after its read and after its publish.
     #[cfg(test)]
     promotion: [super::fence::Gate; 2],
@@ -72,10 +78,17 @@ impl Store {
     /// Must be called inside a tokio runtime.
     pub async fn open(options: StoreOptions) -> Result<Store> {
         let fences = Arc::new(Fences::new());
+        let shared_options = options.shared.clone();
         let local = Local::open(options, fences.clone()).await?;
         let metrics = CacheMetrics::default();
         // The chain behind memory, in read order.
-        let levels: Vec<Box<dyn Level>> = vec![Box::new(Disk(local.clone()))];
+        let mut levels: Vec<Box<dyn Level>> = vec![Box::new(Disk(local.clone()))];
+        let mut shared_metrics = None;
+        if let Some(options) = shared_options {
+            let shared = Shared::open(options, local.clock().clone())?;
+            shared_metrics = Some(shared.metrics().clone());
+            levels.push(Box::new(shared));
+        }
         let behind = levels
             .into_iter()
             .map(|level| Behind {
@@ -93,6 +106,7 @@ impl Store {
                 fences,
                 generations: Generations::default(),
                 metrics,
+                shared: shared_metrics,
                 #[cfg(test)]
                 promotion: Default::default(),
             }),
@@ -228,7 +242,16 @@ impl Store {
 
     /// The disk namespace number of a model name (stable across restarts).
     pub async fn namespace(&self, name: &str) -> Result<u32> {
-        self.inner.local.namespace(name).await
+        let namespace = self.inner.local.namespace(name).await?;
+        for behind in &self.inner.behind {
+            behind.level.name_namespace(namespace, name);
+        }
+        Ok(namespace)
+    }
+
+    /// The shared tier's series; `None` without a shared tier.
+    pub(crate) fn shared(&self) -> Option<&SharedMetrics> {
+        self.inner.shared.as_ref()
     }
 
     /// Current usage of (memory, disk).

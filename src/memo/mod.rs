@@ -29,6 +29,7 @@ mod disk;
 pub(crate) mod fence;
 pub(crate) mod inflight;
 pub(crate) mod many;
+mod shared;
 pub(crate) mod tier;
 
 use std::{future::Future, sync::Arc, time::Duration};

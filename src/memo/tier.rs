@@ -23,6 +23,8 @@ use crate::{
 pub enum Tier {
     Memory,
     Disk,
+    /// Redis or Valkey, shared by a fleet (`memo/shared/`).
+    Shared,
 }
 
 impl Tier {
@@ -31,6 +33,7 @@ impl Tier {
         match self {
             Tier::Memory => "memory",
             Tier::Disk => "disk",
+            Tier::Shared => "shared",
         }
     }
 }
@@ -47,6 +50,10 @@ pub(crate) type Pending = BoxFuture<'static, Result<()>>;
 pub(crate) trait Level: Send + Sync + 'static {
     /// Which tier this is.
     fn tier(&self) -> Tier;
+
+    /// Learn the portable name of `namespace` (a model's name), for a
+    /// tier that several servers share: the number is this server's own.
+    fn name_namespace(&self, _namespace: u32, _name: &str) {}
 
     /// The live entry under `key`, if this tier holds it.
     fn get<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Option<Entry>>>;

@@ -1,0 +1,142 @@
+//! What the shared tier writes into Redis: key names and the value format.
+//!
+//! **Keys** are `ic1:{NAME:HEX}:gGEN`. `NAME` is the model's name (`@kv`
+//! for the key-value API), never this server's namespace *number*, which
+//! differs from one data dir to the next; `HEX` is the key's id (for a
+//! model, already a blake3 of its name, digest and input). The braces are
+//! a Redis Cluster hash tag: a key and the keys derived from it (its
+//! lease) land on one node. `GEN` is the model's fleet-wide generation, so
+//! a cache drop makes every older key unreachable without `SCAN`.
+//!
+//! **Values** are one Redis string: a header, then the raw bytes.
+//!
+//! ```text
+//! "IC" version(1) expires_at(u64 LE, 0 = never) ct_len(u16 LE) ct
+//!   checksum(16: blake3 of key name, header and value) value
+//! ```
+//!
+//! Anything that does not decode (another version, a short or corrupted
+//! string, a value written under another key) is a miss, never a wrong
+//! answer.
+
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::store::Entry;
+
+const MAGIC: &[u8; 2] = b"IC";
+const VERSION: u8 = 1;
+const CHECKSUM: usize = 16;
+/// Bytes before the content type.
+const FIXED: usize = MAGIC.len() + 1 + 8 + 2;
+
+/// The Redis key of entry `id` of model `name` in generation `generation`.
+pub(crate) fn key_name(name: &str, id: &[u8], generation: u64) -> String {
+    let mut key = String::with_capacity(12 + name.len() + 2 * id.len());
+    key.push_str("ic1:{");
+    key.push_str(name);
+    key.push(':');
+    for byte in id {
+        key.push_str(&format!("{byte:02x}"));
+    }
+    key.push_str("}:g");
+    key.push_str(&generation.to_string());
+    key
+}
+
+/// The Redis key holding model `name`'s generation (a counter).
+pub(crate) fn generation_key(name: &str) -> String {
+    format!("ic1:gen:{{{name}}}")
+}
+
+/// `entry` as stored under `key`.
+pub(crate) fn encode(key: &str, entry: &Entry) -> Bytes {
+    let ct = entry.content_type.as_deref().unwrap_or("").as_bytes();
+    let ct = &ct[..ct.len().min(u16::MAX as usize)];
+    let mut out = BytesMut::with_capacity(FIXED + ct.len() + CHECKSUM + entry.value.len());
+    out.put_slice(MAGIC);
+    out.put_u8(VERSION);
+    out.put_u64_le(entry.expires_at.unwrap_or(0));
+    out.put_u16_le(ct.len() as u16);
+    out.put_slice(ct);
+    let sum = checksum(key, &out, &entry.value);
+    out.put_slice(&sum);
+    out.put_slice(&entry.value);
+    out.freeze()
+}
+
+/// The entry stored under `key` as `raw`, or `None` if `raw` is not one
+/// this version wrote for this key, intact.
+pub(crate) fn decode(key: &str, raw: Bytes) -> Option<Entry> {
+    if raw.len() < FIXED || &raw[..2] != MAGIC || raw[2] != VERSION {
+        return None;
+    }
+    let expires_at = u64::from_le_bytes(raw[3..11].try_into().ok()?);
+    let ct_len = u16::from_le_bytes(raw[11..13].try_into().ok()?) as usize;
+    let header = FIXED + ct_len;
+    if raw.len() < header + CHECKSUM {
+        return None;
+    }
+    let value = raw.slice(header + CHECKSUM..);
+    if raw[header..header + CHECKSUM] != checksum(key, &raw[..header], &value) {
+        return None;
+    }
+    let ct = std::str::from_utf8(&raw[FIXED..header]).ok()?;
+    Some(Entry {
+        value,
+        content_type: (!ct.is_empty()).then(|| Arc::from(ct)),
+        expires_at: (expires_at != 0).then_some(expires_at),
+    })
+}
+
+fn checksum(key: &str, header: &[u8], value: &[u8]) -> [u8; CHECKSUM] {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&(key.len() as u64).to_le_bytes());
+    hasher.update(key.as_bytes());
+    hasher.update(header);
+    hasher.update(value);
+    let mut sum = [0; CHECKSUM];
+    sum.copy_from_slice(&hasher.finalize().as_bytes()[..CHECKSUM]);
+    sum
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_pinned_and_hash_tagged() {
+        assert_eq!(key_name("minilm", &[0xab, 0x01], 3), "ic1:{minilm:ab01}:g3");
+        assert_eq!(generation_key("minilm"), "ic1:gen:{minilm}");
+    }
+
+    #[test]
+    fn values_round_trip_and_damage_is_a_miss() {
+        let entry = Entry {
+            value: Bytes::from_static(b"hello"),
+            content_type: Some("text/plain".into()),
+            expires_at: Some(1_700_000_000_000),
+        };
+        let raw = encode("k", &entry);
+        let back = decode("k", raw.clone()).unwrap();
+        assert_eq!(back.value, entry.value);
+        assert_eq!(back.content_type.as_deref(), Some("text/plain"));
+        assert_eq!(back.expires_at, entry.expires_at);
+        assert!(
+            decode("other", raw.clone()).is_none(),
+            "another key's value"
+        );
+        for at in 0..raw.len() {
+            let mut bad = raw.to_vec();
+            bad[at] ^= 0x40;
+            assert!(decode("k", bad.into()).is_none(), "byte {at} flipped");
+        }
+        for len in 0..raw.len() {
+            assert!(decode("k", raw.slice(..len)).is_none(), "cut at {len}");
+        }
+        assert!(decode("k", Bytes::from_static(b"hello")).is_none());
+        let plain = decode("k", encode("k", &Entry::new("v"))).unwrap();
+        assert_eq!((plain.content_type, plain.expires_at), (None, None));
+    }
+}
