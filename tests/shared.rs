@@ -98,16 +98,7 @@ async fn a_computed_result_on_one_server_is_a_hit_on_another() {
     let rows = vec![vec![0.25f32; 16], vec![-1.5f32; 16]];
     let (status, computed) = infer_mlp(&a, &rows).await;
     assert_eq!(status, "miss");
-    // The shared write of a computed result is queued: wait for it.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let written = a.get_json("/v1/stats").await["shared"]["sets"]["ok"].as_u64();
-        if written == Some(2) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "results not written to Redis");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    written(&a, 2).await;
     let (status, shared) = infer_mlp(&b, &rows).await;
     assert_eq!((status.as_str(), &shared), ("hit", &computed));
     let runs = "infercache_model_runs_total{model=\"mlp\"}";
@@ -145,19 +136,90 @@ async fn a_corrupted_value_in_redis_is_a_miss() {
     a.stop().await;
 }
 
+/// Wait until `server` wrote `n` values to Redis (computed results are
+/// written through a queue).
+async fn written(server: &TestServer, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.get_json("/v1/stats").await["shared"]["sets"]["ok"].as_u64() != Some(n) {
+        assert!(Instant::now() < deadline, "results not written to Redis");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Wait until `n` servers listen for announcements.
+async fn subscribed(redis: &Redis, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while redis.cli(&["PUBSUB", "NUMSUB", "ic1:invalidate"]) != Some(format!("ic1:invalidate\n{n}"))
+    {
+        assert!(Instant::now() < deadline, "servers did not subscribe");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Poll `check` every 20 ms until it holds; panics after 1 s.
+async fn within_a_second<F: std::future::Future<Output = bool>>(
+    what: &str,
+    mut check: impl FnMut() -> F,
+) {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what}: not within 1 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
-async fn delete_removes_the_key_from_redis() {
+async fn a_delete_reaches_every_server_within_a_second() {
     let redis = Redis::start();
     let (da, db) = (temp_dir(), temp_dir());
     let (a, b) = (server(&redis, &da).await, server(&redis, &db).await);
+    subscribed(&redis, 2).await;
     assert_eq!(kv_put(&a, "gone", b"soon").await, 204);
+    assert_eq!(kv_get(&b, "gone").await.1, "shared");
+    assert_eq!(kv_get(&b, "gone").await.1, "memory", "b holds a local copy");
     let resp = a.client.delete(a.url("/v1/kv/gone")).send().await.unwrap();
     assert_eq!(resp.status(), 204);
     assert_eq!(
         redis.cli(&["EXISTS", &redis_kv_key("gone")]).as_deref(),
         Some("0")
     );
-    assert_eq!(kv_get(&b, "gone").await.0, 404);
+    within_a_second("b drops its copy", || async {
+        kv_get(&b, "gone").await.0 == 404
+    })
+    .await;
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_model_drop_reaches_every_server_within_a_second() {
+    let redis = Redis::start();
+    let (da, db) = (temp_dir(), temp_dir());
+    let (a, b) = (server(&redis, &da).await, server(&redis, &db).await);
+    subscribed(&redis, 2).await;
+    let rows = vec![vec![0.5f32; 16]];
+    assert_eq!(infer_mlp(&a, &rows).await.0, "miss");
+    assert_eq!(kv_put(&a, "sync", b"after the write-back").await, 204);
+    within_a_second("b reads a's result", || async {
+        infer_mlp(&b, &rows).await.0 == "hit"
+    })
+    .await;
+    let resp = a
+        .client
+        .delete(a.url("/v1/models/mlp/cache"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(redis.cli(&["GET", "ic1:gen:{mlp}"]).as_deref(), Some("1"));
+    // Dropped everywhere: b computes it again (once), and so does a.
+    within_a_second("b drops the model's results", || async {
+        infer_mlp(&b, &rows).await.0 == "miss"
+    })
+    .await;
+    let runs = "infercache_model_runs_total{model=\"mlp\"}";
+    assert_eq!(metric(&b.client, &b.base, runs).await, 1.0);
+    assert_eq!(infer_mlp(&b, &rows).await.0, "hit");
     a.stop().await;
     b.stop().await;
 }

@@ -20,7 +20,10 @@
 //! counters are bumped here. KV reads and writes come through here too, so
 //! every tier in the chain answers them.
 
-use std::{future::Future, sync::Arc};
+use std::{
+    future::Future,
+    sync::{Arc, Weak},
+};
 
 use prometheus_client::metrics::counter::Counter;
 
@@ -28,7 +31,7 @@ use super::{
     counters::CacheMetrics,
     disk::Disk,
     fence::{Fences, Generations},
-    shared::{Shared, SharedMetrics},
+    shared::{Invalidation, Shared, SharedMetrics},
     tier::{Level, Tier},
 };
 use crate::{
@@ -84,9 +87,11 @@ impl Store {
         // The chain behind memory, in read order.
         let mut levels: Vec<Box<dyn Level>> = vec![Box::new(Disk(local.clone()))];
         let mut shared_metrics = None;
+        let mut invalidations = None;
         if let Some(options) = shared_options {
-            let shared = Shared::open(options, local.clock().clone())?;
+            let (shared, heard) = Shared::open(options, local.clock().clone())?;
             shared_metrics = Some(shared.metrics().clone());
+            invalidations = Some(heard);
             levels.push(Box::new(shared));
         }
         let behind = levels
@@ -97,7 +102,7 @@ impl Store {
                 level,
             })
             .collect();
-        Ok(Store {
+        let store = Store {
             inner: Arc::new(Inner {
                 memory: local.memory().clone(),
                 memory_hits: metrics.hits_of(Tier::Memory),
@@ -110,7 +115,11 @@ impl Store {
                 #[cfg(test)]
                 promotion: Default::default(),
             }),
-        })
+        };
+        if let Some(heard) = invalidations {
+            tokio::spawn(apply_invalidations(Arc::downgrade(&store.inner), heard));
+        }
+        Ok(store)
     }
 
     /// The live entry under `key` in the memory tier (counted as a hit).
@@ -198,6 +207,31 @@ impl Store {
                 Ok(())
             }
         })
+    }
+
+    /// Drop what another server removed from the local tiers (all but
+    /// the shared one, which that server already changed), under the same
+    /// rules as a local removal: a drop bumps the generation first, and a
+    /// removal from disk bumps the key's fence.
+    async fn forget(&self, invalidation: Invalidation) -> Result<()> {
+        let inner = &self.inner;
+        let local = inner.behind.iter().filter(|b| b.tier != Tier::Shared);
+        match invalidation {
+            Invalidation::Key(key) => {
+                inner.memory.remove(&key);
+                for behind in local {
+                    behind.level.remove(&key).await?;
+                }
+            }
+            Invalidation::Namespace(namespace) => {
+                inner.generations.bump(namespace);
+                inner.memory.remove_namespace(namespace);
+                for behind in local {
+                    behind.level.drop_namespace(namespace).await?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The namespace's generation: read it before computing a result, and
@@ -294,5 +328,18 @@ impl Store {
     /// file is closed cleanly when the last clone of the store is dropped.
     pub async fn close(&self) {
         self.inner.local.close().await;
+    }
+}
+
+/// Apply what other servers announced, until the store is gone.
+async fn apply_invalidations(
+    store: Weak<Inner>,
+    mut heard: tokio::sync::mpsc::Receiver<Invalidation>,
+) {
+    while let Some(invalidation) = heard.recv().await {
+        let Some(inner) = store.upgrade() else { return };
+        if let Err(e) = (Store { inner }).forget(invalidation).await {
+            tracing::warn!(error = %e, "shared tier: dropping a local copy failed");
+        }
     }
 }

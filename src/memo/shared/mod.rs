@@ -16,12 +16,15 @@
 //!   task writing them; a full queue drops the write and counts it.
 //! - **Promotions** never reach it: it is the last tier.
 //! - **Removals**: `DEL`; a model's cache drop `INCR`s the model's
-//!   generation, part of every key, so older entries are unreachable.
+//!   generation, part of every key, so older entries are unreachable. Both
+//!   are announced on a pub/sub channel ([`listen`]), and every other
+//!   server drops its local copies.
 //!
 //! Values larger than `shared_max_value` stay local.
 
 mod breaker;
 mod conn;
+mod listen;
 mod metrics;
 mod wire;
 
@@ -31,10 +34,10 @@ use bytes::Bytes;
 use futures::{future::BoxFuture, FutureExt};
 use parking_lot::RwLock;
 use redis::RedisResult;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
-pub(crate) use self::metrics::SharedMetrics;
-use self::{breaker::Breaker, conn::Conn};
+use self::{breaker::Breaker, conn::Conn, wire::Announcement};
+pub(crate) use self::{listen::Invalidation, metrics::SharedMetrics};
 use super::tier::{Level, Pending, Tier};
 use crate::{
     error::{Error, Result},
@@ -43,14 +46,21 @@ use crate::{
 
 /// Computed results waiting to be written; more are dropped (and counted).
 const QUEUE: usize = 1024;
+/// Invalidations heard and not yet applied; more are dropped (and logged).
+const HEARD: usize = 4096;
 
-/// The shared tier. Cheap to share: the write task holds the same core.
+/// The shared tier. Its tasks (the writer, the listener) hold the core and
+/// end when it is dropped.
 pub(crate) struct Shared {
     core: Arc<Core>,
     queue: mpsc::Sender<(Key, Entry)>,
+    /// Dropped with the tier: stops the listener.
+    _stop: watch::Sender<()>,
 }
 
 struct Core {
+    /// This server, in announcements (to skip its own).
+    id: u64,
     conn: Conn,
     breaker: Breaker,
     options: SharedOptions,
@@ -63,14 +73,22 @@ struct Core {
 }
 
 impl Shared {
-    /// Set up the tier and its write task; connects on first use. Must be
-    /// called inside a tokio runtime.
-    pub(crate) fn open(options: SharedOptions, clock: Clock) -> Result<Shared> {
-        let conn = Conn::open(&options).map_err(|e| {
+    /// Set up the tier, its writer and its listener; connects on first
+    /// use. The receiver yields what other servers asked this one to drop
+    /// from its local tiers. Must be called inside a tokio runtime.
+    pub(crate) fn open(
+        options: SharedOptions,
+        clock: Clock,
+    ) -> Result<(Shared, mpsc::Receiver<Invalidation>)> {
+        let invalid = |e: redis::RedisError| {
             Error::Storage(format!("shared_url: {}", e.to_string().replace('\n', " ")))
-        })?;
+        };
+        let conn = Conn::open(&options).map_err(invalid)?;
+        let first = options.url.urls().next().unwrap_or_default();
+        let listener = redis::Client::open(first).map_err(invalid)?;
         let names = HashMap::from([(KV_NAMESPACE, Arc::from("@kv"))]);
         let core = Arc::new(Core {
+            id: instance_id(),
             conn,
             breaker: Breaker::new(),
             options,
@@ -81,12 +99,41 @@ impl Shared {
         });
         let (queue, queued) = mpsc::channel(QUEUE);
         tokio::spawn(write_task(core.clone(), queued));
-        Ok(Shared { core, queue })
+        let (heard, invalidations) = mpsc::channel(HEARD);
+        let (stop, stopped) = watch::channel(());
+        let (hearing, resubscribed) = (core.clone(), core.clone());
+        tokio::spawn(listen::listen(
+            move |message| hearing.heard(message),
+            // An announcement may have been missed: read generations again.
+            move || {
+                resubscribed
+                    .generations
+                    .write()
+                    .retain(|ns, _| *ns == KV_NAMESPACE)
+            },
+            listener,
+            heard,
+            stopped,
+        ));
+        let shared = Shared {
+            core,
+            queue,
+            _stop: stop,
+        };
+        Ok((shared, invalidations))
     }
 
     pub(crate) fn metrics(&self) -> &SharedMetrics {
         &self.core.metrics
     }
+}
+
+/// A number that tells this server's announcements from the others'.
+fn instance_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    hasher.finish()
 }
 
 /// Write queued results one after another; ends with the tier.
@@ -97,6 +144,12 @@ async fn write_task(core: Arc<Core>, mut queued: mpsc::Receiver<(Key, Entry)>) {
 }
 
 impl Core {
+    /// The namespace this server serves model `name` under.
+    fn namespace_of(&self, name: &str) -> Option<u32> {
+        let names = self.names.read();
+        names.iter().find(|(_, n)| &***n == name).map(|(ns, _)| *ns)
+    }
+
     /// Run one exchange with Redis under the timeout and the breaker;
     /// `None` if it failed, timed out or was not tried.
     async fn call<T>(
@@ -250,10 +303,20 @@ impl Level for Shared {
             let core = &self.core;
             let removed = core
                 .call("del", async {
-                    let Some(name) = core.redis_key(key).await? else {
+                    let Some(redis_key) = core.redis_key(key).await? else {
                         return Ok(0);
                     };
-                    core.conn.query::<u64>(redis::cmd("DEL").arg(name)).await
+                    let removed = core
+                        .conn
+                        .query::<u64>(redis::cmd("DEL").arg(redis_key))
+                        .await?;
+                    let name = core.names.read().get(&key.namespace).cloned();
+                    if let Some(name) = name {
+                        let id = key.id.to_vec();
+                        let name = name.to_string();
+                        core.announce(&Announcement::Deleted { name, id }).await?;
+                    }
+                    Ok(removed)
                 })
                 .await;
             Ok(removed.unwrap_or(0) > 0)
@@ -270,7 +333,11 @@ impl Level for Shared {
             let bumped = core
                 .call("incr", async {
                     let key = wire::generation_key(&name);
-                    core.conn.query::<u64>(redis::cmd("INCR").arg(key)).await
+                    let generation = core.conn.query::<u64>(redis::cmd("INCR").arg(key)).await?;
+                    let name = name.to_string();
+                    core.announce(&Announcement::Dropped { name, generation })
+                        .await?;
+                    Ok(generation)
                 })
                 .await;
             match bumped {
@@ -286,5 +353,38 @@ impl Level for Shared {
             Ok(0)
         }
         .boxed()
+    }
+}
+
+/// Announcements: what this server tells the fleet, and what it hears.
+impl Core {
+    /// The local invalidation an announcement asks for; `None` for our
+    /// own, a malformed one, or a model this server does not serve.
+    fn heard(&self, message: &[u8]) -> Option<Invalidation> {
+        let (sender, what) = wire::heard(message)?;
+        if sender == self.id {
+            return None;
+        }
+        let name = match &what {
+            Announcement::Deleted { name, .. } | Announcement::Dropped { name, .. } => name,
+        };
+        let namespace = self.namespace_of(name)?;
+        Some(match what {
+            Announcement::Deleted { id, .. } => Invalidation::Key(Key::new(namespace, id)),
+            Announcement::Dropped { generation, .. } => {
+                self.generations.write().insert(namespace, generation);
+                Invalidation::Namespace(namespace)
+            }
+        })
+    }
+
+    /// Announce `what` to the fleet.
+    async fn announce(&self, what: &Announcement) -> redis::RedisResult<()> {
+        let message = wire::announce(self.id, what);
+        let cmd = redis::cmd("PUBLISH")
+            .arg(wire::CHANNEL)
+            .arg(message)
+            .clone();
+        self.conn.query::<u64>(&cmd).await.map(drop)
     }
 }

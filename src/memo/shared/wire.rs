@@ -18,6 +18,10 @@
 //! Anything that does not decode (another version, a short or corrupted
 //! string, a value written under another key) is a miss, never a wrong
 //! answer.
+//!
+//! **Announcements** on the channel [`CHANNEL`] tell the fleet to drop
+//! local copies: `k SENDER NAME HEX` (a key was deleted) or `g SENDER NAME
+//! GEN` (a model's cache was dropped; its generation is now `GEN`).
 
 use std::sync::Arc;
 
@@ -31,18 +35,64 @@ const CHECKSUM: usize = 16;
 /// Bytes before the content type.
 const FIXED: usize = MAGIC.len() + 1 + 8 + 2;
 
+/// The pub/sub channel of announcements.
+pub(crate) const CHANNEL: &str = "ic1:invalidate";
+
+/// What another server announced.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Announcement {
+    /// Key `id` of model `name` was deleted.
+    Deleted { name: String, id: Vec<u8> },
+    /// Model `name`'s cache was dropped; its generation is now this.
+    Dropped { name: String, generation: u64 },
+}
+
+/// The message announcing `what`, from server `sender`.
+pub(crate) fn announce(sender: u64, what: &Announcement) -> String {
+    match what {
+        Announcement::Deleted { name, id } => format!("k {sender:x} {name} {}", hex(id)),
+        Announcement::Dropped { name, generation } => format!("g {sender:x} {name} {generation}"),
+    }
+}
+
+/// The announcement in `message` and its sender; `None` if malformed.
+pub(crate) fn heard(message: &[u8]) -> Option<(u64, Announcement)> {
+    let text = std::str::from_utf8(message).ok()?;
+    let mut parts = text.split(' ');
+    let (kind, sender, name, arg) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let sender = u64::from_str_radix(sender, 16).ok()?;
+    let name = name.to_string();
+    let what = match kind {
+        "k" => Announcement::Deleted {
+            name,
+            id: unhex(arg)?,
+        },
+        "g" => Announcement::Dropped {
+            name,
+            generation: arg.parse().ok()?,
+        },
+        _ => return None,
+    };
+    parts.next().is_none().then_some((sender, what))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
 /// The Redis key of entry `id` of model `name` in generation `generation`.
 pub(crate) fn key_name(name: &str, id: &[u8], generation: u64) -> String {
-    let mut key = String::with_capacity(12 + name.len() + 2 * id.len());
-    key.push_str("ic1:{");
-    key.push_str(name);
-    key.push(':');
-    for byte in id {
-        key.push_str(&format!("{byte:02x}"));
-    }
-    key.push_str("}:g");
-    key.push_str(&generation.to_string());
-    key
+    format!("ic1:{{{name}:{}}}:g{generation}", hex(id))
 }
 
 /// The Redis key holding model `name`'s generation (a counter).
@@ -109,6 +159,33 @@ mod tests {
     fn keys_are_pinned_and_hash_tagged() {
         assert_eq!(key_name("minilm", &[0xab, 0x01], 3), "ic1:{minilm:ab01}:g3");
         assert_eq!(generation_key("minilm"), "ic1:gen:{minilm}");
+    }
+
+    #[test]
+    fn announcements_round_trip() {
+        let deleted = Announcement::Deleted {
+            name: "@kv".into(),
+            id: vec![0, 0xff, 7],
+        };
+        assert_eq!(announce(0xab, &deleted), "k ab @kv 00ff07");
+        let dropped = Announcement::Dropped {
+            name: "mlp".into(),
+            generation: 4,
+        };
+        for what in [deleted, dropped] {
+            assert_eq!(heard(announce(9, &what).as_bytes()), Some((9, what)));
+        }
+        for bad in [
+            "",
+            "k 1 a",
+            "k 1 a 0",
+            "x 1 a 00",
+            "k zz a 00",
+            "g 1 a b",
+            "k 1 a 00 x",
+        ] {
+            assert_eq!(heard(bad.as_bytes()), None, "{bad:?}");
+        }
     }
 
     #[test]
