@@ -5,7 +5,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{infer_mlp, metric, redis::Redis, temp_dir, ChildServer, TestServer};
+use common::{
+    infer_mlp, metric,
+    redis::{Cluster, Redis},
+    temp_dir, ChildServer, TestServer,
+};
 
 /// The harness itself: a fresh server answers, a killed one does not, a
 /// restarted one answers again on the same port.
@@ -26,9 +30,14 @@ fn redis_harness_starts_kills_and_restarts() {
 
 /// A server with its own empty data dir, sharing through `redis`.
 async fn server(redis: &Redis, dir: &tempfile::TempDir) -> TestServer {
-    let url = redis.url();
+    on(redis.url(), false, dir).await
+}
+
+/// A server with its own empty data dir, sharing through `url`.
+async fn on(url: String, cluster: bool, dir: &tempfile::TempDir) -> TestServer {
     TestServer::start(dir.path(), |a| {
         a.shared_url = Some(url.into());
+        a.shared_cluster = Some(cluster);
         a.models = vec![common::model("mlp", "mlp")];
     })
     .await
@@ -220,6 +229,31 @@ async fn a_model_drop_reaches_every_server_within_a_second() {
     let runs = "infercache_model_runs_total{model=\"mlp\"}";
     assert_eq!(metric(&b.client, &b.base, runs).await, 1.0);
     assert_eq!(infer_mlp(&b, &rows).await.0, "hit");
+    a.stop().await;
+    b.stop().await;
+}
+
+/// A Redis Cluster: KV values and computed results are shared, whichever
+/// node their slot is on.
+#[tokio::test]
+async fn a_redis_cluster_is_shared_too() {
+    let cluster = Cluster::start();
+    let (da, db) = (temp_dir(), temp_dir());
+    let a = on(cluster.urls(), true, &da).await;
+    let b = on(cluster.urls(), true, &db).await;
+    for i in 0..10 {
+        let key = format!("key{i}");
+        assert_eq!(kv_put(&a, &key, b"clustered").await, 204);
+        let (status, tier, body) = kv_get(&b, &key).await;
+        assert_eq!(
+            (status, tier.as_str(), &body[..]),
+            (200, "shared", &b"clustered"[..])
+        );
+    }
+    let rows = vec![vec![2.0f32; 16]];
+    let (_, computed) = infer_mlp(&a, &rows).await;
+    written(&a, 11).await;
+    assert_eq!(infer_mlp(&b, &rows).await, ("hit".to_string(), computed));
     a.stop().await;
     b.stop().await;
 }

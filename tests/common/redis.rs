@@ -15,17 +15,23 @@ pub struct Redis {
     pub port: u16,
     child: Option<Child>,
     dir: tempfile::TempDir,
+    /// More `redis-server` flags (cluster mode).
+    extra: Vec<String>,
 }
 
 impl Redis {
     /// Start on a free port and wait until it answers `PING`.
     pub fn start() -> Redis {
-        let port = free_port();
-        let dir = tempfile::tempdir().unwrap();
+        Redis::start_with(&[])
+    }
+
+    /// [`Redis::start`] with more `redis-server` flags.
+    pub fn start_with(extra: &[&str]) -> Redis {
         let mut redis = Redis {
-            port,
+            port: free_port(),
             child: None,
-            dir,
+            dir: tempfile::tempdir().unwrap(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         redis.restart();
         redis
@@ -57,6 +63,7 @@ impl Redis {
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--daemonize", "no", "--dir"])
             .arg(self.dir.path())
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -117,6 +124,55 @@ impl Redis {
 impl Drop for Redis {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A 3-node Redis Cluster (no replicas) on loopback, made with `redis-cli
+/// --cluster create`; stopped node by node on drop.
+pub struct Cluster {
+    pub nodes: Vec<Redis>,
+}
+
+impl Cluster {
+    pub fn start() -> Cluster {
+        let nodes: Vec<Redis> = (0..3)
+            .map(|_| Redis::start_with(&["--cluster-enabled", "yes"]))
+            .collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let created = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run redis-cli --cluster create");
+        assert!(created.success(), "redis-cli --cluster create failed");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for node in &nodes {
+            while !node
+                .cli(&["CLUSTER", "INFO"])
+                .unwrap_or_default()
+                .contains("cluster_state:ok")
+            {
+                assert!(
+                    Instant::now() < deadline,
+                    "the cluster did not become ready"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Cluster { nodes }
+    }
+
+    /// The seed nodes, comma-separated, for `shared_url`.
+    pub fn urls(&self) -> String {
+        let urls: Vec<String> = self.nodes.iter().map(Redis::url).collect();
+        urls.join(",")
     }
 }
 
