@@ -233,6 +233,45 @@ async fn a_model_drop_reaches_every_server_within_a_second() {
     b.stop().await;
 }
 
+/// A removal Redis did not take (paused past `shared_timeout`) still
+/// answers 204 and is never undone by the stale copy in Redis: the server
+/// removes it before using the key or model again.
+#[tokio::test]
+async fn a_removal_redis_missed_is_not_undone() {
+    let redis = Redis::start();
+    let dir = temp_dir();
+    let a = server(&redis, &dir).await;
+    assert_eq!(kv_put(&a, "k", b"old").await, 204);
+    let rows = vec![vec![3.0f32; 16]];
+    assert_eq!(infer_mlp(&a, &rows).await.0, "miss");
+    written(&a, 2).await;
+    redis.cli(&["CLIENT", "PAUSE", "500", "ALL"]).unwrap();
+    let resp = a.client.delete(a.url("/v1/kv/k")).send().await.unwrap();
+    assert_eq!(resp.status(), 204);
+    let resp = a
+        .client
+        .delete(a.url("/v1/models/mlp/cache"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(kv_get(&a, "k").await.0, 404);
+    assert_eq!(
+        redis.cli(&["EXISTS", &redis_kv_key("k")]).as_deref(),
+        Some("0")
+    );
+    assert_eq!(infer_mlp(&a, &rows).await.0, "miss", "computed again");
+    // The paused INCR may still run once Redis resumes: at least one bump.
+    let generation: u64 = redis
+        .cli(&["GET", "ic1:gen:{mlp}"])
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(generation >= 1);
+    a.stop().await;
+}
+
 /// A Redis Cluster: KV values and computed results are shared, whichever
 /// node their slot is on.
 #[tokio::test]

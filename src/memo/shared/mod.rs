@@ -28,11 +28,16 @@ mod listen;
 mod metrics;
 mod wire;
 
-use std::{collections::HashMap, future::Future, sync::Arc, time::Instant};
+use std::{
+    collections::{HashMap, HashSet},
+    future::Future,
+    sync::Arc,
+    time::Instant,
+};
 
 use bytes::Bytes;
 use futures::{future::BoxFuture, FutureExt};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use redis::RedisResult;
 use tokio::sync::{mpsc, watch};
 
@@ -69,6 +74,11 @@ struct Core {
     names: RwLock<HashMap<u32, Arc<str>>>,
     /// Each model's fleet-wide generation, once read or bumped.
     generations: RwLock<HashMap<u32, u64>>,
+    /// Removals Redis did not take (down, timed out): retried before the
+    /// next use of the key or model, which until then Redis cannot answer,
+    /// so a removal acknowledged here is never undone by a stale copy.
+    unremoved: Mutex<HashSet<Key>>,
+    undropped: Mutex<HashSet<u32>>,
     metrics: SharedMetrics,
 }
 
@@ -95,6 +105,8 @@ impl Shared {
             clock,
             names: RwLock::new(names),
             generations: RwLock::new(HashMap::from([(KV_NAMESPACE, 0)])),
+            unremoved: Mutex::default(),
+            undropped: Mutex::default(),
             metrics: SharedMetrics::default(),
         });
         let (queue, queued) = mpsc::channel(QUEUE);
@@ -199,6 +211,10 @@ impl Core {
         let Some(name) = self.names.read().get(&key.namespace).cloned() else {
             return Ok(None);
         };
+        if self.undropped.lock().contains(&key.namespace) {
+            self.bump(key.namespace, &name).await?;
+            self.undropped.lock().remove(&key.namespace);
+        }
         let known = self.generations.read().get(&key.namespace).copied();
         let generation = match known {
             Some(generation) => generation,
@@ -218,6 +234,11 @@ impl Core {
     async fn get(&self, key: &Key) -> Option<Entry> {
         let raw = self
             .call("get", async {
+                if self.unremoved.lock().contains(key) {
+                    self.delete(key).await?;
+                    self.unremoved.lock().remove(key);
+                    return Ok(None);
+                }
                 let Some(name) = self.redis_key(key).await? else {
                     return Ok(None);
                 };
@@ -261,8 +282,34 @@ impl Core {
             })
             .await;
         if stored == Some(true) {
+            // Overwritten: nothing stale left to remove.
+            self.unremoved.lock().remove(key);
             self.metrics.op("set", "ok");
         }
+    }
+
+    /// `DEL` `key` and announce it; how many keys Redis removed.
+    async fn delete(&self, key: &Key) -> RedisResult<u64> {
+        let Some(redis_key) = self.redis_key(key).await? else {
+            return Ok(0);
+        };
+        let removed = self.conn.query(redis::cmd("DEL").arg(redis_key)).await?;
+        let name = self.names.read().get(&key.namespace).cloned();
+        if let Some(name) = name {
+            let (name, id) = (name.to_string(), key.id.to_vec());
+            self.announce(&Announcement::Deleted { name, id }).await?;
+        }
+        Ok(removed)
+    }
+
+    /// Bump model `name`'s generation and announce it.
+    async fn bump(&self, namespace: u32, name: &str) -> RedisResult<()> {
+        let key = wire::generation_key(name);
+        let generation = self.conn.query(redis::cmd("INCR").arg(key)).await?;
+        self.generations.write().insert(namespace, generation);
+        let name = name.to_string();
+        self.announce(&Announcement::Dropped { name, generation })
+            .await
     }
 }
 
@@ -301,24 +348,10 @@ impl Level for Shared {
     fn remove<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<bool>> {
         async move {
             let core = &self.core;
-            let removed = core
-                .call("del", async {
-                    let Some(redis_key) = core.redis_key(key).await? else {
-                        return Ok(0);
-                    };
-                    let removed = core
-                        .conn
-                        .query::<u64>(redis::cmd("DEL").arg(redis_key))
-                        .await?;
-                    let name = core.names.read().get(&key.namespace).cloned();
-                    if let Some(name) = name {
-                        let id = key.id.to_vec();
-                        let name = name.to_string();
-                        core.announce(&Announcement::Deleted { name, id }).await?;
-                    }
-                    Ok(removed)
-                })
-                .await;
+            let removed = core.call("del", core.delete(key)).await;
+            if removed.is_none() {
+                core.unremoved.lock().insert(key.clone());
+            }
             Ok(removed.unwrap_or(0) > 0)
         }
         .boxed()
@@ -330,24 +363,13 @@ impl Level for Shared {
             let Some(name) = core.names.read().get(&namespace).cloned() else {
                 return Ok(0);
             };
-            let bumped = core
-                .call("incr", async {
-                    let key = wire::generation_key(&name);
-                    let generation = core.conn.query::<u64>(redis::cmd("INCR").arg(key)).await?;
-                    let name = name.to_string();
-                    core.announce(&Announcement::Dropped { name, generation })
-                        .await?;
-                    Ok(generation)
-                })
-                .await;
-            match bumped {
-                Some(generation) => {
-                    core.generations.write().insert(namespace, generation);
-                }
-                // Unknown now: read again on next use.
-                None => {
-                    core.generations.write().remove(&namespace);
-                }
+            if core
+                .call("incr", core.bump(namespace, &name))
+                .await
+                .is_none()
+            {
+                core.generations.write().remove(&namespace);
+                core.undropped.lock().insert(namespace);
             }
             // Redis cannot count a generation's keys without a scan.
             Ok(0)
