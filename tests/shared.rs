@@ -80,6 +80,11 @@ async fn a_put_on_one_server_is_a_shared_hit_on_another() {
     let redis = Redis::start();
     let (da, db) = (temp_dir(), temp_dir());
     let (a, b) = (server(&redis, &da).await, server(&redis, &db).await);
+    subscribed(&redis, 2).await;
+    within_a_second("healthz says up before any request", || async {
+        b.get_json("/healthz").await["shared"] == "up"
+    })
+    .await;
     assert_eq!(kv_put(&a, "greeting", b"hello fleet").await, 204);
     let (status, tier, body) = kv_get(&b, "greeting").await;
     assert_eq!(

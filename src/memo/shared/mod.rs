@@ -116,12 +116,14 @@ impl Shared {
         let (hearing, resubscribed) = (core.clone(), core.clone());
         tokio::spawn(listen::listen(
             move |message| hearing.heard(message),
-            // An announcement may have been missed: read generations again.
+            // An announcement may have been missed: read generations
+            // again. And Redis answers: say so before the first request.
             move || {
-                resubscribed
-                    .generations
-                    .write()
-                    .retain(|ns, _| *ns == KV_NAMESPACE)
+                let core = &resubscribed;
+                core.generations.write().retain(|ns, _| *ns == KV_NAMESPACE);
+                if core.breaker.is_closed() {
+                    core.metrics.up.set(1);
+                }
             },
             listener,
             heard,
