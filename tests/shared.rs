@@ -277,6 +277,92 @@ async fn a_removal_redis_missed_is_not_undone() {
     a.stop().await;
 }
 
+/// The sum of one series over `fleet`.
+async fn fleet_total(fleet: &[TestServer], series: &str) -> f64 {
+    let mut total = 0.0;
+    for server in fleet {
+        total += metric(&server.client, &server.base, series).await;
+    }
+    total
+}
+
+/// Concurrent identical requests spread over three servers run the model
+/// once in total (a fleet-wide lease), and a fresh fourth server with an
+/// empty data dir finds the result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_computes_each_result_once() {
+    let redis = Redis::start();
+    let dirs: Vec<_> = (0..4).map(|_| temp_dir()).collect();
+    let mut fleet = Vec::new();
+    for dir in &dirs[..3] {
+        fleet.push(server(&redis, dir).await);
+    }
+    subscribed(&redis, 3).await;
+    let runs = "infercache_model_runs_total{model=\"mlp\"}";
+    for round in 0..5 {
+        let rows = vec![vec![round as f32 + 0.125; 16]];
+        let calls = (0..12).map(|i| infer_mlp(&fleet[i % 3], &rows));
+        let answers = futures::future::join_all(calls).await;
+        assert!(answers.windows(2).all(|w| w[0].1 == w[1].1), "one result");
+        let mut total = 0.0;
+        for server in &fleet {
+            total += metric(&server.client, &server.base, runs).await;
+        }
+        assert_eq!(
+            total,
+            round as f64 + 1.0,
+            "round {round}: one run fleet-wide"
+        );
+    }
+    // The others did wait on a lease (else the test proves nothing).
+    let waited = "infercache_shared_ops_total{op=\"lease\",result=\"waited\"}";
+    let waits = fleet_total(&fleet, waited).await;
+    assert!(waits > 0.0, "no server waited on another's lease");
+    let fourth = server(&redis, &dirs[3]).await;
+    let rows = vec![vec![4.125f32; 16]];
+    assert_eq!(infer_mlp(&fourth, &rows).await.0, "hit");
+    assert_eq!(metric(&fourth.client, &fourth.base, runs).await, 0.0);
+    for server in fleet {
+        server.stop().await;
+    }
+    fourth.stop().await;
+}
+
+/// A lease whose holder died (never renewed, never released) holds the
+/// others back only until it expires; then one of them computes.
+#[tokio::test]
+async fn a_dead_holders_lease_expires_and_another_computes() {
+    let redis = Redis::start();
+    let dir = temp_dir();
+    let a = server(&redis, &dir).await;
+    let rows = vec![vec![7.0f32; 16]];
+    assert_eq!(infer_mlp(&a, &rows).await.0, "miss");
+    written(&a, 1).await;
+    // Test-only: find the result's key, to forge its lease in the next
+    // generation.
+    let stored = redis.cli(&["KEYS", "ic1:{mlp:*"]).unwrap();
+    let lease = stored.replace(":g0", ":g1:lease");
+    let resp = a
+        .client
+        .delete(a.url("/v1/models/mlp/cache"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    redis
+        .cli(&["SET", &lease, "dead-holder", "PX", "1500"])
+        .unwrap();
+    let started = Instant::now();
+    assert_eq!(infer_mlp(&a, &rows).await.0, "miss");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1000),
+        "did not wait: {waited:?}"
+    );
+    assert!(waited < Duration::from_secs(3), "waited {waited:?}");
+    a.stop().await;
+}
+
 /// A Redis Cluster: KV values and computed results are shared, whichever
 /// node their slot is on.
 #[tokio::test]

@@ -32,7 +32,7 @@ use super::{
     disk::Disk,
     fence::{Fences, Generations},
     shared::{Invalidation, Shared, SharedMetrics},
-    tier::{Level, Tier},
+    tier::{Claim, Level, Tier},
 };
 use crate::{
     error::Result,
@@ -232,6 +232,12 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// Before computing `key`: which server of the fleet computes it (see
+    /// [`Level::claim`]); `None` without a shared tier.
+    pub(crate) fn claim(&self, key: &Key) -> Option<futures::future::BoxFuture<'static, Claim>> {
+        self.inner.behind.iter().find_map(|b| b.level.claim(key))
     }
 
     /// The namespace's generation: read it before computing a result, and

@@ -45,6 +45,8 @@ pub(crate) enum Announcement {
     Deleted { name: String, id: Vec<u8> },
     /// Model `name`'s cache was dropped; its generation is now this.
     Dropped { name: String, generation: u64 },
+    /// Key `id` of model `name` was computed and stored (its lease ends).
+    Computed { name: String, id: Vec<u8> },
 }
 
 /// The message announcing `what`, from server `sender`.
@@ -52,6 +54,7 @@ pub(crate) fn announce(sender: u64, what: &Announcement) -> String {
     match what {
         Announcement::Deleted { name, id } => format!("k {sender:x} {name} {}", hex(id)),
         Announcement::Dropped { name, generation } => format!("g {sender:x} {name} {generation}"),
+        Announcement::Computed { name, id } => format!("d {sender:x} {name} {}", hex(id)),
     }
 }
 
@@ -71,12 +74,16 @@ pub(crate) fn heard(message: &[u8]) -> Option<(u64, Announcement)> {
             name,
             generation: arg.parse().ok()?,
         },
+        "d" => Announcement::Computed {
+            name,
+            id: unhex(arg)?,
+        },
         _ => return None,
     };
     parts.next().is_none().then_some((sender, what))
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -88,6 +95,11 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
         .step_by(2)
         .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
         .collect()
+}
+
+/// The Redis key of `key_name`'s lease (same hash tag: same node).
+pub(crate) fn lease_key(key_name: &str) -> String {
+    format!("{key_name}:lease")
 }
 
 /// The Redis key of entry `id` of model `name` in generation `generation`.
@@ -172,7 +184,11 @@ mod tests {
             name: "mlp".into(),
             generation: 4,
         };
-        for what in [deleted, dropped] {
+        let computed = Announcement::Computed {
+            name: "mlp".into(),
+            id: vec![1],
+        };
+        for what in [deleted, dropped, computed] {
             assert_eq!(heard(announce(9, &what).as_bytes()), Some((9, what)));
         }
         for bad in [
