@@ -429,6 +429,57 @@ async fn a_dead_redis_costs_no_errors_and_sharing_resumes() {
     b.stop().await;
 }
 
+/// A paused Redis (`DEBUG SLEEP`): requests go on from the local tiers,
+/// each at most about `shared_timeout` slower, none fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_redis_costs_at_most_the_timeout() {
+    let redis = Redis::start_with(&["--enable-debug-command", "yes"]);
+    let (da, db) = (temp_dir(), temp_dir());
+    let (a, b) = (server(&redis, &da).await, server(&redis, &db).await);
+    assert_eq!(kv_put(&a, "local", b"1").await, 204);
+    let port = redis.port;
+    let sleeper = std::thread::spawn(move || {
+        std::process::Command::new("redis-cli")
+            .args(["-p", &port.to_string(), "DEBUG", "SLEEP", "1.5"])
+            .output()
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for i in 0..10 {
+        let started = Instant::now();
+        assert_eq!(kv_get(&a, "local").await.0, 200, "a local hit");
+        assert_eq!(kv_get(&b, &format!("absent{i}")).await.0, 404);
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_millis(400),
+            "request {i} took {took:?}"
+        );
+    }
+    let slept = sleeper.join().unwrap().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&slept.stdout).trim(),
+        "OK",
+        "Redis did sleep"
+    );
+    a.stop().await;
+    b.stop().await;
+}
+
+/// `redis+unix://` reaches a Redis on a Unix socket.
+#[tokio::test]
+async fn a_unix_socket_url_works() {
+    let sockets = temp_dir();
+    let sock = sockets.path().join("redis.sock");
+    let redis = Redis::start_with(&["--unixsocket", sock.to_str().unwrap()]);
+    let url = format!("redis+unix://{}", sock.display());
+    let (da, db) = (temp_dir(), temp_dir());
+    let (a, b) = (on(url.clone(), false, &da).await, on(url, false, &db).await);
+    assert_eq!(kv_put(&a, "k", b"over a socket").await, 204);
+    assert_eq!(kv_get(&b, "k").await.1, "shared");
+    drop(redis);
+    a.stop().await;
+    b.stop().await;
+}
+
 /// The logged config shows the URL with its password redacted.
 #[tokio::test]
 async fn the_password_is_not_logged() {
