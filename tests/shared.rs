@@ -104,6 +104,34 @@ async fn a_put_on_one_server_is_a_shared_hit_on_another() {
     b.stop().await;
 }
 
+/// A shared hit costs one Redis round trip: one `GET` (INFO commandstats).
+#[tokio::test]
+async fn a_shared_hit_is_one_redis_command() {
+    let redis = Redis::start();
+    let (da, db) = (temp_dir(), temp_dir());
+    let (a, b) = (server(&redis, &da).await, server(&redis, &db).await);
+    subscribed(&redis, 2).await;
+    assert_eq!(kv_put(&a, "once", b"one round trip").await, 204);
+    redis.cli(&["CONFIG", "RESETSTAT"]).unwrap();
+    assert_eq!(kv_get(&b, "once").await.1, "shared");
+    let stats = redis.cli(&["INFO", "commandstats"]).unwrap();
+    let commands: Vec<&str> = stats
+        .lines()
+        .filter(|l| {
+            l.starts_with("cmdstat_")
+                && !l.contains("cmdstat_info")
+                && !l.contains("cmdstat_config")
+        })
+        .collect();
+    assert_eq!(commands.len(), 1, "{commands:?}");
+    assert!(
+        commands[0].starts_with("cmdstat_get:calls=1,"),
+        "{commands:?}"
+    );
+    a.stop().await;
+    b.stop().await;
+}
+
 #[tokio::test]
 async fn a_computed_result_on_one_server_is_a_hit_on_another() {
     let redis = Redis::start();
