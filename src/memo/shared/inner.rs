@@ -150,7 +150,15 @@ impl Core {
 
     /// Store `entry` unless it is too large or already expired; a failure
     /// is counted and logged (by `call`), never returned.
-    pub(crate) async fn set(&self, key: &Key, entry: &Entry) {
+    /// The generation of `namespace` this server knows now, if any.
+    pub(crate) fn generation(&self, namespace: u32) -> Option<u64> {
+        self.generations.read().get(&namespace).copied()
+    }
+
+    /// Store `entry`, computed under generation `computed` of its model
+    /// when known: if the model was dropped since, the result is stale and
+    /// is not written (as the chain refuses to land it locally).
+    pub(crate) async fn set(&self, key: &Key, entry: &Entry, computed: Option<u64>) {
         if entry.value.len() as u64 > self.options.max_value {
             self.metrics.op("set", "too_large");
             return;
@@ -168,6 +176,9 @@ impl Core {
                 let Some(name) = self.redis_key(key).await? else {
                     return Ok(false);
                 };
+                if computed.is_some_and(|g| self.generation(key.namespace) != Some(g)) {
+                    return Ok(false);
+                }
                 let mut cmd = redis::cmd("SET");
                 cmd.arg(&name).arg(wire::encode(&name, entry).as_ref());
                 if let Some(px) = px {

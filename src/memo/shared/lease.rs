@@ -115,12 +115,15 @@ struct Held {
     key: Key,
     lease: Arc<str>,
     token: Arc<str>,
+    /// The model's generation when the lease was taken (in its name).
+    generation: Option<u64>,
     renewal: tokio::task::JoinHandle<()>,
 }
 
 impl Held {
     fn new(core: Arc<Core>, key: Key, lease: String, token: String) -> Held {
         let (lease, token): (Arc<str>, Arc<str>) = (lease.into(), token.into());
+        let generation = core.generation(key.namespace);
         let renewal = tokio::spawn({
             let (core, lease, token) = (core.clone(), lease.clone(), token.clone());
             async move {
@@ -137,6 +140,7 @@ impl Held {
             key,
             lease,
             token,
+            generation,
             renewal,
         }
     }
@@ -147,7 +151,7 @@ impl Lease for Held {
         let entry = entry.clone();
         async move {
             let core = &self.core;
-            core.set(&self.key, &entry).await;
+            core.set(&self.key, &entry, self.generation).await;
             {
                 let mut leased = core.leased.lock();
                 // Left behind when a landing published nothing (its model

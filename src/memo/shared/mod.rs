@@ -60,7 +60,8 @@ const HEARD: usize = 4096;
 /// end when it is dropped.
 pub(crate) struct Shared {
     core: Arc<Core>,
-    queue: mpsc::Sender<(Key, Entry)>,
+    /// Computed results, with the generation they were computed under.
+    queue: mpsc::Sender<(Key, Entry, Option<u64>)>,
     /// Dropped with the tier: stops the listener.
     _stop: watch::Sender<()>,
 }
@@ -137,9 +138,9 @@ fn instance_id() -> u64 {
 }
 
 /// Write queued results one after another; ends with the tier.
-async fn write_task(core: Arc<Core>, mut queued: mpsc::Receiver<(Key, Entry)>) {
-    while let Some((key, entry)) = queued.recv().await {
-        core.set(&key, &entry).await;
+async fn write_task(core: Arc<Core>, mut queued: mpsc::Receiver<(Key, Entry, Option<u64>)>) {
+    while let Some((key, entry, generation)) = queued.recv().await {
+        core.set(&key, &entry, generation).await;
     }
 }
 
@@ -166,7 +167,7 @@ impl Level for Shared {
 
     fn put<'a>(&'a self, key: &'a Key, entry: &'a Entry) -> BoxFuture<'a, Result<()>> {
         async move {
-            self.core.set(key, entry).await;
+            self.core.set(key, entry, None).await;
             Ok(())
         }
         .boxed()
@@ -178,7 +179,12 @@ impl Level for Shared {
         if self.core.leased.lock().remove(key) {
             return Ok(None);
         }
-        if self.queue.try_send((key.clone(), entry.clone())).is_err() {
+        // Its model's generation now: a drop between now and the write
+        // makes it stale (the disk tier gets the same from its queue
+        // order).
+        let generation = self.core.generation(key.namespace);
+        let queued = (key.clone(), entry.clone(), generation);
+        if self.queue.try_send(queued).is_err() {
             self.core.metrics.op("set", "dropped");
         }
         Ok(None)
