@@ -492,6 +492,60 @@ async fn a_paused_redis_costs_at_most_the_timeout() {
     b.stop().await;
 }
 
+/// `rediss://` (TLS through rustls) reaches a Redis that only speaks TLS
+/// on that port; the test's self-signed certificate is trusted through
+/// `SSL_CERT_FILE` (read by rustls-native-certs; no other test uses TLS).
+#[tokio::test]
+async fn a_tls_url_works() {
+    let certs = temp_dir();
+    let (cert, key) = (certs.path().join("cert.pem"), certs.path().join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl (scripts/test installs it)");
+    assert!(made.status.success(), "openssl req failed");
+    let tls_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let redis = Redis::start_with(&[
+        "--tls-port",
+        &tls_port.to_string(),
+        "--tls-cert-file",
+        cert,
+        "--tls-key-file",
+        key,
+        "--tls-ca-cert-file",
+        cert,
+        "--tls-auth-clients",
+        "no",
+    ]);
+    // SAFETY (edition 2021: safe): read only by the TLS connections below.
+    std::env::set_var("SSL_CERT_FILE", cert);
+    let url = format!("rediss://127.0.0.1:{tls_port}");
+    let (da, db) = (temp_dir(), temp_dir());
+    let (a, b) = (on(url.clone(), false, &da).await, on(url, false, &db).await);
+    assert_eq!(kv_put(&a, "k", b"over TLS").await, 204);
+    assert_eq!(kv_get(&b, "k").await.1, "shared");
+    drop(redis);
+    a.stop().await;
+    b.stop().await;
+}
+
 /// `redis+unix://` reaches a Redis on a Unix socket.
 #[tokio::test]
 async fn a_unix_socket_url_works() {
