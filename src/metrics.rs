@@ -14,7 +14,7 @@ use prometheus_client::{
 };
 
 use crate::{
-    memo::{Tier, TierLabel},
+    memo::{SharedMetrics, Tier, TierLabel},
     store::Usage,
     telemetry::Telemetry,
 };
@@ -27,9 +27,13 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(telemetry: &Telemetry) -> Metrics {
+    /// Every metric of `telemetry`, and the shared tier's when there is one.
+    pub fn new(telemetry: &Telemetry, shared: Option<&SharedMetrics>) -> Metrics {
         let mut registry = Registry::with_prefix("infercache");
         telemetry.cache.register(&mut registry);
+        if let Some(shared) = shared {
+            shared.register(&mut registry);
+        }
         let entries = Family::<TierLabel, Gauge>::default();
         let bytes = Family::<TierLabel, Gauge>::default();
         registry.register("entries", "Entries held per tier", entries.clone());

@@ -20,7 +20,7 @@ use crate::{
     listen::{serve, Limits},
     memo::{Memo, Store},
     metrics::Metrics,
-    store::StoreOptions,
+    store::{SharedOptions, StoreOptions},
     telemetry::Telemetry,
 };
 
@@ -65,7 +65,7 @@ pub async fn run<L: Listener>(
     )
     .await?;
     let inference = Inference::new(registry, Memo::new(store.clone()), live.clone());
-    let metrics = Metrics::new(&telemetry);
+    let metrics = Metrics::new(&telemetry, store.shared());
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let shutdown = async move {
         shutdown.await;
@@ -109,6 +109,13 @@ fn store_options(config: &Config) -> StoreOptions {
         write_batch: config.write_batch,
         write_delay: config.write_delay,
         sweep_interval: config.sweep_interval,
+        shared: config.shared_url.clone().map(|url| SharedOptions {
+            url,
+            cluster: config.shared_cluster,
+            timeout: config.shared_timeout,
+            ttl: config.shared_ttl,
+            max_value: config.shared_max_value,
+        }),
         ..StoreOptions::default()
     }
 }

@@ -59,6 +59,12 @@ impl Resolve<humantime::Duration> for Duration {
     }
 }
 
+impl Resolve<humantime::Duration> for Option<Duration> {
+    fn resolve(raw: humantime::Duration) -> Result<Option<Duration>, String> {
+        Ok(Some(raw.into()))
+    }
+}
+
 impl Resolve<ByteSize> for u64 {
     fn resolve(raw: ByteSize) -> Result<u64, String> {
         Ok(raw.as_u64())

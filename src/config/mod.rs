@@ -106,6 +106,26 @@ settings! {
         #[arg(long, env = "INFERCACHE_BODY_TIMEOUT")]
         #[serde(deserialize_with = "declare::humantime")]
         body_timeout: humantime::Duration => Duration = Duration::from_secs(30),
+        /// Redis or Valkey of the shared tier: redis://[user:pass@]host:port[/db],
+        /// rediss:// (TLS) or redis+unix:///path.sock; with shared_cluster, a
+        /// comma-separated list of seed nodes [default: none, no shared tier]
+        #[arg(long, env = "INFERCACHE_SHARED_URL", hide_env_values = true)]
+        shared_url: SharedUrl => Option<SharedUrl> = None,
+        /// shared_url names the seed nodes of a Redis Cluster [default: false]
+        #[arg(long, env = "INFERCACHE_SHARED_CLUSTER")]
+        shared_cluster: bool = false,
+        /// Longest wait of a request on the shared tier, e.g. 100ms [default: 100ms]
+        #[arg(long, env = "INFERCACHE_SHARED_TIMEOUT")]
+        #[serde(deserialize_with = "declare::humantime")]
+        shared_timeout: humantime::Duration => Duration = Duration::from_millis(100),
+        /// Lifetime of entries in the shared tier, e.g. 1d [default: none,
+        /// Redis's eviction policy decides]
+        #[arg(long, env = "INFERCACHE_SHARED_TTL")]
+        #[serde(deserialize_with = "declare::humantime")]
+        shared_ttl: humantime::Duration => Option<Duration> = None,
+        /// Largest value written to the shared tier; larger ones stay local [default: 4MiB]
+        #[arg(long, env = "INFERCACHE_SHARED_MAX_VALUE")]
+        shared_max_value: ByteSize => u64 = 4 << 20,
     }
 
     live {
@@ -194,6 +214,49 @@ impl From<String> for Secret {
 impl From<&str> for Secret {
     fn from(text: &str) -> Secret {
         Secret(text.into())
+    }
+}
+
+/// Where the shared tier is (`shared_url`). It may hold a password, so its
+/// `Debug` (the logged config) replaces every URL's password with
+/// `<redacted>`; the text itself is for the one place that connects.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct SharedUrl(String);
+
+impl SharedUrl {
+    /// The URLs: one, or a cluster's seed nodes.
+    pub fn urls(&self) -> impl Iterator<Item = &str> {
+        self.0.split(',').map(str::trim).filter(|u| !u.is_empty())
+    }
+}
+
+impl fmt::Debug for SharedUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redacted: Vec<String> = self.urls().map(redact_password).collect();
+        write!(f, "{:?}", redacted.join(","))
+    }
+}
+
+impl From<String> for SharedUrl {
+    fn from(text: String) -> SharedUrl {
+        SharedUrl(text)
+    }
+}
+
+/// `scheme://user:pass@rest` as `scheme://user:<redacted>@rest`; a URL
+/// with no password as it is.
+fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let user = rest[..at].split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:<redacted>{}", &rest[at..])
+        }
+        None => url.to_string(),
     }
 }
 
@@ -351,6 +414,35 @@ impl Config {
         }
         if self.max_request_size == 0 {
             return Err(invalid("max_request_size", "must be greater than 0"));
+        }
+        if let Some(url) = &self.shared_url {
+            let urls: Vec<&str> = url.urls().collect();
+            if urls.is_empty() || (urls.len() > 1 && !self.shared_cluster) {
+                return Err(invalid(
+                    "shared_url",
+                    "must be one URL (a list of seed nodes needs shared_cluster = true)",
+                ));
+            }
+            for one in urls {
+                const SCHEMES: [&str; 4] = ["redis://", "rediss://", "redis+unix://", "unix://"];
+                if !SCHEMES.iter().any(|s| one.starts_with(s)) {
+                    return Err(invalid(
+                        "shared_url",
+                        format!(
+                            "`{}` is not redis://, rediss:// or redis+unix://",
+                            redact_password(one)
+                        ),
+                    ));
+                }
+            }
+        } else if self.shared_cluster {
+            return Err(invalid("shared_cluster", "needs shared_url"));
+        }
+        if self.shared_timeout.is_zero() {
+            return Err(invalid("shared_timeout", "must be greater than 0"));
+        }
+        if matches!(self.shared_ttl, Some(ttl) if ttl.is_zero()) {
+            return Err(invalid("shared_ttl", "must be greater than 0 when set"));
         }
         let mut names = std::collections::HashSet::new();
         for model in &self.models {

@@ -154,6 +154,46 @@ fn secrets_are_redacted() {
 }
 
 #[test]
+fn shared_tier_settings() {
+    let c = Config::default();
+    assert_eq!(c.shared_url, None, "no shared tier unless asked for");
+    assert_eq!(c.shared_timeout, Duration::from_millis(100));
+    assert_eq!((c.shared_ttl, c.shared_max_value), (None, 4 << 20));
+    let c = from_toml(
+        "shared_url = \"redis://app:hunter2@10.0.0.5:6379/2\"\nshared_ttl = \"1h\"\n\
+         shared_timeout = \"50ms\"\nshared_max_value = \"1MiB\"\n",
+    )
+    .unwrap();
+    assert_eq!(c.shared_ttl, Some(Duration::from_secs(3600)));
+    assert_eq!(
+        (c.shared_timeout.as_millis(), c.shared_max_value),
+        (50, 1 << 20)
+    );
+    let logged = format!("{c:?}");
+    assert!(!logged.contains("hunter2"), "{logged}");
+    assert!(
+        logged.contains("redis://app:<redacted>@10.0.0.5:6379/2"),
+        "{logged}"
+    );
+    for (text, key) in [
+        ("shared_url = \"http://x\"", "shared_url"),
+        ("shared_url = \"redis://a:1,redis://b:1\"", "shared_url"),
+        ("shared_cluster = true", "shared_cluster"),
+        (
+            "shared_url = \"redis://a:1\"\nshared_timeout = \"0s\"",
+            "shared_timeout",
+        ),
+    ] {
+        assert_eq!(from_toml(text).unwrap_err().key, key, "{text}");
+    }
+    let seeds = "shared_url = \"redis://a:1, redis://:pw@b:1\"\nshared_cluster = true";
+    let c = from_toml(seeds).unwrap();
+    let urls: Vec<&str> = c.shared_url.as_ref().unwrap().urls().collect();
+    assert_eq!(urls, ["redis://a:1", "redis://:pw@b:1"]);
+    assert!(!format!("{c:?}").contains("pw@"));
+}
+
+#[test]
 fn reload_names_every_fixed_setting_it_keeps() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("m.onnx"), b"x").unwrap();

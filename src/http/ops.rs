@@ -19,16 +19,26 @@ use crate::{
     memo::Tier,
 };
 
-/// `GET /healthz`: 200 when healthy; 503 while disk writes fail.
+/// `GET /healthz`: 200 when healthy; 503 while disk writes fail. With a
+/// shared tier it also says whether Redis answers (`"shared": "up" |
+/// "down"`), which never makes it fail: the local tiers still serve.
 pub async fn healthz(State(state): State<Arc<AppState>>) -> Response {
-    if state.store.disk_healthy() {
-        return Json(json!({ "status": "ok" })).into_response();
+    let mut body = if state.store.disk_healthy() {
+        json!({ "status": "ok" })
+    } else {
+        json!({
+            "status": "degraded",
+            "error": "disk writes are failing (reads still work); restart to reopen the database",
+        })
+    };
+    if let Some(shared) = state.store.shared() {
+        body["shared"] = json!(if shared.is_up() { "up" } else { "down" });
     }
-    let body = json!({
-        "status": "degraded",
-        "error": "disk writes are failing (reads still work); restart to reopen the database",
-    });
-    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    let status = match state.store.disk_healthy() {
+        true => StatusCode::OK,
+        false => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    (status, Json(body)).into_response()
 }
 
 pub async fn stats(State(state): State<Arc<AppState>>) -> Json<Value> {
@@ -36,7 +46,7 @@ pub async fn stats(State(state): State<Arc<AppState>>) -> Json<Value> {
     let config = state.config();
     let (memory, disk) = store.usage();
     let m = &state.telemetry.cache;
-    Json(json!({
+    let mut stats = json!({
         "uptime_seconds": state.started.elapsed().as_secs_f64(),
         "memory": {
             "entries": memory.entries,
@@ -56,7 +66,29 @@ pub async fn stats(State(state): State<Arc<AppState>>) -> Json<Value> {
         "models": state.inference.registry.names(),
         "vram_units": config.vram_units,
         "vram_units_peak": state.budget.peak(),
-    }))
+    });
+    if let Some(shared) = store.shared() {
+        stats["shared"] = json!({
+            "up": shared.is_up(),
+            "hits": m.hits(Tier::Shared),
+            "gets": {
+                "hit": shared.count("get", "hit"),
+                "miss": shared.count("get", "miss"),
+                "error": shared.count("get", "error"),
+                "timeout": shared.count("get", "timeout"),
+                "skipped": shared.count("get", "skipped"),
+            },
+            "sets": {
+                "ok": shared.count("set", "ok"),
+                "error": shared.count("set", "error"),
+                "timeout": shared.count("set", "timeout"),
+                "skipped": shared.count("set", "skipped"),
+                "dropped": shared.count("set", "dropped"),
+                "too_large": shared.count("set", "too_large"),
+            },
+        });
+    }
+    Json(stats)
 }
 
 /// `GET /v1/events`: cache events as Server-Sent Events until the client

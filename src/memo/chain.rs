@@ -13,11 +13,17 @@
 //! - **Removal**: a key or a namespace leaves every tier; a namespace drop
 //!   bumps its generation first.
 //!
+//! Behind disk may come the shared tier ([`super::shared`], when
+//! `shared_url` is set): without it the chain is memory and disk only.
+//!
 //! The fences and generations are [`super::fence`]; the hit and KV-miss
 //! counters are bumped here. KV reads and writes come through here too, so
 //! every tier in the chain answers them.
 
-use std::{future::Future, sync::Arc};
+use std::{
+    future::Future,
+    sync::{Arc, Weak},
+};
 
 use prometheus_client::metrics::counter::Counter;
 
@@ -25,7 +31,8 @@ use super::{
     counters::CacheMetrics,
     disk::Disk,
     fence::{Fences, Generations},
-    tier::{Level, Tier},
+    shared::{Invalidation, Shared, SharedMetrics},
+    tier::{Claim, Level, Tier},
 };
 use crate::{
     error::Result,
@@ -62,6 +69,8 @@ struct Inner {
     fences: Arc<Fences>,
     generations: Generations,
     metrics: CacheMetrics,
+    /// The shared tier's series, when there is one.
+    shared: Option<SharedMetrics>,
     /// Hold a promotion after its read and after its publish.
     #[cfg(test)]
     promotion: [super::fence::Gate; 2],
@@ -82,9 +91,18 @@ impl Store {
         metrics: CacheMetrics,
     ) -> Result<Store> {
         let fences = Arc::new(Fences::new());
+        let shared_options = options.shared.clone();
         let local = Local::open(options, fences.clone(), events).await?;
         // The chain behind memory, in read order.
-        let levels: Vec<Box<dyn Level>> = vec![Box::new(Disk(local.clone()))];
+        let mut levels: Vec<Box<dyn Level>> = vec![Box::new(Disk(local.clone()))];
+        let mut shared_metrics = None;
+        let mut invalidations = None;
+        if let Some(options) = shared_options {
+            let (shared, heard) = Shared::open(options, local.clock().clone())?;
+            shared_metrics = Some(shared.metrics().clone());
+            invalidations = Some(heard);
+            levels.push(Box::new(shared));
+        }
         let behind = levels
             .into_iter()
             .map(|level| Behind {
@@ -93,7 +111,7 @@ impl Store {
                 level,
             })
             .collect();
-        Ok(Store {
+        let store = Store {
             inner: Arc::new(Inner {
                 memory: local.memory().clone(),
                 memory_hits: metrics.hits_of(Tier::Memory),
@@ -102,10 +120,15 @@ impl Store {
                 fences,
                 generations: Generations::default(),
                 metrics,
+                shared: shared_metrics,
                 #[cfg(test)]
                 promotion: Default::default(),
             }),
-        })
+        };
+        if let Some(heard) = invalidations {
+            tokio::spawn(apply_invalidations(Arc::downgrade(&store.inner), heard));
+        }
+        Ok(store)
     }
 
     /// The live entry under `key` in the memory tier (counted as a hit).
@@ -195,6 +218,37 @@ impl Store {
         })
     }
 
+    /// Drop what another server removed from the local tiers (all but
+    /// the shared one, which that server already changed), under the same
+    /// rules as a local removal: a drop bumps the generation first, and a
+    /// removal from disk bumps the key's fence.
+    async fn forget(&self, invalidation: Invalidation) -> Result<()> {
+        let inner = &self.inner;
+        let local = inner.behind.iter().filter(|b| b.tier != Tier::Shared);
+        match invalidation {
+            Invalidation::Key(key) => {
+                inner.memory.remove(&key);
+                for behind in local {
+                    behind.level.remove(&key).await?;
+                }
+            }
+            Invalidation::Namespace(namespace) => {
+                inner.generations.bump(namespace);
+                inner.memory.remove_namespace(namespace);
+                for behind in local {
+                    behind.level.drop_namespace(namespace).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Before computing `key`: which server of the fleet computes it (see
+    /// [`Level::claim`]); `None` without a shared tier.
+    pub(crate) fn claim(&self, key: &Key) -> Option<futures::future::BoxFuture<'static, Claim>> {
+        self.inner.behind.iter().find_map(|b| b.level.claim(key))
+    }
+
     /// The namespace's generation: read it before computing a result, and
     /// hand it to [`Store::land`].
     pub(crate) fn generation(&self, namespace: u32) -> u64 {
@@ -237,7 +291,16 @@ impl Store {
 
     /// The disk namespace number of a model name (stable across restarts).
     pub async fn namespace(&self, name: &str) -> Result<u32> {
-        self.inner.local.namespace(name).await
+        let namespace = self.inner.local.namespace(name).await?;
+        for behind in &self.inner.behind {
+            behind.level.name_namespace(namespace, name);
+        }
+        Ok(namespace)
+    }
+
+    /// The shared tier's series; `None` without a shared tier.
+    pub(crate) fn shared(&self) -> Option<&SharedMetrics> {
+        self.inner.shared.as_ref()
     }
 
     /// Current usage of (memory, disk).
@@ -281,5 +344,18 @@ impl Store {
     /// file is closed cleanly when the last clone of the store is dropped.
     pub async fn close(&self) {
         self.inner.local.close().await;
+    }
+}
+
+/// Apply what other servers announced, until the store is gone.
+async fn apply_invalidations(
+    store: Weak<Inner>,
+    mut heard: tokio::sync::mpsc::Receiver<Invalidation>,
+) {
+    while let Some(invalidation) = heard.recv().await {
+        let Some(inner) = store.upgrade() else { return };
+        if let Err(e) = (Store { inner }).forget(invalidation).await {
+            tracing::warn!(error = %e, "shared tier: dropping a local copy failed");
+        }
     }
 }

@@ -29,15 +29,19 @@ mod disk;
 pub(crate) mod fence;
 pub(crate) mod inflight;
 pub(crate) mod many;
+mod shared;
 pub(crate) mod tier;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 
-pub(crate) use self::counters::TierLabel;
-use self::inflight::{Inflight, Join};
 pub use self::{chain::Store, counters::CacheMetrics, inflight::Policy, tier::Tier};
+pub(crate) use self::{counters::TierLabel, shared::SharedMetrics};
+use self::{
+    inflight::{Inflight, Join},
+    tier::Claim,
+};
 use crate::{
     error::{Error, Result},
     store::{Entry, Key},
@@ -141,13 +145,29 @@ impl Memo {
                 || {
                     let work = compute.take().expect("compute is taken once")();
                     let clock = store.clock().clone();
+                    // One computation fleet-wide: the leader of this
+                    // server's flight agrees with the others' (a shared
+                    // tier's lease, ARCHITECTURE.md §5).
+                    let claim = lookup.policy.read.then(|| store.claim(&key)).flatten();
                     async move {
+                        let lease = match claim {
+                            Some(claim) => match claim.await {
+                                Claim::Found(entry) => return Ok(entry),
+                                Claim::Lead(lease) => Some(lease),
+                                Claim::Alone => None,
+                            },
+                            None => None,
+                        };
                         let value = work.await.map_err(Into::into)?;
-                        Ok(Entry {
+                        let entry = Entry {
                             value: value.into(),
                             content_type: None,
                             expires_at: lookup.ttl.map(|t| clock.deadline(t)),
-                        })
+                        };
+                        if let Some(lease) = lease {
+                            lease.complete(&entry).await;
+                        }
+                        Ok(entry)
                     }
                 },
                 {

@@ -23,6 +23,8 @@ use crate::{
 pub enum Tier {
     Memory,
     Disk,
+    /// Redis or Valkey, shared by a fleet (`memo/shared/`).
+    Shared,
 }
 
 impl Tier {
@@ -31,6 +33,7 @@ impl Tier {
         match self {
             Tier::Memory => "memory",
             Tier::Disk => "disk",
+            Tier::Shared => "shared",
         }
     }
 }
@@ -38,6 +41,22 @@ impl Tier {
 /// The future of a queued write: answers once the write holds (is durable,
 /// for disk).
 pub(crate) type Pending = BoxFuture<'static, Result<()>>;
+
+/// What a fleet-wide lease on a key says to do ([`Level::claim`]).
+pub(crate) enum Claim {
+    /// Compute it here, then hand the result to the lease.
+    Lead(Box<dyn Lease>),
+    /// Another server computed it meanwhile.
+    Found(Entry),
+    /// Nobody to agree with (e.g. Redis unreachable): compute here.
+    Alone,
+}
+
+/// A held fleet-wide lease on one key; released when dropped.
+pub(crate) trait Lease: Send {
+    /// Store `entry` where the fleet reads it, announce it, release.
+    fn complete(self: Box<Self>, entry: &Entry) -> BoxFuture<'static, ()>;
+}
 
 /// A tier behind memory.
 ///
@@ -47,6 +66,16 @@ pub(crate) type Pending = BoxFuture<'static, Result<()>>;
 pub(crate) trait Level: Send + Sync + 'static {
     /// Which tier this is.
     fn tier(&self) -> Tier;
+
+    /// Learn the portable name of `namespace` (a model's name), for a
+    /// tier that several servers share: the number is this server's own.
+    fn name_namespace(&self, _namespace: u32, _name: &str) {}
+
+    /// For a tier several servers share: agree on which of them computes
+    /// `key` (one lease per key fleet-wide). `None`: nothing to agree on.
+    fn claim(&self, _key: &Key) -> Option<BoxFuture<'static, Claim>> {
+        None
+    }
 
     /// The live entry under `key`, if this tier holds it.
     fn get<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Option<Entry>>>;

@@ -58,6 +58,22 @@ pub struct StoreOptions {
     /// is on, disk writes fail as on a full disk.
     #[cfg(feature = "testing")]
     pub disk_full: Option<fault::DiskFull>,
+    /// The shared tier behind disk (`memo/shared/`); `None`: none.
+    pub shared: Option<SharedOptions>,
+}
+
+/// Where the shared tier is and how long to wait on it (README: Running a
+/// fleet). Its `Debug` never shows a password.
+#[derive(Debug, Clone)]
+pub struct SharedOptions {
+    pub url: crate::config::SharedUrl,
+    pub cluster: bool,
+    /// Longest wait of one request on Redis.
+    pub timeout: Duration,
+    /// Lifetime of shared entries; `None` leaves it to Redis's eviction.
+    pub ttl: Option<Duration>,
+    /// Larger values stay in the local tiers.
+    pub max_value: u64,
 }
 
 impl Default for StoreOptions {
@@ -76,6 +92,7 @@ impl Default for StoreOptions {
             sweep_interval: Duration::from_secs(30),
             #[cfg(feature = "testing")]
             disk_full: None,
+            shared: None,
         }
     }
 }

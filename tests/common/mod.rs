@@ -1,10 +1,12 @@
 //! Shared test harness: the real server on 127.0.0.1:0 with a temp data
 //! dir, in-process (through `infercache::run`) or as a child process, and
-//! a raw HTTP/1.1 client ([`raw_http`]) for what reqwest will not send.
+//! a raw HTTP/1.1 client ([`raw_http`]) for what reqwest will not send, and
+//! a real `redis-server` for the shared tier ([`redis`]).
 
 #![allow(dead_code)] // each test binary uses a different part
 
 pub mod raw_http;
+pub mod redis;
 
 use std::{
     io::{BufRead, BufReader},
