@@ -70,6 +70,12 @@ async fn kv_put(server: &TestServer, key: &str, value: &'static [u8]) -> u16 {
 }
 
 /// The Redis key of KV key `key` (pinned: `memo/shared/wire.rs`).
+/// The status of `DELETE path` on `server`.
+async fn delete(server: &TestServer, path: &str) -> u16 {
+    let resp = server.client.delete(server.url(path)).send().await.unwrap();
+    resp.status().as_u16()
+}
+
 fn redis_kv_key(key: &str) -> String {
     let hex: String = key.bytes().map(|b| format!("{b:02x}")).collect();
     format!("ic1:{{@kv:{hex}}}:g0")
@@ -219,8 +225,7 @@ async fn a_delete_reaches_every_server_within_a_second() {
     assert_eq!(kv_put(&a, "gone", b"soon").await, 204);
     assert_eq!(kv_get(&b, "gone").await.1, "shared");
     assert_eq!(kv_get(&b, "gone").await.1, "memory", "b holds a local copy");
-    let resp = a.client.delete(a.url("/v1/kv/gone")).send().await.unwrap();
-    assert_eq!(resp.status(), 204);
+    assert_eq!(delete(&a, "/v1/kv/gone").await, 204);
     assert_eq!(
         redis.cli(&["EXISTS", &redis_kv_key("gone")]).as_deref(),
         Some("0")
@@ -246,13 +251,7 @@ async fn a_model_drop_reaches_every_server_within_a_second() {
         infer_mlp(&b, &rows).await.0 == "hit"
     })
     .await;
-    let resp = a
-        .client
-        .delete(a.url("/v1/models/mlp/cache"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    assert_eq!(delete(&a, "/v1/models/mlp/cache").await, 200);
     assert_eq!(redis.cli(&["GET", "ic1:gen:{mlp}"]).as_deref(), Some("1"));
     // Dropped everywhere: b computes it again (once), and so does a.
     within_a_second("b drops the model's results", || async {
@@ -279,15 +278,8 @@ async fn a_removal_redis_missed_is_not_undone() {
     assert_eq!(infer_mlp(&a, &rows).await.0, "miss");
     written(&a, 2).await;
     redis.cli(&["CLIENT", "PAUSE", "500", "ALL"]).unwrap();
-    let resp = a.client.delete(a.url("/v1/kv/k")).send().await.unwrap();
-    assert_eq!(resp.status(), 204);
-    let resp = a
-        .client
-        .delete(a.url("/v1/models/mlp/cache"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    assert_eq!(delete(&a, "/v1/kv/k").await, 204);
+    assert_eq!(delete(&a, "/v1/models/mlp/cache").await, 200);
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(kv_get(&a, "k").await.0, 404);
     assert_eq!(
@@ -370,13 +362,7 @@ async fn a_dead_holders_lease_expires_and_another_computes() {
     // generation.
     let stored = redis.cli(&["KEYS", "ic1:{mlp:*"]).unwrap();
     let lease = stored.replace(":g0", ":g1:lease");
-    let resp = a
-        .client
-        .delete(a.url("/v1/models/mlp/cache"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    assert_eq!(delete(&a, "/v1/models/mlp/cache").await, 200);
     redis
         .cli(&["SET", &lease, "dead-holder", "PX", "1500"])
         .unwrap();

@@ -40,17 +40,7 @@ build_server
 EMBED="$(bench_bin embed)"
 TMP="$(new_tmpdir)"
 python3 "$HERE/embed_texts.py" "$DISTINCT" "$TMP/texts.txt" --seed 3
-cat >"$TMP/config.toml" <<EOF
-[[model]]
-name = "minilm"
-path = "$MODEL_DIR/model.onnx"
-tokenizer = "$MODEL_DIR/tokenizer.json"
-max_batch = 32
-max_batch_tokens = 8192
-max_delay_ms = $MAX_DELAY_MS
-threads = $ORT_THREADS
-instances = $INSTANCES
-EOF
+minilm_config "$TMP/config.toml" "$MAX_DELAY_MS" "$ORT_THREADS" "$INSTANCES"
 
 measure() { # OUT_PREFIX [--no-cache]
     local dir="$1.d" url="http://127.0.0.1:$PORT"

@@ -46,16 +46,7 @@ need curl python3 redis-server redis-cli
 build_server
 TMP="$(new_tmpdir)"
 python3 "$HERE/embed_texts.py" "$DISTINCT" "$TMP/texts.txt" --seed 3
-cat >"$TMP/config.toml" <<EOF
-[[model]]
-name = "minilm"
-path = "$MODEL_DIR/model.onnx"
-tokenizer = "$MODEL_DIR/tokenizer.json"
-max_batch = 32
-max_batch_tokens = 8192
-max_delay_ms = $MAX_DELAY_MS
-threads = $ORT_THREADS
-EOF
+minilm_config "$TMP/config.toml" "$MAX_DELAY_MS" "$ORT_THREADS"
 ports_csv="$(IFS=,; echo "${PORT_LIST[*]}")"
 
 SERVER_PIDS=()

@@ -157,3 +157,20 @@ field() { awk -v k="$1" '/^RESULT/ { for (i = 2; i <= NF; i++) { split($i, kv, "
 wrk_requests() { awk '/requests in/ { print $1 }' "$1"; }
 
 div() { awk -v a="$1" -v b="$2" -v f="${3:-%.1f}" 'BEGIN { if (b > 0) printf f, a / b; else print "n/a" }'; }
+
+# minilm_config FILE MAX_DELAY_MS THREADS [INSTANCES]: a server config
+# serving assets/models/minilm as `minilm`, batches of up to 32 texts.
+minilm_config() {
+    local dir="$ROOT/assets/models/minilm"
+    cat >"$1" <<EOF
+[[model]]
+name = "minilm"
+path = "$dir/model.onnx"
+tokenizer = "$dir/tokenizer.json"
+max_batch = 32
+max_batch_tokens = 8192
+max_delay_ms = $2
+threads = $3
+instances = ${4:-1}
+EOF
+}
