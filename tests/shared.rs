@@ -69,13 +69,13 @@ async fn kv_put(server: &TestServer, key: &str, value: &'static [u8]) -> u16 {
     resp.status().as_u16()
 }
 
-/// The Redis key of KV key `key` (pinned: `memo/shared/wire.rs`).
 /// The status of `DELETE path` on `server`.
 async fn delete(server: &TestServer, path: &str) -> u16 {
     let resp = server.client.delete(server.url(path)).send().await.unwrap();
     resp.status().as_u16()
 }
 
+/// The Redis key of KV key `key` (pinned: `memo/shared/wire.rs`).
 fn redis_kv_key(key: &str) -> String {
     let hex: String = key.bytes().map(|b| format!("{b:02x}")).collect();
     format!("ic1:{{@kv:{hex}}}:g0")
@@ -216,53 +216,96 @@ async fn within_a_second<F: std::future::Future<Output = bool>>(
     }
 }
 
+/// Entries in a server's memory tier.
+async fn local(server: &TestServer) -> Option<u64> {
+    server.get_json("/v1/stats").await["memory"]["entries"].as_u64()
+}
+
+/// Three servers of one fleet; `a` first.
+async fn fleet_of_three(redis: &Redis, dirs: &[tempfile::TempDir; 3]) -> [TestServer; 3] {
+    let fleet = [
+        server(redis, &dirs[0]).await,
+        server(redis, &dirs[1]).await,
+        server(redis, &dirs[2]).await,
+    ];
+    subscribed(redis, 3).await;
+    fleet
+}
+
 #[tokio::test]
 async fn a_delete_reaches_every_server_within_a_second() {
     let redis = Redis::start();
-    let (da, db) = (temp_dir(), temp_dir());
-    let (a, b) = (server(&redis, &da).await, server(&redis, &db).await);
-    subscribed(&redis, 2).await;
+    let dirs = [temp_dir(), temp_dir(), temp_dir()];
+    let [a, b, c] = fleet_of_three(&redis, &dirs).await;
     assert_eq!(kv_put(&a, "gone", b"soon").await, 204);
-    assert_eq!(kv_get(&b, "gone").await.1, "shared");
-    assert_eq!(kv_get(&b, "gone").await.1, "memory", "b holds a local copy");
+    for other in [&b, &c] {
+        assert_eq!(kv_get(other, "gone").await.1, "shared");
+        assert_eq!(kv_get(other, "gone").await.1, "memory", "a local copy");
+    }
     assert_eq!(delete(&a, "/v1/kv/gone").await, 204);
     assert_eq!(
         redis.cli(&["EXISTS", &redis_kv_key("gone")]).as_deref(),
         Some("0")
     );
-    within_a_second("b drops its copy", || async {
-        kv_get(&b, "gone").await.0 == 404
+    within_a_second("b and c drop their copies", || async {
+        kv_get(&b, "gone").await.0 == 404 && kv_get(&c, "gone").await.0 == 404
     })
     .await;
-    a.stop().await;
-    b.stop().await;
+    for server in [a, b, c] {
+        server.stop().await;
+    }
 }
 
 #[tokio::test]
 async fn a_model_drop_reaches_every_server_within_a_second() {
     let redis = Redis::start();
-    let (da, db) = (temp_dir(), temp_dir());
-    let (a, b) = (server(&redis, &da).await, server(&redis, &db).await);
-    subscribed(&redis, 2).await;
+    let dirs = [temp_dir(), temp_dir(), temp_dir()];
+    let [a, b, c] = fleet_of_three(&redis, &dirs).await;
     let rows = vec![vec![0.5f32; 16]];
     assert_eq!(infer_mlp(&a, &rows).await.0, "miss");
     assert_eq!(kv_put(&a, "sync", b"after the write-back").await, 204);
-    within_a_second("b reads a's result", || async {
-        infer_mlp(&b, &rows).await.0 == "hit"
-    })
-    .await;
+    for other in [&b, &c] {
+        within_a_second("the others read a's result", || async {
+            infer_mlp(other, &rows).await.0 == "hit"
+        })
+        .await;
+    }
+    // b and c now hold the result locally (and nothing else).
+    assert_eq!((local(&b).await, local(&c).await), (Some(1), Some(1)));
     assert_eq!(delete(&a, "/v1/models/mlp/cache").await, 200);
     assert_eq!(redis.cli(&["GET", "ic1:gen:{mlp}"]).as_deref(), Some("1"));
-    // Dropped everywhere: b computes it again (once), and so does a.
-    within_a_second("b drops the model's results", || async {
-        infer_mlp(&b, &rows).await.0 == "miss"
+    within_a_second("b and c drop the model's results", || async {
+        (local(&b).await, local(&c).await) == (Some(0), Some(0))
     })
     .await;
+    // Dropped everywhere: b computes it again, once.
+    assert_eq!(infer_mlp(&b, &rows).await.0, "miss");
     let runs = "infercache_model_runs_total{model=\"mlp\"}";
     assert_eq!(metric(&b.client, &b.base, runs).await, 1.0);
     assert_eq!(infer_mlp(&b, &rows).await.0, "hit");
+    for server in [a, b, c] {
+        server.stop().await;
+    }
+}
+
+/// `shared_ttl` bounds an entry's life in Redis: every write sets it.
+#[tokio::test]
+async fn shared_ttl_expires_entries_in_redis() {
+    let redis = Redis::start();
+    let dir = temp_dir();
+    let a = TestServer::start(dir.path(), |a| {
+        a.shared_url = Some(redis.url().into());
+        a.shared_ttl = Some("60s".parse().unwrap());
+    })
+    .await;
+    assert_eq!(kv_put(&a, "short", b"lived").await, 204);
+    let pttl: i64 = redis
+        .cli(&["PTTL", &redis_kv_key("short")])
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60_000).contains(&pttl), "PTTL {pttl} ms");
     a.stop().await;
-    b.stop().await;
 }
 
 /// A removal Redis did not take (paused past `shared_timeout`) still
