@@ -566,11 +566,17 @@ async fn a_tls_url_works() {
     // SAFETY (edition 2021: safe): read only by the TLS connections below.
     std::env::set_var("SSL_CERT_FILE", cert);
     let url = format!("rediss://127.0.0.1:{tls_port}");
+    shares_through(url, b"over TLS").await;
+    drop(redis);
+}
+
+/// A value PUT on one server sharing through `url` is a shared hit on a
+/// second one.
+async fn shares_through(url: String, value: &'static [u8]) {
     let (da, db) = (temp_dir(), temp_dir());
     let (a, b) = (on(url.clone(), false, &da).await, on(url, false, &db).await);
-    assert_eq!(kv_put(&a, "k", b"over TLS").await, 204);
+    assert_eq!(kv_put(&a, "k", value).await, 204);
     assert_eq!(kv_get(&b, "k").await.1, "shared");
-    drop(redis);
     a.stop().await;
     b.stop().await;
 }
@@ -582,13 +588,8 @@ async fn a_unix_socket_url_works() {
     let sock = sockets.path().join("redis.sock");
     let redis = Redis::start_with(&["--unixsocket", sock.to_str().unwrap()]);
     let url = format!("redis+unix://{}", sock.display());
-    let (da, db) = (temp_dir(), temp_dir());
-    let (a, b) = (on(url.clone(), false, &da).await, on(url, false, &db).await);
-    assert_eq!(kv_put(&a, "k", b"over a socket").await, 204);
-    assert_eq!(kv_get(&b, "k").await.1, "shared");
+    shares_through(url, b"over a socket").await;
     drop(redis);
-    a.stop().await;
-    b.stop().await;
 }
 
 /// The logged config shows the URL with its password redacted.
