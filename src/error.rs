@@ -46,7 +46,8 @@ pub enum Error {
     #[error("computation failed: {0}")]
     Compute(String),
 
-    /// A feature is present but cannot run here (e.g. no ONNX Runtime).
+    /// A feature is present but cannot run here (e.g. no ONNX Runtime),
+    /// or a tier it needs cannot take the request now.
     #[error("{0}")]
     Unavailable(String),
 

@@ -367,6 +367,10 @@ async fn a_fleet_computes_each_result_once() {
         let calls = (0..12).map(|i| infer_mlp(&fleet[i % 3], &rows));
         let answers = futures::future::join_all(calls).await;
         assert!(answers.windows(2).all(|w| w[0].1 == w[1].1), "one result");
+        // The one computation is the only miss: a result that came
+        // through another server's lease is coalesced.
+        let misses = answers.iter().filter(|a| a.0 == "miss").count();
+        assert_eq!(misses, 1, "round {round}: {answers:?}");
         let mut total = 0.0;
         for server in &fleet {
             total += metric(&server.client, &server.base, runs).await;

@@ -30,12 +30,13 @@ use std::{
         atomic::{AtomicU64, Ordering},
         Arc,
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use dashmap::{mapref::entry::Entry as Slot, DashMap};
 use futures::FutureExt;
-use prometheus_client::metrics::gauge::Gauge;
+use parking_lot::Mutex;
+use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
 use tokio::{sync::oneshot, task::AbortHandle};
 
 use crate::{
@@ -63,7 +64,17 @@ impl Default for Policy {
     }
 }
 
-type Outcome = Result<Entry>;
+/// Where a flight's value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// This flight computed it.
+    Computed,
+    /// Another server computed it; this flight waited on its fleet-wide
+    /// lease (ARCHITECTURE.md §5).
+    Fleet,
+}
+
+type Outcome = Result<(Entry, Origin)>;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct FlightKey {
@@ -114,17 +125,22 @@ pub(crate) struct Inflight {
     map: DashMap<FlightKey, Flight>,
     next_id: AtomicU64,
     running: Gauge,
+    /// Results that never reached disk, and when that was last logged.
+    dropped: Counter,
+    warned: Mutex<Option<Instant>>,
     /// Holds a landed flight before it waits for its durable write.
     #[cfg(test)]
     pub(crate) landed: super::fence::Gate,
 }
 
 impl Inflight {
-    pub(crate) fn new(running: Gauge) -> Arc<Inflight> {
+    pub(crate) fn new(running: Gauge, dropped: Counter) -> Arc<Inflight> {
         Arc::new(Inflight {
             map: DashMap::new(),
             next_id: AtomicU64::new(0),
             running,
+            dropped,
+            warned: Mutex::new(None),
             #[cfg(test)]
             landed: Default::default(),
         })
@@ -152,7 +168,7 @@ impl Inflight {
         land: Land,
     ) -> Join
     where
-        Fut: Future<Output = Result<Entry>> + Send + 'static,
+        Fut: Future<Output = Outcome> + Send + 'static,
         Land: FnOnce(&Entry) -> Option<Durable> + Send + 'static,
         Durable: Future<Output = Result<()>> + Send + 'static,
     {
@@ -218,7 +234,7 @@ impl Inflight {
     async fn fly<Durable: Future<Output = Result<()>> + Send>(
         self: Arc<Self>,
         flight: Takeoff,
-        work: impl Future<Output = Result<Entry>> + Send + 'static,
+        work: impl Future<Output = Outcome> + Send + 'static,
         land: impl FnOnce(&Entry) -> Option<Durable>,
     ) {
         let Takeoff { fk, id, stamp } = flight;
@@ -237,7 +253,9 @@ impl Inflight {
         // `land` may refuse (e.g. the model's cache was dropped meanwhile);
         // the waiters get the result either way.
         let stored = match &outcome {
-            Ok(entry) if fk.policy.write => land(entry).map(|durable| (entry.clone(), durable)),
+            Ok((entry, _)) if fk.policy.write => {
+                land(entry).map(|durable| (entry.clone(), durable))
+            }
             _ => None,
         };
         let (keep, durable) = stored.unzip();
@@ -249,12 +267,23 @@ impl Inflight {
             #[cfg(test)]
             self.landed.pass().await;
             if let Err(e) = durable.await {
-                tracing::warn!(error = %e, "a computed result was not written to disk");
+                self.write_dropped(&e);
             }
             self.map.remove_if(
                 &fk,
                 |_, f| matches!(f, Flight::Landed { id: l, .. } if *l == id),
             );
+        }
+    }
+
+    /// Count a result that never reached disk; warn at most once a second.
+    fn write_dropped(&self, error: &Error) {
+        self.dropped.inc();
+        let mut warned = self.warned.lock();
+        if warned.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+            *warned = Some(Instant::now());
+            let dropped = self.dropped.get();
+            tracing::warn!(%error, dropped, "a computed result was not written to disk (infercache_writes_dropped_total)");
         }
     }
 

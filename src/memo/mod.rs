@@ -39,7 +39,7 @@ use bytes::Bytes;
 pub use self::{chain::Store, counters::CacheMetrics, inflight::Policy, tier::Tier};
 pub(crate) use self::{counters::TierLabel, shared::SharedMetrics};
 use self::{
-    inflight::{Inflight, Join},
+    inflight::{Inflight, Join, Origin},
     tier::Claim,
 };
 use crate::{
@@ -52,7 +52,8 @@ use crate::{
 pub enum CacheStatus {
     /// Found in a tier.
     Hit(Tier),
-    /// Answered by a computation another caller started.
+    /// Answered by a computation another caller started (on this server,
+    /// or on another one of the fleet).
     Coalesced,
     /// This caller's request caused the computation.
     Miss,
@@ -88,7 +89,8 @@ pub struct Memo {
 
 impl Memo {
     pub fn new(store: Store) -> Memo {
-        let inflight = Inflight::new(store.metrics().in_flight.clone());
+        let metrics = store.metrics();
+        let inflight = Inflight::new(metrics.in_flight.clone(), metrics.writes_dropped.clone());
         Memo { store, inflight }
     }
 
@@ -152,7 +154,7 @@ impl Memo {
                     async move {
                         let lease = match claim {
                             Some(claim) => match claim.await {
-                                Claim::Found(entry) => return Ok(entry),
+                                Claim::Found(entry) => return Ok((entry, Origin::Fleet)),
                                 Claim::Lead(lease) => Some(lease),
                                 Claim::Alone => None,
                             },
@@ -167,7 +169,7 @@ impl Memo {
                         if let Some(lease) = lease {
                             lease.complete(&entry).await;
                         }
-                        Ok(entry)
+                        Ok((entry, Origin::Computed))
                     }
                 },
                 {
@@ -175,22 +177,30 @@ impl Memo {
                     move |entry: &Entry| store.land(&key, entry, generation)
                 },
             );
-            let (waiter, status) = match joined {
+            return match joined {
                 Join::LookAgain => continue,
                 Join::Landed(entry) => {
                     metrics.coalesced();
-                    return Ok((entry, CacheStatus::Coalesced));
-                }
-                Join::Led(waiter) => {
-                    metrics.miss();
-                    (waiter, CacheStatus::Miss)
+                    Ok((entry, CacheStatus::Coalesced))
                 }
                 Join::Followed(waiter) => {
                     metrics.coalesced();
-                    (waiter, CacheStatus::Coalesced)
+                    let (entry, _) = waiter.wait(lookup.timeout).await?;
+                    Ok((entry, CacheStatus::Coalesced))
                 }
+                // Counted once known: a result another server computed
+                // (its lease) is coalesced fleet-wide, not a miss.
+                Join::Led(waiter) => match waiter.wait(lookup.timeout).await {
+                    Ok((entry, Origin::Fleet)) => {
+                        metrics.coalesced();
+                        Ok((entry, CacheStatus::Coalesced))
+                    }
+                    outcome => {
+                        metrics.miss();
+                        outcome.map(|(entry, _)| (entry, CacheStatus::Miss))
+                    }
+                },
             };
-            return waiter.wait(lookup.timeout).await.map(|e| (e, status));
         }
     }
 }

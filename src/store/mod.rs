@@ -144,6 +144,12 @@ impl Local {
         .await
         .map_err(|e| Error::Storage(format!("opening the disk tier panicked: {e}")))??;
         let disk = Arc::new(disk);
+        let indexed = Arc::downgrade(&disk);
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = DiskTier::index_keys(indexed) {
+                tracing::warn!(error = %e, "indexing the keys on disk failed; every miss probes the disk");
+            }
+        });
         let memory = MemoryTier::new(options.memory_capacity, clock.clone(), events.clone());
         let healthy = Arc::new(AtomicBool::new(true));
         let (writer, writer_task) = Writer::spawn(
@@ -185,6 +191,9 @@ impl Local {
 
     /// The live entry under `key` on disk (read on a blocking thread).
     pub(crate) async fn read(&self, key: &Key) -> Result<Option<Entry>> {
+        if !self.inner.disk.may_hold(key) {
+            return Ok(None);
+        }
         let (disk, key) = (self.inner.disk.clone(), key.clone());
         tokio::task::spawn_blocking(move || disk.get(&key))
             .await

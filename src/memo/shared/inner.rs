@@ -37,13 +37,15 @@ pub(crate) struct Core {
     pub(crate) generations: RwLock<HashMap<u32, u64>>,
     /// Removals Redis did not take (down, timed out): retried before the
     /// next use of the key or model, which until then Redis cannot answer,
-    /// so a removal acknowledged here is never undone by a stale copy.
+    /// so a removal acknowledged here is never undone by a stale copy. At
+    /// most 65,536 keys: past it a `DELETE` is refused (`Shared::remove`).
     pub(crate) unremoved: Mutex<HashSet<Key>>,
     pub(crate) undropped: Mutex<HashSet<u32>>,
     /// Keys whose lease another server holds, by `NAME:HEX`: woken when
     /// it announces the result. One per key at most (local coalescing).
     pub(crate) waiting: Mutex<HashMap<String, Arc<Notify>>>,
-    /// Results a lease wrote, which the write-back that follows skips.
+    /// Results already in Redis (a lease wrote them, or another server's
+    /// lease did), which the write-back that follows skips.
     pub(crate) leased: Mutex<HashSet<Key>>,
     /// Numbers this server's lease tokens.
     pub(crate) tokens: AtomicU64,

@@ -61,6 +61,7 @@ impl Core {
             tokio::pin!(announced);
             announced.as_mut().enable();
             if let Some(entry) = self.get(key).await {
+                self.in_redis(key);
                 return Claim::Found(entry);
             }
             let took = self
@@ -93,6 +94,19 @@ impl Core {
                 () = tokio::time::sleep(RECHECK) => {}
             }
         }
+    }
+
+    /// `key`'s result is in Redis already: the write-back that follows
+    /// its landing skips the shared tier.
+    fn in_redis(&self, key: &Key) {
+        let mut leased = self.leased.lock();
+        // Left behind when a landing published nothing (its model was
+        // dropped meanwhile, or the caller asked not to store): forgetting
+        // them costs a write.
+        if leased.len() >= 4096 {
+            leased.clear();
+        }
+        leased.insert(key.clone());
     }
 
     /// Run `script` on `lease` if this server holds it (`token`).
@@ -152,15 +166,7 @@ impl Lease for Held {
         async move {
             let core = &self.core;
             core.set(&self.key, &entry, self.generation).await;
-            {
-                let mut leased = core.leased.lock();
-                // Left behind when a landing published nothing (its model
-                // was dropped meanwhile): forgetting them costs a write.
-                if leased.len() >= 4096 {
-                    leased.clear();
-                }
-                leased.insert(self.key.clone());
-            }
+            core.in_redis(&self.key);
             let name = core.names.read().get(&self.key.namespace).cloned();
             if let Some(name) = name {
                 let (name, id) = (name.to_string(), self.key.id.to_vec());

@@ -2,8 +2,10 @@
 //! [`wire::CHANNEL`], that turns what other servers announce (a deleted
 //! key, a dropped model) into [`Invalidation`]s of this server's local
 //! tiers, which the chain applies. It reconnects and subscribes again by
-//! itself; after a reconnection every model's generation is read again,
-//! since an announcement may have been missed meanwhile.
+//! itself, to the next node of a cluster's seed list each time (a cluster
+//! forwards a `PUBLISH` to every node, so any one node will do); after a
+//! reconnection every model's generation is read again, since an
+//! announcement may have been missed meanwhile.
 
 use std::time::Duration;
 
@@ -25,15 +27,16 @@ const RETRY: Duration = Duration::from_millis(250);
 
 /// Listen until `stop`'s sender is dropped (the tier is closed): each
 /// message `heard` turns into an invalidation goes to `local`;
-/// `subscribed` runs after each (re)subscription.
+/// `subscribed` runs after each (re)subscription. `nodes` are tried in
+/// turn, one per attempt.
 pub(crate) async fn listen(
     heard: impl Fn(&[u8]) -> Option<Invalidation>,
     subscribed: impl Fn(),
-    client: redis::Client,
+    nodes: Vec<redis::Client>,
     local: mpsc::Sender<Invalidation>,
     mut stop: watch::Receiver<()>,
 ) {
-    loop {
+    for client in nodes.iter().cycle() {
         let session = async {
             let connect = client.get_async_pubsub();
             let mut pubsub = tokio::time::timeout(Duration::from_secs(1), connect)
@@ -46,8 +49,10 @@ pub(crate) async fn listen(
             let mut messages = pubsub.on_message();
             while let Some(message) = messages.next().await {
                 if let Some(invalidation) = heard(message.get_payload_bytes()) {
-                    if local.try_send(invalidation).is_err() {
-                        tracing::warn!("shared tier: invalidation queue full; one dropped");
+                    // A full queue waits: a dropped invalidation would
+                    // leave a stale copy here.
+                    if local.send(invalidation).await.is_err() {
+                        return Ok(());
                     }
                 }
             }

@@ -53,8 +53,12 @@ use crate::{
 
 /// Computed results waiting to be written; more are dropped (and counted).
 const QUEUE: usize = 1024;
-/// Invalidations heard and not yet applied; more are dropped (and logged).
+/// Invalidations heard and not yet applied; past it the listener waits
+/// (Redis buffers what it has not read).
 const HEARD: usize = 4096;
+/// Removals Redis did not take that wait to be redone; past it a `DELETE`
+/// Redis cannot take is refused (503) rather than remembered.
+const UNREMOVED: usize = 65_536;
 
 /// The shared tier. Its tasks (the writer, the listener) hold the core and
 /// end when it is dropped.
@@ -78,8 +82,9 @@ impl Shared {
             Error::Storage(format!("shared_url: {}", e.to_string().replace('\n', " ")))
         };
         let conn = Conn::open(&options).map_err(invalid)?;
-        let first = options.url.urls().next().unwrap_or_default();
-        let listener = redis::Client::open(first).map_err(invalid)?;
+        let nodes = options.url.urls().map(redis::Client::open);
+        let nodes = nodes.collect::<redis::RedisResult<Vec<_>>>();
+        let nodes = nodes.map_err(invalid)?;
         let names = HashMap::from([(KV_NAMESPACE, Arc::from("@kv"))]);
         let core = Arc::new(Core {
             id: instance_id(),
@@ -112,7 +117,7 @@ impl Shared {
                     core.metrics.up.set(1);
                 }
             },
-            listener,
+            nodes,
             heard,
             stopped,
         ));
@@ -174,8 +179,8 @@ impl Level for Shared {
     }
 
     fn write_back(&self, key: &Key, entry: &Entry) -> Result<Option<Pending>> {
-        // A leased computation's result is already in Redis (its lease
-        // wrote it before announcing it).
+        // Already in Redis: a leased computation's result (its lease wrote
+        // it before announcing it), or one another server's lease wrote.
         if self.core.leased.lock().remove(key) {
             return Ok(None);
         }
@@ -195,7 +200,15 @@ impl Level for Shared {
             let core = &self.core;
             let removed = core.call("del", core.delete(key)).await;
             if removed.is_none() {
-                core.unremoved.lock().insert(key.clone());
+                let mut unremoved = core.unremoved.lock();
+                if unremoved.len() >= UNREMOVED && !unremoved.contains(key) {
+                    return Err(Error::Unavailable(
+                        "the shared tier is unreachable and too many removals wait for it; \
+                         the local copies are gone, retry the DELETE"
+                            .into(),
+                    ));
+                }
+                unremoved.insert(key.clone());
             }
             Ok(removed.unwrap_or(0) > 0)
         }
@@ -220,5 +233,38 @@ impl Level for Shared {
             Ok(0)
         }
         .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// With Redis unreachable, removals are remembered up to `UNREMOVED`
+    /// keys; past it a new key's `DELETE` is refused, not remembered.
+    #[tokio::test]
+    async fn removals_waiting_for_redis_are_bounded() {
+        let options = SharedOptions {
+            // Nothing listens on port 1: connections are refused.
+            url: String::from("redis://127.0.0.1:1").into(),
+            cluster: false,
+            timeout: Duration::from_millis(50),
+            ttl: None,
+            max_value: 1 << 20,
+        };
+        let (shared, _heard) = Shared::open(options, Clock::new()).unwrap();
+        let key = |i: usize| Key::new(KV_NAMESPACE, i.to_be_bytes());
+        for i in 0..UNREMOVED {
+            assert!(!shared.remove(&key(i)).await.unwrap());
+        }
+        assert!(matches!(
+            shared.remove(&key(UNREMOVED)).await,
+            Err(Error::Unavailable(_))
+        ));
+        // A key already remembered costs nothing more.
+        assert!(!shared.remove(&key(7)).await.unwrap());
+        assert_eq!(shared.core.unremoved.lock().len(), UNREMOVED);
     }
 }

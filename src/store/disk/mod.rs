@@ -36,18 +36,26 @@
 //! Every method here blocks: callers run them on blocking threads.
 
 mod file;
+mod keys;
 mod record;
 mod tables;
 #[cfg(test)]
 mod tests;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::{
+    ops::Bound,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Weak,
+    },
+};
 
 use parking_lot::Mutex;
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 use self::{
     file::DbFile,
+    keys::DiskKeys,
     record::{decode, HEADER},
     tables::{charge, Tables, Totals, ENTRIES, NAMESPACES},
 };
@@ -57,6 +65,8 @@ use super::{
 };
 use crate::error::{Error, Result};
 
+/// Keys counted per read transaction by [`DiskTier::index_keys`].
+const INDEX_CHUNK: usize = 65_536;
 /// Expired entries removed per sweep transaction, and expired or old
 /// entries removed per commit to make room, so neither holds the writer
 /// for long (a tier far above its target, e.g. one written by a version
@@ -118,6 +128,8 @@ pub struct DiskTier {
     /// Why writes are suspended: set by a failed commit, cleared by a
     /// successful [`DiskTier::recover`].
     broken: Mutex<Option<Error>>,
+    /// Which keys the file holds ([`keys`]).
+    keys: DiskKeys,
 }
 
 impl DiskTier {
@@ -147,6 +159,7 @@ impl DiskTier {
             entries: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             broken: Mutex::new(None),
+            keys: DiskKeys::default(),
         };
         tier.publish(&totals);
         Ok(tier)
@@ -167,6 +180,51 @@ impl DiskTier {
         };
         let entry = decode(guard.value())?.1;
         Ok((!entry.is_expired(&self.clock)).then_some(entry))
+    }
+
+    /// False only if `key` is surely not on disk (no probe needed); never
+    /// blocks.
+    pub fn may_hold(&self, key: &Key) -> bool {
+        self.keys.may_hold(key.namespace, &key.id)
+    }
+
+    /// Count the keys the file held at open, [`INDEX_CHUNK`] per read
+    /// transaction, so that closing the tier waits for one chunk at most;
+    /// [`DiskTier::may_hold`] answers "maybe" until it is done. Ends early,
+    /// with nothing counted as complete, once the tier is dropped.
+    pub fn index_keys(tier: Weak<DiskTier>) -> Result<()> {
+        let mut after: Option<(u32, Vec<u8>)> = None;
+        loop {
+            let Some(tier) = tier.upgrade() else {
+                return Ok(());
+            };
+            let db = tier.file.db()?;
+            let txn = db.begin_read().map_err(Error::storage)?;
+            let table = txn.open_table(ENTRIES).map_err(Error::storage)?;
+            let rows = match &after {
+                None => table.range::<(u32, &[u8])>(..),
+                Some((ns, id)) => {
+                    table.range::<(u32, &[u8])>((Bound::Excluded((*ns, &id[..])), Bound::Unbounded))
+                }
+            };
+            let mut last = None;
+            for (counted, row) in rows.map_err(Error::storage)?.enumerate() {
+                let (key, _) = row.map_err(Error::storage)?;
+                let (ns, id) = key.value();
+                tier.keys.add(tier.keys.fingerprint(ns, id));
+                if counted + 1 == INDEX_CHUNK {
+                    last = Some((ns, id.to_vec()));
+                    break;
+                }
+            }
+            match last {
+                Some(last) => after = Some(last),
+                None => {
+                    tier.keys.mark_complete();
+                    return Ok(());
+                }
+            }
+        }
     }
 
     /// The namespace number of `name`, assigned on first use. Waits for
@@ -318,7 +376,7 @@ impl DiskTier {
         txn.set_quick_repair(true);
         let target = self.target.load(Ordering::Relaxed);
         let (applied, totals, first_seq) = {
-            let mut t = Tables::open(&txn)?;
+            let mut t = Tables::open(&txn, &self.keys)?;
             let first_seq = t.totals.next_seq;
             let spare_from = spare_from.unwrap_or(first_seq);
             let now = self.clock.now_ms();
@@ -343,7 +401,9 @@ impl DiskTier {
             };
             (applied, t.save(&txn)?, first_seq)
         };
+        let (totals, removed) = totals;
         txn.commit().map_err(Error::storage)?;
+        self.keys.remove(&removed);
         self.publish(&totals);
         if !ops.is_empty() {
             self.last_writes.store(first_seq, Ordering::Relaxed);

@@ -5,7 +5,10 @@
 
 use redb::{Database, ReadableTable, Table, TableDefinition, WriteTransaction};
 
-use super::record::{decode, encode};
+use super::{
+    keys::DiskKeys,
+    record::{decode, encode},
+};
 use crate::error::{Error, Result};
 use crate::store::entry::{Entry, Key};
 
@@ -54,25 +57,33 @@ pub(super) struct Tables<'txn> {
     pub by_seq: Table<'txn, u64, (u32, &'static [u8])>,
     pub by_expiry: Table<'txn, (u64, u64), ()>,
     pub totals: Totals,
+    /// Counts a new key at once; removals wait for the commit.
+    keys: &'txn DiskKeys,
+    /// Fingerprints of the keys removed, for [`DiskKeys::remove`] once the
+    /// transaction has committed.
+    pub removed: Vec<u64>,
 }
 
 impl<'txn> Tables<'txn> {
     /// The tables of `txn`, with the totals as of its start.
-    pub(super) fn open(txn: &'txn WriteTransaction) -> Result<Tables<'txn>> {
+    pub(super) fn open(txn: &'txn WriteTransaction, keys: &'txn DiskKeys) -> Result<Tables<'txn>> {
         let meta = txn.open_table(META).map_err(Error::storage)?;
         Ok(Tables {
             entries: txn.open_table(ENTRIES).map_err(Error::storage)?,
             by_seq: txn.open_table(BY_SEQ).map_err(Error::storage)?,
             by_expiry: txn.open_table(BY_EXPIRY).map_err(Error::storage)?,
             totals: load_totals(&meta)?,
+            keys,
+            removed: Vec::new(),
         })
     }
 
-    /// Write the totals back to `meta`, in the same transaction.
-    pub(super) fn save(self, txn: &WriteTransaction) -> Result<Totals> {
+    /// Write the totals back to `meta`, in the same transaction; returns
+    /// them and the fingerprints of the keys removed.
+    pub(super) fn save(self, txn: &WriteTransaction) -> Result<(Totals, Vec<u64>)> {
         let mut meta = txn.open_table(META).map_err(Error::storage)?;
         store_totals(&mut meta, &self.totals)?;
-        Ok(self.totals)
+        Ok((self.totals, self.removed))
     }
 
     pub(super) fn put(&mut self, key: &Key, entry: &Entry) -> Result<()> {
@@ -85,8 +96,11 @@ impl<'txn> Tables<'txn> {
             .map_err(Error::storage)?
             .map(|old| decode(old.value()).map(|(seq, e)| (seq, e.expires_at, old.value().len())))
             .transpose()?;
-        if let Some((old_seq, old_deadline, old_len)) = old {
-            self.unindex(old_seq, old_deadline, charge(&key.id, old_len))?;
+        match old {
+            Some((old_seq, old_deadline, old_len)) => {
+                self.unindex(old_seq, old_deadline, charge(&key.id, old_len))?;
+            }
+            None => self.keys.add(self.keys.fingerprint(key.namespace, &key.id)),
         }
         self.by_seq
             .insert(seq, (key.namespace, &key.id[..]))
@@ -113,6 +127,7 @@ impl<'txn> Tables<'txn> {
             return Ok(false);
         };
         self.unindex(seq, deadline, charge(id, len))?;
+        self.removed.push(self.keys.fingerprint(namespace, id));
         Ok(true)
     }
 

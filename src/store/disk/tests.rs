@@ -204,3 +204,57 @@ fn the_compaction_after_a_commit_spares_its_writes() {
     assert_eq!(disk.apply(&[&small]).unwrap().evicted, 1);
     assert!(disk.get(&key("big")).unwrap().is_none());
 }
+
+/// The in-memory key index says "no" only of keys not on disk: through
+/// more than one index chunk at open, writes, deletes, evictions, a failed
+/// commit and a model's drop.
+#[test]
+fn the_key_index_never_says_no_to_a_key_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let capacity = 64 << 20;
+    let puts = |ns: u32, ids: std::ops::Range<u32>| -> Vec<Op> {
+        ids.map(|i| Op::Put {
+            key: Key::new(ns, i.to_be_bytes()),
+            entry: entry(b"v", None),
+        })
+        .collect()
+    };
+    let first = puts(1, 0..(INDEX_CHUNK as u32 + 10));
+    {
+        let disk = DiskTier::open(dir.path(), capacity, Clock::new()).unwrap();
+        disk.apply(&first.iter().collect::<Vec<_>>()).unwrap();
+    }
+    let full = DiskFull::default();
+    let disk = std::sync::Arc::new(
+        DiskTier::open_with(dir.path(), capacity, Clock::new(), Some(full.clone())).unwrap(),
+    );
+    let absent = Key::new(1, u32::MAX.to_be_bytes());
+    assert!(disk.may_hold(&absent), "maybe, until indexed");
+    DiskTier::index_keys(std::sync::Arc::downgrade(&disk)).unwrap();
+    assert!(!disk.may_hold(&absent));
+    let held = |i: u32| disk.may_hold(&Key::new(1, i.to_be_bytes()));
+    assert!((0..INDEX_CHUNK as u32 + 10).all(held), "every key at open");
+    // A failed delete leaves the key counted.
+    let gone = Op::Delete {
+        key: Key::new(1, 3u32.to_be_bytes()),
+    };
+    full.store(true, Ordering::SeqCst);
+    assert!(disk.apply(&[&gone]).is_err());
+    full.store(false, Ordering::SeqCst);
+    disk.recover().unwrap();
+    assert!(
+        held(3)
+            && disk
+                .get(&Key::new(1, 3u32.to_be_bytes()))
+                .unwrap()
+                .is_some()
+    );
+    disk.apply(&[&gone]).unwrap();
+    assert!(!held(3));
+    let more = puts(2, 0..10);
+    disk.apply(&more.iter().collect::<Vec<_>>()).unwrap();
+    assert!(disk.may_hold(&Key::new(2, 9u32.to_be_bytes())));
+    disk.apply(&[&Op::DropNamespace(2)]).unwrap();
+    assert!(!disk.may_hold(&Key::new(2, 9u32.to_be_bytes())));
+    assert_eq!(disk.keys.len(), INDEX_CHUNK + 10 - 1);
+}
