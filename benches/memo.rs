@@ -8,7 +8,10 @@
 //!   computation's end to the last waiter's wake-up.
 
 use std::{
-    sync::Arc,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
     time::{Duration, Instant},
 };
 
@@ -125,9 +128,15 @@ async fn one_fan_out(memo: &Memo, round: u64, waiters: usize) -> Duration {
     let (release, gate) = tokio::sync::watch::channel(false);
     let ended: Arc<parking_lot::Mutex<Option<Instant>>> = Arc::default();
     let before = memo.store().metrics().coalesced_count();
+    // The last waiter to wake says so; the others' results are collected
+    // afterwards, so that joining them does not wake this thread (and
+    // slow the workers) while they are still waking.
+    let left = Arc::new(AtomicUsize::new(waiters));
+    let all_woke = Arc::new(tokio::sync::Notify::new());
     let tasks: Vec<_> = (0..waiters)
         .map(|_| {
             let (memo, key, ended) = (memo.clone(), key.clone(), ended.clone());
+            let (left, all_woke) = (left.clone(), all_woke.clone());
             let mut gate = gate.clone();
             tokio::spawn(async move {
                 memo.get_or_compute(key, Lookup::default(), move || async move {
@@ -137,7 +146,11 @@ async fn one_fan_out(memo: &Memo, round: u64, waiters: usize) -> Duration {
                 })
                 .await
                 .unwrap();
-                Instant::now()
+                let woke = Instant::now();
+                if left.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    all_woke.notify_one();
+                }
+                woke
             })
         })
         .collect();
@@ -146,6 +159,7 @@ async fn one_fan_out(memo: &Memo, round: u64, waiters: usize) -> Duration {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     release.send(true).unwrap();
+    all_woke.notified().await;
     let mut last_wake = None;
     for t in tasks {
         let woke = t.await.unwrap();

@@ -35,10 +35,21 @@ async fn server(redis: &Redis, dir: &tempfile::TempDir) -> TestServer {
 
 /// A server with its own empty data dir, sharing through `url`.
 async fn on(url: String, cluster: bool, dir: &tempfile::TempDir) -> TestServer {
+    on_with(url, cluster, dir, |_| {}).await
+}
+
+/// [`on`], with more settings.
+async fn on_with(
+    url: String,
+    cluster: bool,
+    dir: &tempfile::TempDir,
+    tweak: impl FnOnce(&mut infercache::ServeArgs),
+) -> TestServer {
     TestServer::start(dir.path(), |a| {
         a.shared_url = Some(url.into());
         a.shared_cluster = Some(cluster);
         a.models = vec![common::model("mlp", "mlp")];
+        tweak(a);
     })
     .await
 }
@@ -575,10 +586,13 @@ async fn a_tls_url_works() {
 }
 
 /// A value PUT on one server sharing through `url` is a shared hit on a
-/// second one.
+/// second one. The first call of each server also connects (a TLS
+/// handshake, on a loaded CI machine): it gets a generous timeout.
 async fn shares_through(url: String, value: &'static [u8]) {
     let (da, db) = (temp_dir(), temp_dir());
-    let (a, b) = (on(url.clone(), false, &da).await, on(url, false, &db).await);
+    let patient = |a: &mut infercache::ServeArgs| a.shared_timeout = Some("5s".parse().unwrap());
+    let a = on_with(url.clone(), false, &da, patient).await;
+    let b = on_with(url, false, &db, patient).await;
     assert_eq!(kv_put(&a, "k", value).await, 204);
     assert_eq!(kv_get(&b, "k").await.1, "shared");
     a.stop().await;

@@ -1,10 +1,14 @@
 //! The in-flight map: one computation per key, its result fanned out to
-//! every waiter over oneshot channels.
+//! every waiter at once.
 //!
 //! A flight moves through two states in a dashmap slot:
 //! - `Running`: the computation is a spawned task (it outlives the caller
-//!   that started it); callers register a oneshot sender and wait. When the
-//!   last waiter leaves (cancelled or timed out), the task is aborted and the
+//!   that started it); callers take a share of the flight's [`Board`] and
+//!   wait. The task posts the result on the board once and wakes every
+//!   waiter with one `notify_waiters`: the result is cloned by each waiter
+//!   in its own task, not by the computation's task for each of them, and
+//!   a waiter costs one reference count, not a channel. When the last
+//!   waiter leaves (cancelled or timed out), the task is aborted and the
 //!   slot cleared.
 //! - `Landed`: the result is known and written back (in memory, its durable
 //!   write under way). Late callers take the result from the slot. The slot
@@ -20,15 +24,16 @@
 //!
 //! Invariants, each enforced under the slot's lock: exactly one of the task
 //! (landing), the last leaving waiter, or the task's drop guard (panic,
-//! abort) removes a `Running` slot; errors are fanned out and never stored;
-//! a panic becomes an error for the waiters; nobody waits forever.
+//! abort) removes a `Running` slot, and whoever removes it with waiters
+//! left posts an outcome on its board; errors are fanned out and never
+//! stored; a panic becomes an error for the waiters; nobody waits forever.
 
 use std::{
     future::Future,
     panic::AssertUnwindSafe,
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc,
+        Arc, OnceLock, Weak,
     },
     time::{Duration, Instant},
 };
@@ -37,7 +42,7 @@ use dashmap::{mapref::entry::Entry as Slot, DashMap};
 use futures::FutureExt;
 use parking_lot::Mutex;
 use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
-use tokio::{sync::oneshot, task::AbortHandle};
+use tokio::{sync::Notify, task::AbortHandle};
 
 use crate::{
     error::{Error, Result},
@@ -84,8 +89,7 @@ struct FlightKey {
 
 enum Flight {
     Running {
-        id: u64,
-        waiters: Vec<oneshot::Sender<Outcome>>,
+        board: Arc<Board>,
         /// Waiters that have not left; the task is aborted at zero.
         live: usize,
         abort: AbortHandle,
@@ -97,6 +101,24 @@ enum Flight {
         /// treat the slot as empty.
         stamp: u64,
     },
+}
+
+/// Where a running flight's outcome is posted, once, for its waiters.
+struct Board {
+    fk: FlightKey,
+    id: u64,
+    /// For a waiter that leaves early; weak, since the map holds the board.
+    inflight: Weak<Inflight>,
+    outcome: OnceLock<Outcome>,
+    posted: Notify,
+}
+
+impl Board {
+    /// Post `outcome` (the first one posted stays) and wake every waiter.
+    fn post(&self, outcome: Outcome) {
+        let _ = self.outcome.set(outcome);
+        self.posted.notify_waiters();
+    }
 }
 
 /// What a flight's task needs to know about itself.
@@ -179,13 +201,9 @@ impl Inflight {
         let mut slot = self.map.entry(fk.clone());
         if let Slot::Occupied(occupied) = &mut slot {
             match occupied.get_mut() {
-                Flight::Running {
-                    id, waiters, live, ..
-                } => {
-                    let (tx, rx) = oneshot::channel();
-                    waiters.push(tx);
+                Flight::Running { board, live, .. } => {
                     *live += 1;
-                    return Join::Followed(self.waiter(fk, *id, rx));
+                    return Join::Followed(Waiter::new(board.clone()));
                 }
                 Flight::Landed {
                     entry,
@@ -200,33 +218,22 @@ impl Inflight {
             return Join::LookAgain;
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        let flight = Takeoff {
+        let board = Arc::new(Board {
             fk: fk.clone(),
             id,
-            stamp,
-        };
+            inflight: Arc::downgrade(self),
+            outcome: OnceLock::new(),
+            posted: Notify::new(),
+        });
+        let flight = Takeoff { fk, id, stamp };
         let task = tokio::spawn(self.clone().fly(flight, compute(), land));
         slot.insert(Flight::Running {
-            id,
-            waiters: vec![tx],
+            board: board.clone(),
             live: 1,
             abort: task.abort_handle(),
         });
         self.running.inc();
-        Join::Led(self.waiter(fk, id, rx))
-    }
-
-    fn waiter(self: &Arc<Self>, fk: FlightKey, id: u64, rx: oneshot::Receiver<Outcome>) -> Waiter {
-        Waiter {
-            rx,
-            ticket: Ticket {
-                inflight: self.clone(),
-                fk,
-                id,
-                armed: true,
-            },
-        }
+        Join::Led(Waiter::new(board))
     }
 
     /// The spawned computation: run, land, fan out, wait for the write,
@@ -259,9 +266,8 @@ impl Inflight {
             _ => None,
         };
         let (keep, durable) = stored.unzip();
-        let waiters = self.land(&fk, id, keep.map(|entry| (entry, stamp)));
-        for waiter in waiters {
-            let _ = waiter.send(outcome.clone());
+        if let Some(board) = self.land(&fk, id, keep.map(|entry| (entry, stamp))) {
+            board.post(outcome);
         }
         if let Some(durable) = durable {
             #[cfg(test)]
@@ -288,18 +294,13 @@ impl Inflight {
     }
 
     /// Running -> Landed (with `keep` and its stamp) or removed; returns
-    /// the waiters.
-    fn land(
-        &self,
-        fk: &FlightKey,
-        id: u64,
-        keep: Option<(Entry, u64)>,
-    ) -> Vec<oneshot::Sender<Outcome>> {
+    /// the board to post the outcome on.
+    fn land(&self, fk: &FlightKey, id: u64, keep: Option<(Entry, u64)>) -> Option<Arc<Board>> {
         let Slot::Occupied(mut slot) = self.map.entry(fk.clone()) else {
-            return Vec::new();
+            return None;
         };
-        if !matches!(slot.get(), Flight::Running { id: r, .. } if *r == id) {
-            return Vec::new();
+        if !matches!(slot.get(), Flight::Running { board, .. } if board.id == id) {
+            return None;
         }
         self.running.dec();
         let old = match keep {
@@ -309,8 +310,8 @@ impl Inflight {
             None => slot.remove(),
         };
         match old {
-            Flight::Running { waiters, .. } => waiters,
-            Flight::Landed { .. } => Vec::new(),
+            Flight::Running { board, .. } => Some(board),
+            Flight::Landed { .. } => None,
         }
     }
 
@@ -319,16 +320,10 @@ impl Inflight {
         let Slot::Occupied(mut slot) = self.map.entry(fk.clone()) else {
             return;
         };
-        let Flight::Running {
-            id: running,
-            live,
-            abort,
-            ..
-        } = slot.get_mut()
-        else {
+        let Flight::Running { board, live, abort } = slot.get_mut() else {
             return;
         };
-        if *running != id {
+        if board.id != id {
             return;
         }
         *live -= 1;
@@ -341,8 +336,8 @@ impl Inflight {
 }
 
 /// Removes the task's `Running` slot if the task dies without landing
-/// (panic outside the computation, runtime shutdown); waiters then see
-/// their senders dropped and get an error.
+/// (panic outside the computation, runtime shutdown), and posts an error
+/// for its waiters.
 struct CrashGuard<'a> {
     inflight: &'a Inflight,
     fk: &'a FlightKey,
@@ -353,56 +348,64 @@ impl Drop for CrashGuard<'_> {
     fn drop(&mut self) {
         let removed = self.inflight.map.remove_if(
             self.fk,
-            |_, f| matches!(f, Flight::Running { id, .. } if *id == self.id),
+            |_, f| matches!(f, Flight::Running { board, .. } if board.id == self.id),
         );
-        if removed.is_some() {
+        if let Some((_, Flight::Running { board, .. })) = removed {
             self.inflight.running.dec();
+            board.post(Err(Error::Compute(
+                "the computation ended without a result".into(),
+            )));
         }
     }
 }
 
-/// One caller's claim on a flight.
+/// One caller's claim on a flight. Dropping it before the outcome is
+/// posted leaves the flight; the last to leave cancels it.
 pub(crate) struct Waiter {
-    rx: oneshot::Receiver<Outcome>,
-    /// Dropping an armed ticket leaves the flight.
-    ticket: Ticket,
-}
-
-struct Ticket {
-    inflight: Arc<Inflight>,
-    fk: FlightKey,
-    id: u64,
-    /// False once the result arrived: the flight is over.
+    board: Arc<Board>,
+    /// False once the outcome arrived: the flight is over.
     armed: bool,
 }
 
-impl Drop for Ticket {
-    fn drop(&mut self) {
-        if self.armed {
-            self.inflight.leave(&self.fk, self.id);
+impl Waiter {
+    fn new(board: Arc<Board>) -> Waiter {
+        Waiter { board, armed: true }
+    }
+
+    /// Wait for the outcome, at most `timeout`.
+    pub(crate) async fn wait(mut self, timeout: Option<Duration>) -> Outcome {
+        let outcome = match timeout {
+            Some(limit) => tokio::time::timeout(limit, self.outcome())
+                .await
+                .map_err(|_| Error::Timeout(limit))?,
+            None => self.outcome().await,
+        };
+        // The flight is over: leaving would only cost a lock.
+        self.armed = false;
+        outcome
+    }
+
+    async fn outcome(&self) -> Outcome {
+        let board = &*self.board;
+        loop {
+            // Registered before looking, so a post in between wakes it.
+            let posted = board.posted.notified();
+            tokio::pin!(posted);
+            posted.as_mut().enable();
+            if let Some(outcome) = board.outcome.get() {
+                return outcome.clone();
+            }
+            posted.await;
         }
     }
 }
 
-impl Waiter {
-    /// Wait for the result, at most `timeout`. Dropping the future (or
-    /// timing out) leaves the flight; the last to leave cancels it.
-    pub(crate) async fn wait(mut self, timeout: Option<Duration>) -> Outcome {
-        let received = match timeout {
-            Some(limit) => tokio::time::timeout(limit, &mut self.rx)
-                .await
-                .map_err(|_| Error::Timeout(limit))?,
-            None => (&mut self.rx).await,
-        };
-        match received {
-            Ok(outcome) => {
-                // The flight is over: leaving would only cost a lock.
-                self.ticket.armed = false;
-                outcome
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        if self.armed {
+            if let Some(inflight) = self.board.inflight.upgrade() {
+                inflight.leave(&self.board.fk, self.board.id);
             }
-            Err(_) => Err(Error::Compute(
-                "the computation ended without a result".into(),
-            )),
         }
     }
 }
