@@ -107,6 +107,7 @@ pub(crate) struct Local {
 struct Tasks {
     writer: JoinHandle<()>,
     sweeper: JoinHandle<()>,
+    indexer: JoinHandle<()>,
 }
 
 struct Inner {
@@ -145,7 +146,7 @@ impl Local {
         .map_err(|e| Error::Storage(format!("opening the disk tier panicked: {e}")))??;
         let disk = Arc::new(disk);
         let indexed = Arc::downgrade(&disk);
-        tokio::task::spawn_blocking(move || {
+        let indexer = tokio::task::spawn_blocking(move || {
             if let Err(e) = DiskTier::index_keys(indexed) {
                 tracing::warn!(error = %e, "indexing the keys on disk failed; every miss probes the disk");
             }
@@ -179,6 +180,7 @@ impl Local {
                 tasks: Mutex::new(Some(Tasks {
                     writer: writer_task,
                     sweeper,
+                    indexer,
                 })),
             }),
         })
@@ -272,6 +274,9 @@ impl Local {
             return;
         };
         tasks.sweeper.abort();
+        // Stops within one chunk, and lets go of the file.
+        self.inner.disk.stop_indexing();
+        let _ = tasks.indexer.await;
         // The writer ends once it has committed what was queued.
         if let Err(e) = tasks.writer.await {
             tracing::error!(error = %e, "the disk writer ended abnormally");

@@ -29,6 +29,8 @@ pub(crate) struct DiskKeys {
     hasher: RandomState,
     /// Every key in the file at open is counted.
     complete: AtomicBool,
+    /// The tier closes: stop counting the keys in the file.
+    stop: AtomicBool,
 }
 
 impl DiskKeys {
@@ -62,6 +64,14 @@ impl DiskKeys {
     /// Every key that was in the file at open has been counted.
     pub(crate) fn mark_complete(&self) {
         self.complete.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
     }
 
     /// Distinct fingerprints counted (for tests).

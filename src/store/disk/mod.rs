@@ -191,11 +191,12 @@ impl DiskTier {
     /// Count the keys the file held at open, [`INDEX_CHUNK`] per read
     /// transaction, so that closing the tier waits for one chunk at most;
     /// [`DiskTier::may_hold`] answers "maybe" until it is done. Ends early,
-    /// with nothing counted as complete, once the tier is dropped.
+    /// with nothing counted as complete, once the tier is dropped or
+    /// [`DiskTier::stop_indexing`] is called.
     pub fn index_keys(tier: Weak<DiskTier>) -> Result<()> {
         let mut after: Option<(u32, Vec<u8>)> = None;
         loop {
-            let Some(tier) = tier.upgrade() else {
+            let Some(tier) = tier.upgrade().filter(|t| !t.keys.stopped()) else {
                 return Ok(());
             };
             let db = tier.file.db()?;
@@ -225,6 +226,11 @@ impl DiskTier {
                 }
             }
         }
+    }
+
+    /// Make [`DiskTier::index_keys`] stop after its current chunk.
+    pub fn stop_indexing(&self) {
+        self.keys.stop();
     }
 
     /// The namespace number of `name`, assigned on first use. Waits for
