@@ -81,6 +81,7 @@ async fn serve(config: Config, args: ServeArgs) -> Result<(), String> {
     tracing::info!(?config, "starting");
     let listen = config.listen.clone();
     let source = Source::reloading(config, args, hangups());
+    let shutdown = shutdown_signal();
     match listen {
         Listen::Tcp(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)
@@ -88,7 +89,7 @@ async fn serve(config: Config, args: ServeArgs) -> Result<(), String> {
                 .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
             let local = listener.local_addr().map_err(|e| e.to_string())?;
             tracing::info!("listening on http://{local}");
-            infercache::run(listener, source, shutdown_signal())
+            infercache::run(listener, source, shutdown)
                 .await
                 .map_err(|e| e.to_string())
         }
@@ -96,7 +97,7 @@ async fn serve(config: Config, args: ServeArgs) -> Result<(), String> {
             let listener = infercache::bind_unix(&path)
                 .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
             tracing::info!("listening on unix:{}", path.display());
-            let served = infercache::run(listener, source, shutdown_signal()).await;
+            let served = infercache::run(listener, source, shutdown).await;
             let _ = std::fs::remove_file(&path);
             served.map_err(|e| e.to_string())
         }
@@ -135,13 +136,20 @@ fn warm(args: infercache::warm::WarmArgs) -> std::process::ExitCode {
     }
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = signal(SignalKind::terminate()).expect("cannot install the SIGTERM handler");
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term.recv() => {},
+/// Resolves on SIGTERM or Ctrl-C. The handlers are installed at once, not
+/// when the future is first polled: a signal sent as soon as the server
+/// says where it listens still shuts it down cleanly.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    let handler = |kind| signal(kind).expect("cannot install the SIGTERM/SIGINT handlers");
+    let (mut term, mut interrupt) = (
+        handler(SignalKind::terminate()),
+        handler(SignalKind::interrupt()),
+    );
+    async move {
+        tokio::select! {
+            _ = interrupt.recv() => {},
+            _ = term.recv() => {},
+        }
+        tracing::info!("shutdown requested");
     }
-    tracing::info!("shutdown requested");
 }
