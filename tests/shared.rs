@@ -290,7 +290,7 @@ async fn a_model_drop_reaches_every_server_within_a_second() {
     })
     .await;
     // Dropped everywhere: b computes it again, once.
-    assert_eq!(infer_mlp(&b, &rows).await.0, "miss");
+    assert_eq!(infer_mlp(&b, &rows).await.0, "miss", "b after the drop");
     let runs = "infercache_model_runs_total{model=\"mlp\"}";
     assert_eq!(metric(&b.client, &b.base, runs).await, 1.0);
     assert_eq!(infer_mlp(&b, &rows).await.0, "hit");
