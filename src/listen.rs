@@ -7,14 +7,17 @@
 //! - a connection limit: a slot is taken *before* accepting, so excess
 //!   clients wait in the kernel's backlog instead of costing memory here;
 //! - an idle deadline: a connection with no request in progress for
-//!   `header_timeout`, from its start or since its last request, is closed
-//!   gracefully. This is what frees a socket that sends nothing or only part
-//!   of the HTTP/2 preface (the builder reads the preface to choose a
-//!   protocol, with no timeout of its own; a graceful shutdown cancels that
-//!   read), and an idle h2c connection (it answers pings, so keep-alive
-//!   alone would keep it forever);
-//! - a header read timeout for HTTP/1 (hyper's `header_read_timeout`), so
-//!   a request head trickled in byte by byte is cut off too;
+//!   `header_timeout`, from its start or since its last request, is closed:
+//!   gracefully once it has served a request (HTTP/1 then closes at once
+//!   unless a response is still being written), at once before. This is
+//!   what frees a socket that sends nothing, only part of the HTTP/2
+//!   preface (the builder reads the preface to choose a protocol, with no
+//!   timeout of its own) or a request head trickled in byte by byte (a
+//!   slowloris), and an idle h2c connection (it answers pings, so
+//!   keep-alive alone would keep it forever). It is also HTTP/1's header
+//!   read timeout: hyper's own (`header_read_timeout`, off) would arm a
+//!   timer for every request, a tenth of a KV GET hit's cost
+//!   (ARCHITECTURE.md §1, "The hot path");
 //! - HTTP/2 keep-alive pings, which close connections to vanished peers,
 //!   and a bound on concurrent streams, so the connection limit still bounds
 //!   the requests in flight;
@@ -130,10 +133,8 @@ pub async fn serve<L: Listener>(
     let (phase, phases) = watch::channel(Phase::Serving);
     tokio::pin!(shutdown);
     let mut builder = Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
+    // The idle deadline reads heads in time (see the module docs).
+    builder.http1().header_read_timeout(None);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -207,10 +208,13 @@ async fn connection<I, S>(
     let watched = &*activity;
     signals.push(Box::pin(async move {
         tokio::select! {
-            () = idle(watched, header_timeout) => {}
-            _ = phases.wait_for(|p| *p >= Phase::Draining) => {}
+            served = idle(watched, header_timeout) => {
+                // Before its first request, an HTTP/1 connection would not
+                // close gracefully while a head trickles in.
+                if served { Stop::Drain } else { Stop::Close }
+            }
+            _ = phases.wait_for(|p| *p >= Phase::Draining) => Stop::Drain,
         }
-        Stop::Drain
     }));
     signals.push(Box::pin(async move {
         let _ = closing.wait_for(|p| *p == Phase::Closing).await;
@@ -249,7 +253,8 @@ enum Stop {
 /// KV GET hit path: ARCHITECTURE.md §1, "The hot path").
 struct Activity {
     active: AtomicUsize,
-    /// When the last request ended, in nanoseconds since `origin`.
+    /// When the last request ended, in nanoseconds since `origin`; 0
+    /// before the first one ends.
     last_end: AtomicU64,
     origin: Instant,
     /// Told when the count drops to zero.
@@ -285,7 +290,9 @@ impl Busy {
 impl Drop for Busy {
     fn drop(&mut self) {
         let activity = &self.0;
-        let since = u64::try_from(activity.origin.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        // At least 1: zero means no request has ended yet.
+        let since =
+            u64::try_from(activity.origin.elapsed().as_nanos()).map_or(u64::MAX, |n| n.max(1));
         activity.last_end.fetch_max(since, Ordering::AcqRel);
         if activity.active.fetch_sub(1, Ordering::AcqRel) == 1 {
             // Without a waiter this only leaves a permit (one atomic).
@@ -294,8 +301,9 @@ impl Drop for Busy {
     }
 }
 
-/// Resolves once no request has been in progress for `timeout`.
-async fn idle(activity: &Activity, timeout: Duration) {
+/// Resolves once no request has been in progress for `timeout`, with
+/// whether any request ever was.
+async fn idle(activity: &Activity, timeout: Duration) -> bool {
     loop {
         // A stale permit only makes this check once more.
         while activity.active.load(Ordering::Acquire) > 0 {
@@ -307,7 +315,7 @@ async fn idle(activity: &Activity, timeout: Duration) {
             continue;
         }
         if activity.active.load(Ordering::Acquire) == 0 {
-            return;
+            return activity.last_end.load(Ordering::Acquire) > 0;
         }
     }
 }
