@@ -142,8 +142,8 @@ fn infer_path<B>(request: &Request<B>, grpc: bool) -> Option<(&str, Option<&str>
     }
     let rest = request.uri().path().strip_prefix("/v2/models/")?;
     let rest = rest.strip_suffix("/infer")?;
-    let (model, version) = match rest.split_once("/versions/") {
-        Some((model, version)) => (model, Some(version)),
+    let (model, version) = match rest.split_once('/') {
+        Some((model, versioned)) => (model, Some(versioned.strip_prefix("versions/")?)),
         None => (rest, None),
     };
     let plain = |s: &str| !s.is_empty() && !s.contains(['/', '%']);
