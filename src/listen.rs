@@ -22,7 +22,8 @@
 //!   and a bound on concurrent streams, so the connection limit still bounds
 //!   the requests in flight;
 //! - a body read timeout, applied per request by the router
-//!   (`tower_http::timeout::RequestBodyTimeoutLayer`).
+//!   (`tower_http::timeout::RequestBodyTimeoutLayer`) and by the hot infer
+//!   route (the same `TimeoutBody`).
 //!
 //! Shutdown: stop accepting, ask every connection to finish its in-flight
 //! requests and close (idle ones close at once), then wait up to

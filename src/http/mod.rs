@@ -12,7 +12,9 @@
 //! errors into statuses and bodies. Authentication is one middleware in
 //! front of everything but the health checks. Requests with `content-type: application/grpc` go to
 //! [`crate::grpc`] instead, on the same listener; every request of either
-//! kind is logged once, at `info`, when its response starts.
+//! kind is logged once, at `info`, when its response starts. Two hot
+//! routes (a KV GET from memory, a KServe infer) are matched before all of
+//! this, by [`App`] (ARCHITECTURE.md §1, "The hot path").
 
 pub mod error;
 mod kserve;
