@@ -9,7 +9,7 @@ use std::{borrow::Cow, sync::Arc, time::Duration};
 use axum::{
     body::Body,
     extract::State,
-    http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode, Uri},
+    http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri},
     response::Response,
 };
 use percent_encoding::percent_decode_str;
@@ -125,18 +125,18 @@ pub(super) fn memory_hit<B>(state: &AppState, request: &Request<B>) -> Option<Re
 
 /// The answer to a GET that found `entry` in `tier`.
 fn found(entry: Entry, tier: Tier) -> Response {
+    // Built at compile time: `from_static` checks its bytes when called.
+    const X_CACHE_TIER: HeaderName = HeaderName::from_static("x-cache-tier");
+    const OCTET_STREAM: HeaderValue = HeaderValue::from_static("application/octet-stream");
     let content_type = entry
         .content_type
         .as_deref()
         .and_then(|ct| HeaderValue::from_str(ct).ok())
-        .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+        .unwrap_or(OCTET_STREAM);
     let mut response = Response::new(Body::from(entry.value));
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, content_type);
-    headers.insert(
-        header::HeaderName::from_static("x-cache-tier"),
-        HeaderValue::from_static(tier.as_str()),
-    );
+    headers.insert(X_CACHE_TIER, HeaderValue::from_static(tier.as_str()));
     response
 }
 
