@@ -7,37 +7,71 @@
 //! - a connection limit: a slot is taken *before* accepting, so excess
 //!   clients wait in the kernel's backlog instead of costing memory here;
 //! - an idle deadline: a connection with no request in progress for
-//!   `header_timeout`, from its start or since its last request, is closed
-//!   gracefully. This is what frees a socket that sends nothing or only part
-//!   of the HTTP/2 preface (the builder reads the preface to choose a
-//!   protocol, with no timeout of its own; a graceful shutdown cancels that
-//!   read), and an idle h2c connection (it answers pings, so keep-alive
-//!   alone would keep it forever);
-//! - a header read timeout for HTTP/1 (hyper's `header_read_timeout`), so
-//!   a request head trickled in byte by byte is cut off too;
+//!   `header_timeout`, from its start or since its last request, is closed:
+//!   gracefully once it has served a request (HTTP/1 then closes at once
+//!   unless a response is still being written), at once before. This is
+//!   what frees a socket that sends nothing, only part of the HTTP/2
+//!   preface (the builder reads the preface to choose a protocol, with no
+//!   timeout of its own) or a request head trickled in byte by byte (a
+//!   slowloris), and an idle h2c connection (it answers pings, so
+//!   keep-alive alone would keep it forever). It is also HTTP/1's header
+//!   read timeout: hyper's own (`header_read_timeout`, off) would arm a
+//!   timer for every request, a tenth of a KV GET hit's cost
+//!   (ARCHITECTURE.md §1, "The hot path");
 //! - HTTP/2 keep-alive pings, which close connections to vanished peers,
 //!   and a bound on concurrent streams, so the connection limit still bounds
 //!   the requests in flight;
 //! - a body read timeout, applied per request by the router
-//!   (`tower_http::timeout::RequestBodyTimeoutLayer`).
+//!   (`tower_http::timeout::RequestBodyTimeoutLayer`) and by the hot infer
+//!   route (the same `TimeoutBody`).
 //!
 //! Shutdown: stop accepting, ask every connection to finish its in-flight
 //! requests and close (idle ones close at once), then wait up to
 //! `drain_timeout`; connections still open then are closed.
 
-use std::{future::Future, io, path::Path, sync::Arc, time::Duration};
+use std::{
+    convert::Infallible,
+    future::Future,
+    io,
+    path::Path,
+    sync::{
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
-use axum::{extract::Request, serve::Listener, Router};
-use hyper::body::Incoming;
+use axum::{response::Response, serve::Listener};
+use futures::{future::BoxFuture, stream::FuturesUnordered, StreamExt};
+use hyper::{body::Incoming, Request};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::conn::auto::Builder,
 };
 use tokio::{
     io::{AsyncRead, AsyncWrite},
-    sync::{watch, Semaphore},
+    sync::{watch, Notify, Semaphore},
+    time::Instant,
 };
-use tower::ServiceExt;
+use tower::{Service, ServiceExt};
+
+/// What the accept loop serves: the server's [`crate::http::App`], or any
+/// router (the connection tests).
+pub trait App:
+    Service<Request<Incoming>, Response = Response, Error = Infallible, Future: Send + 'static>
+    + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> App for S where
+    S: Service<Request<Incoming>, Response = Response, Error = Infallible, Future: Send + 'static>
+        + Clone
+        + Send
+        + 'static
+{
+}
 
 /// How long shutdown waits for in-flight requests before it closes their
 /// connections. A constant: a request that takes longer is stuck (every
@@ -91,7 +125,7 @@ enum Phase {
 /// Serve `app` on `listener` until `shutdown`, then drain connections.
 pub async fn serve<L: Listener>(
     mut listener: L,
-    app: Router,
+    app: impl App,
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
@@ -100,10 +134,8 @@ pub async fn serve<L: Listener>(
     let (phase, phases) = watch::channel(Phase::Serving);
     tokio::pin!(shutdown);
     let mut builder = Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
+    // The idle deadline reads heads in time (see the module docs).
+    builder.http1().header_read_timeout(None);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -143,23 +175,24 @@ pub async fn serve<L: Listener>(
 }
 
 /// Serve one connection until it ends, goes idle, or the phase says stop.
-async fn connection<I>(
+async fn connection<I, S>(
     builder: &Builder<TokioExecutor>,
     io: I,
-    app: Router,
+    app: S,
     header_timeout: Duration,
     mut phases: watch::Receiver<Phase>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: App,
 {
-    let active = Arc::new(watch::Sender::new(0usize));
+    let activity = Arc::new(Activity::new());
     let service = hyper::service::service_fn({
-        let active = active.clone();
+        let activity = activity.clone();
         move |req: Request<Incoming>| {
-            let busy = Busy::start(active.clone());
-            let app = app.clone();
+            let busy = Busy::start(activity.clone());
+            let response = app.clone().oneshot(req);
             async move {
-                let response = app.oneshot(req.map(axum::body::Body::new)).await;
+                let response = response.await;
                 drop(busy);
                 response
             }
@@ -168,10 +201,26 @@ async fn connection<I>(
     let io = TokioIo::new(io);
     let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
-    let idle = idle(active.subscribe(), header_timeout);
-    tokio::pin!(idle);
     let mut closing = phases.clone();
-    let mut draining = false;
+    // The signals sit in a `FuturesUnordered`, which polls only the ones
+    // whose waker fired: a `select!` over them all would poll every one on
+    // each read and write of the connection.
+    let mut signals: FuturesUnordered<BoxFuture<'_, Stop>> = FuturesUnordered::new();
+    let watched = &*activity;
+    signals.push(Box::pin(async move {
+        tokio::select! {
+            served = idle(watched, header_timeout) => {
+                // Before its first request, an HTTP/1 connection would not
+                // close gracefully while a head trickles in.
+                if served { Stop::Drain } else { Stop::Close }
+            }
+            _ = phases.wait_for(|p| *p >= Phase::Draining) => Stop::Drain,
+        }
+    }));
+    signals.push(Box::pin(async move {
+        let _ = closing.wait_for(|p| *p == Phase::Closing).await;
+        Stop::Close
+    }));
     loop {
         tokio::select! {
             result = conn.as_mut() => {
@@ -180,42 +229,94 @@ async fn connection<I>(
                 }
                 return;
             }
-            _ = &mut idle, if !draining => {
-                draining = true;
-                conn.as_mut().graceful_shutdown();
-            }
-            _ = phases.wait_for(|p| *p >= Phase::Draining), if !draining => {
-                draining = true;
-                conn.as_mut().graceful_shutdown();
-            }
-            _ = closing.wait_for(|p| *p == Phase::Closing) => return,
+            Some(stop) = signals.next() => match stop {
+                Stop::Drain => conn.as_mut().graceful_shutdown(),
+                Stop::Close => return,
+            },
         }
     }
 }
 
+/// What a connection is told to do besides serving.
+enum Stop {
+    /// Finish the request in progress, if any, then close (idle, or the
+    /// server is draining).
+    Drain,
+    /// Close now.
+    Close,
+}
+
+/// What a connection's requests tell its idle deadline: how many are in
+/// progress and when the last one ended. A request touches two atomics and
+/// the clock, and wakes nobody unless the deadline passed while it ran;
+/// the deadline's own timer is reset only when it fires (a notification
+/// per request, and a timer per idle period, cost more than the whole
+/// KV GET hit path: ARCHITECTURE.md §1, "The hot path").
+struct Activity {
+    active: AtomicUsize,
+    /// When the last request ended, in nanoseconds since `origin`; 0
+    /// before the first one ends.
+    last_end: AtomicU64,
+    origin: Instant,
+    /// Told when the count drops to zero.
+    ended: Notify,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            active: AtomicUsize::new(0),
+            last_end: AtomicU64::new(0),
+            origin: Instant::now(),
+            ended: Notify::new(),
+        }
+    }
+
+    /// When the last request ended (the connection's start before any).
+    fn last_end(&self) -> Instant {
+        self.origin + Duration::from_nanos(self.last_end.load(Ordering::Acquire))
+    }
+}
+
 /// Counts a request in progress on its connection while it lives.
-struct Busy(Arc<watch::Sender<usize>>);
+struct Busy(Arc<Activity>);
 
 impl Busy {
-    fn start(active: Arc<watch::Sender<usize>>) -> Busy {
-        active.send_modify(|n| *n += 1);
-        Busy(active)
+    fn start(activity: Arc<Activity>) -> Busy {
+        activity.active.fetch_add(1, Ordering::AcqRel);
+        Busy(activity)
     }
 }
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        self.0.send_modify(|n| *n -= 1);
+        let activity = &self.0;
+        // At least 1: zero means no request has ended yet.
+        let since =
+            u64::try_from(activity.origin.elapsed().as_nanos()).map_or(u64::MAX, |n| n.max(1));
+        activity.last_end.fetch_max(since, Ordering::AcqRel);
+        if activity.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // Without a waiter this only leaves a permit (one atomic).
+            activity.ended.notify_one();
+        }
     }
 }
 
-/// Resolves once no request has been in progress for `timeout`.
-async fn idle(mut active: watch::Receiver<usize>, timeout: Duration) {
+/// Resolves once no request has been in progress for `timeout`, with
+/// whether any request ever was.
+async fn idle(activity: &Activity, timeout: Duration) -> bool {
     loop {
-        let _ = active.wait_for(|n| *n == 0).await;
-        let busy_again = tokio::time::timeout(timeout, active.wait_for(|n| *n > 0)).await;
-        if busy_again.is_err() {
-            return;
+        // A stale permit only makes this check once more.
+        while activity.active.load(Ordering::Acquire) > 0 {
+            activity.ended.notified().await;
+        }
+        let deadline = activity.last_end() + timeout;
+        if Instant::now() < deadline {
+            tokio::time::sleep_until(deadline).await;
+            continue;
+        }
+        if activity.active.load(Ordering::Acquire) == 0 {
+            return activity.last_end.load(Ordering::Acquire) > 0;
         }
     }
 }

@@ -15,7 +15,7 @@ pub use crate::reload::Source;
 use crate::{
     config::Config,
     error::Result,
-    http::{router, AppState},
+    http::{App, AppState},
     infer::{budget::Budget, registry::Registry, Inference},
     listen::{serve, Limits},
     memo::{Memo, Store},
@@ -85,7 +85,7 @@ pub async fn run<L: Listener>(
         tokio::spawn(crate::reload::follow(args, signal, publish, state.clone()))
     });
     let limits = Limits::new(config.max_connections, config.header_timeout);
-    let app = router(state);
+    let app = App::new(state);
     serve(listener, app, limits, shutdown).await;
     if let Some(task) = reloading {
         task.abort();

@@ -41,7 +41,9 @@ impl AppState {
     /// configured, else only `Bearer TOKEN`. The comparison takes the same
     /// time wherever the first difference is.
     pub fn authorize(&self, authorization: Option<&[u8]>) -> Result<()> {
-        let Some(token) = &self.config().auth_token else {
+        // Borrowed, not cloned: every request passes here.
+        let config = self.live.borrow();
+        let Some(token) = &config.auth_token else {
             return Ok(());
         };
         let given = authorization

@@ -4,28 +4,33 @@
 //! any byte string of 1 to 1024 bytes is a key, `/` included). `PUT`
 //! answers 204 only once its entry is durable on disk.
 
-use std::{sync::Arc, time::Duration};
+use std::{borrow::Cow, sync::Arc, time::Duration};
 
 use axum::{
     body::Body,
     extract::State,
-    http::{header, HeaderMap, HeaderValue, StatusCode, Uri},
-    response::{IntoResponse, Response},
+    http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri},
+    response::Response,
 };
 use percent_encoding::percent_decode_str;
 
 use super::{read_body, AppState};
 use crate::{
     error::{Error, Result},
+    memo::Tier,
     store::{Entry, Key, KV_NAMESPACE, TTL_RANGE},
 };
 
 /// Longest key accepted, in bytes after URL decoding.
 pub const MAX_KEY_LEN: usize = 1024;
 
+/// The path every key follows.
+const PREFIX: &str = "/v1/kv/";
+
 fn key_from(uri: &Uri) -> Result<Key> {
-    let raw = uri.path().strip_prefix("/v1/kv/").unwrap_or_default();
-    let id: Vec<u8> = percent_decode_str(raw).collect();
+    let raw = uri.path().strip_prefix(PREFIX).unwrap_or_default();
+    // Borrowed unless the key has escapes: one copy, into the key.
+    let id: Cow<'_, [u8]> = percent_decode_str(raw).into();
     if id.is_empty() || id.len() > MAX_KEY_LEN {
         return Err(Error::BadKey {
             len: id.len(),
@@ -99,22 +104,40 @@ pub async fn get(State(state): State<Arc<AppState>>, uri: Uri) -> Result<Respons
     let Some((entry, tier)) = state.store.get(&key).await? else {
         return Err(Error::NotFound("no entry under this key".into()));
     };
+    Ok(found(entry, tier))
+}
+
+/// The hot route (ARCHITECTURE.md §1): `GET /v1/kv/{key}` answered from the
+/// memory tier before the router, as [`get`] would answer it; `None` for
+/// anything else (another method, a refused token, a bad key, a memory
+/// miss), which the router then serves. The token is checked before the
+/// lookup, so a refused request counts no hit.
+pub(super) fn memory_hit<B>(state: &AppState, request: &Request<B>) -> Option<Response> {
+    if request.method() != Method::GET || !request.uri().path().starts_with(PREFIX) {
+        return None;
+    }
+    let authorization = request.headers().get(header::AUTHORIZATION);
+    state.authorize(authorization.map(|v| v.as_bytes())).ok()?;
+    let key = key_from(request.uri()).ok()?;
+    let entry = state.store.get_memory(&key)?;
+    Some(found(entry, Tier::Memory))
+}
+
+/// The answer to a GET that found `entry` in `tier`.
+fn found(entry: Entry, tier: Tier) -> Response {
+    // Built at compile time: `from_static` checks its bytes when called.
+    const X_CACHE_TIER: HeaderName = HeaderName::from_static("x-cache-tier");
+    const OCTET_STREAM: HeaderValue = HeaderValue::from_static("application/octet-stream");
     let content_type = entry
         .content_type
         .as_deref()
         .and_then(|ct| HeaderValue::from_str(ct).ok())
-        .unwrap_or(HeaderValue::from_static("application/octet-stream"));
-    Ok((
-        [
-            (header::CONTENT_TYPE, content_type),
-            (
-                header::HeaderName::from_static("x-cache-tier"),
-                HeaderValue::from_static(tier.as_str()),
-            ),
-        ],
-        Body::from(entry.value),
-    )
-        .into_response())
+        .unwrap_or(OCTET_STREAM);
+    let mut response = Response::new(Body::from(entry.value));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, content_type);
+    headers.insert(X_CACHE_TIER, HeaderValue::from_static(tier.as_str()));
+    response
 }
 
 pub async fn delete(State(state): State<Arc<AppState>>, uri: Uri) -> Result<StatusCode> {

@@ -12,7 +12,9 @@
 //! errors into statuses and bodies. Authentication is one middleware in
 //! front of everything but the health checks. Requests with `content-type: application/grpc` go to
 //! [`crate::grpc`] instead, on the same listener; every request of either
-//! kind is logged once, at `info`, when its response starts.
+//! kind is logged once, at `info`, when its response starts. Two hot
+//! routes (a KV GET from memory, a KServe infer) are matched before all of
+//! this, by [`App`] (ARCHITECTURE.md §1, "The hot path").
 
 pub mod error;
 mod kserve;
@@ -31,13 +33,15 @@ use std::{
 use axum::{
     body::Body,
     extract::{Request, State},
-    http::{header, HeaderMap},
+    http::{header, HeaderMap, Method, Uri},
     middleware::{self, Next},
     response::Response,
     routing::{get, post},
     Router,
 };
 use bytes::Bytes;
+use futures::future::{ready, BoxFuture, Either, FutureExt, Ready};
+use hyper::body::Incoming;
 use tower::Service;
 
 use self::error::OpenAiError;
@@ -68,15 +72,77 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: u64) -> Result<By
         })
 }
 
-/// Every API on one service: gRPC by content type, HTTP otherwise.
-pub fn router(state: Arc<AppState>) -> Router {
-    let split = Split {
-        grpc: crate::grpc::Grpc::new(state.clone()),
-        http: http_routes(state),
-    };
-    Router::new()
-        .fallback_service(split)
-        .layer(middleware::from_fn(log_request))
+/// Every API on one service, the one every connection is served by
+/// (ARCHITECTURE.md §1, "The hot path"):
+/// - the hot routes first, matched by hand: a KV `GET` the memory tier
+///   answers, and a KServe `POST .../infer`; anything they do not take
+///   (a miss, a refused token, an odd path) goes on unchanged;
+/// - then gRPC by content type, and the HTTP router for the rest.
+///
+/// Every request is logged once, at `info`, when its response starts.
+#[derive(Clone)]
+pub struct App(Arc<Routes>);
+
+struct Routes {
+    state: Arc<AppState>,
+    grpc: crate::grpc::Grpc,
+    http: Router,
+}
+
+impl App {
+    pub fn new(state: Arc<AppState>) -> App {
+        App(Arc::new(Routes {
+            grpc: crate::grpc::Grpc::new(state.clone()),
+            http: http_routes(state.clone()),
+            state,
+        }))
+    }
+}
+
+impl Service<Request<Incoming>> for App {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<
+        Ready<Result<Response, Infallible>>,
+        BoxFuture<'static, Result<Response, Infallible>>,
+    >;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // The routers are always ready.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
+        let routes = &*self.0;
+        // Only a logged request is timed, or copied for its line.
+        let started = request_logged().then(Instant::now);
+        let grpc = crate::grpc::is_grpc(request.headers());
+        if !grpc {
+            if let Some(response) = kv::memory_hit(&routes.state, &request) {
+                if let Some(started) = started {
+                    log_request(request.method(), request.uri(), &response, started);
+                }
+                return Either::Left(ready(Ok(response)));
+            }
+        }
+        let line = started.map(|at| (request.method().clone(), request.uri().clone(), at));
+        let answer = if let Some(model) = kserve::hot_model(&routes.state, &request, grpc) {
+            Either::Left(kserve::hot_infer(&routes.state, model, request))
+        } else if grpc {
+            Either::Right(routes.grpc.clone().call(request.map(Body::new)))
+        } else {
+            Either::Right(Either::Left(routes.http.clone().call(request)))
+        };
+        async move {
+            let response = answer.await?;
+            if let Some((method, uri, started)) = line {
+                log_request(&method, &uri, &response, started);
+            }
+            Ok(response)
+        }
+        .boxed()
+        .right_future()
+    }
 }
 
 /// The HTTP API.
@@ -135,40 +201,16 @@ fn http_routes(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Sends gRPC requests to the gRPC service and the rest to the HTTP API.
-#[derive(Clone)]
-struct Split {
-    grpc: crate::grpc::Grpc,
-    http: Router,
-}
-
-impl Service<Request> for Split {
-    type Response = Response;
-    type Error = Infallible;
-    type Future = crate::grpc::ResponseFuture;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        // Both routers are always ready.
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request) -> Self::Future {
-        if crate::grpc::is_grpc(request.headers()) {
-            self.grpc.call(request)
-        } else {
-            futures::future::Either::Left(self.http.call(request))
-        }
-    }
+/// Whether request lines are logged (`infercache::request` at `info`):
+/// when not, a request is not copied for its line.
+fn request_logged() -> bool {
+    tracing::enabled!(target: "infercache::request", tracing::Level::INFO)
 }
 
 /// One `info` line per request: method, path, status (and gRPC status
 /// when the call failed), cache status and the time to the response's
 /// head.
-async fn log_request(request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
-    let response = next.run(request).await;
+fn log_request(method: &Method, uri: &Uri, response: &Response, started: Instant) {
     let cache = response
         .headers()
         .get(X_CACHE)
@@ -182,14 +224,13 @@ async fn log_request(request: Request, next: Next) -> Response {
     tracing::info!(
         target: "infercache::request",
         %method,
-        path,
+        path = uri.path(),
         status = response.status().as_u16(),
         cache,
         grpc_status,
         latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
         "request"
     );
-    response
 }
 
 /// Require `Authorization: Bearer TOKEN` when a token is configured; the

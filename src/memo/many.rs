@@ -71,6 +71,9 @@ impl Memo {
         lookup: Lookup,
     ) -> Result<(P::Whole, CacheStatus)> {
         let bytes = parts.bytes();
+        if parts.count() == 1 {
+            return self.get_or_compute_one(parts, lookup).await;
+        }
         let keying = parts.clone();
         let Plan { distinct, slots } = off_runtime(bytes, move || plan(&*keying)).await?;
         let shared = &parts;
@@ -86,6 +89,35 @@ impl Memo {
                 .map(|v| parts.decode(v))
                 .collect::<Result<Vec<_>>>()?;
             parts.assemble(slots.iter().map(|&slot| &decoded[slot]).collect())
+        })
+        .await?;
+        Ok((whole, status))
+    }
+}
+
+impl Memo {
+    /// [`Memo::get_or_compute_many`] of a request with one part (the hot
+    /// path of a single-row infer hit, ARCHITECTURE.md §1): no map of
+    /// distinct keys, no fan-out, the part straight to the answer.
+    async fn get_or_compute_one<P: Parts>(
+        &self,
+        parts: Arc<P>,
+        lookup: Lookup,
+    ) -> Result<(P::Whole, CacheStatus)> {
+        let bytes = parts.bytes();
+        let keying = parts.clone();
+        let key = off_runtime(bytes, move || {
+            keying.check_distinct(1)?;
+            Ok(keying.key(0))
+        })
+        .await?;
+        let computing = parts.clone();
+        let (entry, status) = self
+            .get_or_compute(key, lookup, move || computing.compute(0))
+            .await?;
+        let whole = off_runtime(bytes, move || {
+            let part = parts.decode(&entry.value)?;
+            parts.assemble(vec![&part])
         })
         .await?;
         Ok((whole, status))

@@ -55,7 +55,10 @@ impl Expiry<Key, Entry> for Deadline {
 /// The memory tier.
 #[derive(Clone)]
 pub struct MemoryTier {
-    cache: Cache<Key, Entry>,
+    /// Hashed with aHash, randomly keyed per process: a few times cheaper
+    /// than the default SipHash on the hot path (ARCHITECTURE.md §1, "The
+    /// hot path"), and still unpredictable to a client choosing KV keys.
+    cache: Cache<Key, Entry, ahash::RandomState>,
     clock: Clock,
 }
 
@@ -77,7 +80,7 @@ impl MemoryTier {
                 }),
                 RemovalCause::Explicit | RemovalCause::Replaced => {}
             })
-            .build();
+            .build_with_hasher(ahash::RandomState::new());
         MemoryTier { cache, clock }
     }
 

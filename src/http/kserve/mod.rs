@@ -5,23 +5,26 @@
 
 mod wire;
 
-use std::sync::Arc;
+use std::{convert::Infallible, sync::Arc};
 
 use axum::{
     body::Body,
     extract::{rejection::PathRejection, Path, State},
-    http::{header, HeaderMap, HeaderValue, StatusCode},
+    http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode},
     response::{IntoResponse, Response},
     Json,
 };
+use futures::future::{BoxFuture, FutureExt};
+use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use tower_http::timeout::TimeoutBody;
 
 use super::{cache_policy, read_body, AppState, X_CACHE};
 use crate::{
     blocking::off_runtime,
     error::{Error, Result},
-    infer::{registry::Model, Request},
+    infer::{self, registry::Model},
 };
 
 const HEADER_LENGTH: &str = "inference-header-content-length";
@@ -96,6 +99,64 @@ pub async fn infer(
     body: Body,
 ) -> Result<Response> {
     let model = model_of(&state, path)?;
+    infer_model(&state, model, &headers, body).await
+}
+
+/// The hot route (ARCHITECTURE.md §1): the model of a `POST
+/// /v2/models/{model}[/versions/{version}]/infer` with plain (unescaped)
+/// names, an accepted token and a known model, which [`hot_infer`] then
+/// serves; `None` (the router serves it) for anything else.
+pub(in crate::http) fn hot_model<B>(
+    state: &AppState,
+    request: &Request<B>,
+    grpc: bool,
+) -> Option<Arc<Model>> {
+    let (model, version) = infer_path(request, grpc)?;
+    let authorization = request.headers().get(header::AUTHORIZATION);
+    state.authorize(authorization.map(|v| v.as_bytes())).ok()?;
+    state.model(model, version).ok()
+}
+
+/// Infer as the router would ([`infer`], the body under the same read
+/// timeout), without its matching, extractors and layers.
+pub(in crate::http) fn hot_infer(
+    state: &Arc<AppState>,
+    model: Arc<Model>,
+    request: Request<Incoming>,
+) -> BoxFuture<'static, Result<Response, Infallible>> {
+    let state = state.clone();
+    let (parts, body) = request.into_parts();
+    let body = Body::new(TimeoutBody::new(state.config().body_timeout, body));
+    async move {
+        let answer = infer_model(&state, model, &parts.headers, body).await;
+        Ok(answer.into_response())
+    }
+    .boxed()
+}
+
+/// `{model}` and `{version}` of an infer request's path, when it is one
+/// the hot route takes: `POST`, not gRPC, no escapes.
+fn infer_path<B>(request: &Request<B>, grpc: bool) -> Option<(&str, Option<&str>)> {
+    if grpc || request.method() != Method::POST {
+        return None;
+    }
+    let rest = request.uri().path().strip_prefix("/v2/models/")?;
+    let rest = rest.strip_suffix("/infer")?;
+    let (model, version) = match rest.split_once('/') {
+        Some((model, versioned)) => (model, Some(versioned.strip_prefix("versions/")?)),
+        None => (rest, None),
+    };
+    let plain = |s: &str| !s.is_empty() && !s.contains(['/', '%']);
+    (plain(model) && version.is_none_or(plain)).then_some((model, version))
+}
+
+/// Infer with `model`: the body read, decoded, memoized per row, encoded.
+async fn infer_model(
+    state: &AppState,
+    model: Arc<Model>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response> {
     let header_len = match headers.get(HEADER_LENGTH) {
         None => None,
         Some(v) => Some(
@@ -110,16 +171,16 @@ pub async fn infer(
         ),
     };
     let limit = state.config().max_request_size;
-    let body = read_body(&headers, body, limit).await?;
+    let body = read_body(headers, body, limit).await?;
     let request = off_runtime(body.len(), move || wire::decode(&body, header_len, limit)).await?;
     let response = state
         .inference
         .infer(
             model.name(),
-            Request {
+            infer::Request {
                 inputs: request.inputs,
                 outputs: request.outputs,
-                policy: cache_policy(&headers),
+                policy: cache_policy(headers),
             },
         )
         .await?;
