@@ -21,6 +21,7 @@ fn open(name: &str, instances: usize) -> Backend {
     let options = BackendOptions {
         intra_threads: 1,
         instances,
+        nice: 0,
     };
     Backend::open(&models().join(format!("{name}.onnx")), &options).expect("open model")
 }
@@ -305,6 +306,7 @@ fn missing_or_truncated_models_are_errors() {
     let options = BackendOptions {
         intra_threads: 1,
         instances: 1,
+        nice: 0,
     };
     let missing = Backend::open(&models().join("missing.onnx"), &options).unwrap_err();
     assert!(

@@ -41,6 +41,7 @@ fn direct_mlp(rows: &[Vec<f32>]) -> Vec<u32> {
         &BackendOptions {
             intra_threads: 1,
             instances: 1,
+            nice: 0,
         },
     )
     .unwrap();

@@ -1,11 +1,16 @@
 //! The dynamic batcher: an actor per model that alone owns its queue.
 //!
 //! Rows arrive on a bounded mpsc channel (full: `Overloaded`, HTTP 429).
-//! The actor takes the first row, then gathers more until `max_batch` rows
-//! are waiting or `max_delay` has passed since that first row. Rows are
-//! grouped by their non-batch shapes (only equal shapes stack), each group
-//! is stacked along a new first dimension and run on a blocking thread
-//! while holding one of the model's instance slots and its VRAM units; the
+//! The actor takes the first row, then gathers more (ARCHITECTURE.md,
+//! "Batch filling"): while every instance of the model is busy, every row
+//! that arrives joins, up to `max_batch`; once an instance slot is free, the
+//! rows already queued join, and the batch closes when it is full, when as
+//! many rows as the last run had have come back (closed-loop callers send
+//! their next row right after their answer), or `max_delay` after the slot
+//! was free. Rows are grouped by their non-batch shapes (only equal shapes
+//! stack), each group is stacked along a new first dimension and run on
+//! one of the model's run threads (`threads.rs`, below the server's
+//! priority) while holding an instance slot and the VRAM units; the
 //! outputs are split back to each row's oneshot. The actor never waits for
 //! a run to finish, only for a slot to start one, so the next batch fills
 //! while the previous one computes.
@@ -22,15 +27,26 @@
 //! length along every dynamic token dimension, so a row's result (and its
 //! cache entry) never depends on the rows it happened to share a batch with.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use bytes::{Bytes, BytesMut};
-use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::{
+    sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore},
+    time::Instant,
+};
 
 use super::{
     backend::{Backend, IoSpec},
     budget::Budget,
     tensor::Tensor,
+    threads::RunThreads,
 };
 use crate::{
     config::ModelLive,
@@ -50,6 +66,8 @@ pub struct Settings {
     pub padded: bool,
     pub vram_units: u32,
     pub instances: usize,
+    /// How much lower than the server's the run threads' priority is.
+    pub nice: u8,
 }
 
 /// Hard cap of a batcher channel; the live `queue` setting bounds it below.
@@ -90,6 +108,7 @@ pub struct Batcher {
 }
 
 impl Batcher {
+    /// Start the model's run threads and its batcher actor.
     pub fn spawn(
         backend: Arc<Backend>,
         settings: Settings,
@@ -97,14 +116,17 @@ impl Batcher {
         series: ModelSeries,
         events: Events,
         live: watch::Receiver<ModelLive>,
-    ) -> Batcher {
+    ) -> Result<Batcher> {
         let (tx, rx) = mpsc::channel(CHANNEL_CAP);
+        let threads = RunThreads::spawn(&settings.model, settings.instances, settings.nice)?;
         let settings = Arc::new(settings);
         tokio::spawn(
             Actor {
                 rx,
                 backend,
+                threads: Arc::new(threads),
                 slots: Arc::new(Semaphore::new(settings.instances)),
+                last_rows: Arc::new(AtomicUsize::new(0)),
                 settings: settings.clone(),
                 budget,
                 series: series.clone(),
@@ -113,12 +135,12 @@ impl Batcher {
             }
             .run(),
         );
-        Batcher {
+        Ok(Batcher {
             tx,
             series,
             settings,
             live,
-        }
+        })
     }
 
     /// Queue one row (or whole request, for a fixed-batch model) and wait
@@ -151,12 +173,44 @@ impl Batcher {
 struct Actor {
     rx: mpsc::Receiver<Job>,
     backend: Arc<Backend>,
+    threads: Arc<RunThreads>,
     slots: Arc<Semaphore>,
+    /// Rows of the run that finished last: how many callers may be about
+    /// to send their next row.
+    last_rows: Arc<AtomicUsize>,
     settings: Arc<Settings>,
     budget: Budget,
     series: ModelSeries,
     events: Events,
     live: watch::Receiver<ModelLive>,
+}
+
+/// The batch being gathered.
+struct Batch {
+    jobs: Vec<Job>,
+    /// The longest row's length (text rows: tokens).
+    longest: usize,
+    /// No more rows may join: `max_batch` rows, the token budget reached,
+    /// or the channel closed.
+    full: bool,
+}
+
+impl Batch {
+    /// Take `job` if it fits; else hand it back (it opens the next batch).
+    fn offer(&mut self, job: Job, knobs: &Knobs) -> Option<Job> {
+        let grown = self.longest.max(row_len(&job));
+        if knobs
+            .max_batch_tokens
+            .is_some_and(|max| grown * (self.jobs.len() + 1) > max)
+        {
+            self.full = true;
+            return Some(job);
+        }
+        self.longest = grown;
+        self.jobs.push(job);
+        self.full = self.jobs.len() >= knobs.max_batch;
+        None
+    }
 }
 
 impl Actor {
@@ -173,62 +227,104 @@ impl Actor {
                     None => break,
                 },
             };
-            let knobs = knobs(&self.live, &self.settings);
-            let (max_batch, token_budget) = (knobs.max_batch, knobs.max_batch_tokens);
-            let mut longest = row_len(&first);
-            let mut jobs = vec![first];
-            let deadline = tokio::time::sleep(knobs.max_delay);
-            tokio::pin!(deadline);
-            while jobs.len() < max_batch {
-                tokio::select! {
-                    biased;
-                    job = self.rx.recv() => match job {
-                        Some(job) => {
-                            self.series.queue_depth.dec();
-                            let grown = longest.max(row_len(&job));
-                            if token_budget.is_some_and(|max| grown * (jobs.len() + 1) > max) {
-                                carry = Some(job);
-                                break;
-                            }
-                            longest = grown;
-                            jobs.push(job);
-                        }
-                        None => break,
-                    },
-                    _ = &mut deadline => break,
-                }
-            }
+            let (mut jobs, slot) = self.gather(first, &mut carry).await;
             // Rows whose callers all gave up need no computing.
             jobs.retain(|job| !job.reply.is_closed());
             if jobs.is_empty() {
                 continue;
             }
-            let groups = if self.settings.padded {
-                vec![jobs]
-            } else {
-                group_by_shape(jobs)
-            };
-            for group in groups {
-                self.start(group).await;
+            if self.settings.padded {
+                self.start(jobs, slot).await;
+                continue;
+            }
+            let mut slot = Some(slot);
+            for group in group_by_shape(jobs) {
+                let slot = match slot.take() {
+                    Some(slot) => slot,
+                    None => self.slot().await,
+                };
+                self.start(group, slot).await;
             }
         }
     }
 
-    /// Wait for an instance slot and the VRAM units, then run `jobs` on a
-    /// blocking thread; the reply happens in its own task.
-    async fn start(&self, jobs: Vec<Job>) {
-        let slot = self
-            .slots
+    /// Gather one batch from `first` on (see the module docs); returns it
+    /// with the instance slot it runs on. A row that would pass the token
+    /// budget is left in `carry`.
+    async fn gather(
+        &mut self,
+        first: Job,
+        carry: &mut Option<Job>,
+    ) -> (Vec<Job>, OwnedSemaphorePermit) {
+        let knobs = knobs(&self.live, &self.settings);
+        let mut batch = Batch {
+            longest: 0,
+            jobs: Vec::with_capacity(knobs.max_batch),
+            full: false,
+        };
+        *carry = batch.offer(first, &knobs);
+        // A slot free at once: the model was idle, so the first row may be
+        // one of the last run's callers coming back, as may the rest.
+        let mut slot = self.slots.clone().try_acquire_owned().ok();
+        let mut expected = self.last_rows.load(Ordering::Relaxed);
+        let deadline = tokio::time::sleep(knobs.max_delay);
+        tokio::pin!(deadline);
+        loop {
+            while !batch.full {
+                match self.rx.try_recv() {
+                    Ok(job) => {
+                        self.series.queue_depth.dec();
+                        *carry = batch.offer(job, &knobs);
+                    }
+                    Err(_) => break,
+                }
+            }
+            if slot.is_some() && (batch.full || batch.jobs.len() >= expected) {
+                break;
+            }
+            tokio::select! {
+                biased;
+                permit = self.slots.clone().acquire_owned(), if slot.is_none() => {
+                    slot = Some(permit.expect("the slot semaphore is never closed"));
+                    // The rows gathered so far waited during the run that
+                    // just ended; its callers may come back as well.
+                    expected = batch.jobs.len() + self.last_rows.load(Ordering::Relaxed);
+                    deadline.as_mut().reset(Instant::now() + knobs.max_delay);
+                }
+                job = self.rx.recv(), if !batch.full => match job {
+                    Some(job) => {
+                        self.series.queue_depth.dec();
+                        *carry = batch.offer(job, &knobs);
+                    }
+                    None => batch.full = true,
+                },
+                _ = &mut deadline, if slot.is_some() => break,
+            }
+        }
+        let slot = slot.expect("the loop ends only with a slot");
+        (batch.jobs, slot)
+    }
+
+    /// Wait for a free instance slot.
+    async fn slot(&self) -> OwnedSemaphorePermit {
+        self.slots
             .clone()
             .acquire_owned()
             .await
-            .expect("the slot semaphore is never closed");
+            .expect("the slot semaphore is never closed")
+    }
+
+    /// Wait for the VRAM units, then run `jobs` on a run thread while
+    /// holding `slot`; the reply happens in its own task.
+    async fn start(&self, jobs: Vec<Job>, slot: OwnedSemaphorePermit) {
         let permit = self.budget.acquire(self.settings.vram_units).await;
-        let (backend, series, events) = (
+        let (backend, threads, series, events) = (
             self.backend.clone(),
+            self.threads.clone(),
             self.series.clone(),
             self.events.clone(),
         );
+        let last_rows = self.last_rows.clone();
         let model = self.settings.model.clone();
         let batchable = self.settings.batchable;
         let pad = self.settings.padded;
@@ -236,39 +332,40 @@ impl Actor {
             let rows = jobs.len();
             let inputs: Vec<Vec<Tensor>> = jobs.iter().map(|j| j.inputs.clone()).collect();
             let started = std::time::Instant::now();
-            let outcome = tokio::task::spawn_blocking(move || {
-                if !batchable {
-                    return vec![backend.run(&inputs[0])];
-                }
-                let run = |rows: &[Vec<Tensor>]| -> Result<Vec<Vec<Tensor>>> {
-                    let out = backend.run(&stack(rows, pad))?;
-                    let per_row = unstack(out, rows.len())?;
-                    if !pad {
-                        return Ok(per_row);
+            let outcome = threads
+                .run(move || {
+                    if !batchable {
+                        return vec![backend.run(&inputs[0])];
                     }
-                    let longest = rows.iter().map(|r| r[0].shape[0]).max().unwrap_or(0);
-                    Ok(per_row
-                        .into_iter()
-                        .zip(rows)
-                        .map(|(out, row)| unpad(out, row[0].shape[0], longest, backend.outputs()))
-                        .collect())
-                };
-                match run(&inputs) {
-                    Ok(per_row) => per_row.into_iter().map(Ok).collect(),
-                    // One bad row must not fail the rows batched with it:
-                    // run each alone, so only the culprit gets the error.
-                    Err(_) if rows > 1 => inputs
-                        .iter()
-                        .map(|row| Ok(run(std::slice::from_ref(row))?.remove(0)))
-                        .collect(),
-                    Err(e) => vec![Err(e)],
-                }
-            })
-            .await
-            .unwrap_or_else(|panic| {
-                let e = Error::Compute(format!("the model run panicked: {panic}"));
-                vec![Err(e); rows]
-            });
+                    let run = |rows: &[Vec<Tensor>]| -> Result<Vec<Vec<Tensor>>> {
+                        let out = backend.run(&stack(rows, pad))?;
+                        let per_row = unstack(out, rows.len())?;
+                        if !pad {
+                            return Ok(per_row);
+                        }
+                        let longest = rows.iter().map(|r| r[0].shape[0]).max().unwrap_or(0);
+                        Ok(per_row
+                            .into_iter()
+                            .zip(rows)
+                            .map(|(out, row)| {
+                                unpad(out, row[0].shape[0], longest, backend.outputs())
+                            })
+                            .collect())
+                    };
+                    match run(&inputs) {
+                        Ok(per_row) => per_row.into_iter().map(Ok).collect(),
+                        // One bad row must not fail the rows batched with it:
+                        // run each alone, so only the culprit gets the error.
+                        Err(_) if rows > 1 => inputs
+                            .iter()
+                            .map(|row| Ok(run(std::slice::from_ref(row))?.remove(0)))
+                            .collect(),
+                        Err(e) => vec![Err(e)],
+                    }
+                })
+                .await
+                .unwrap_or_else(|e| vec![Err(e); rows]);
+            last_rows.store(rows, Ordering::Relaxed);
             drop((permit, slot));
             series.runs.inc();
             series.rows.inc_by(rows as u64);
