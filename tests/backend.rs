@@ -173,7 +173,7 @@ fn models_declare_their_inputs_and_outputs() {
 
 #[test]
 fn every_model_computes_what_onnxruntime_computed() {
-    for model in ["mlp", "two_io", "dtypes", "fixed"] {
+    for model in ["mlp", "two_io", "dtypes", "fixed", "heavy"] {
         let backend = open(model, 1);
         let (inputs, outputs) = sample(model);
         let got = backend

@@ -226,7 +226,7 @@ async fn every_fixture_model_matches_onnxruntime() {
     )
     .unwrap();
     let dir = temp_dir();
-    let names = ["mlp", "two_io", "dtypes", "fixed"];
+    let names = ["mlp", "two_io", "dtypes", "fixed", "heavy"];
     let server = start(dir.path(), names.iter().map(|n| model(n, n)).collect()).await;
     for name in names {
         let case = &expected[name];

@@ -63,8 +63,8 @@ settings! {
     live #[derive(Debug, Clone, Copy, PartialEq)] pub struct ModelLive {
         /// Rows per run.
         max_batch: usize = 32,
-        /// How long a batch may wait for more rows once an instance is free
-        /// to run it.
+        /// How long a batch waits for one more row once an instance is
+        /// free to run it (never longer in all than the last run took).
         max_delay_ms: u64 = 2,
         /// Bound of the batcher's queue, in rows; full answers 429.
         queue: usize = 4096,

@@ -2,18 +2,20 @@
 //!
 //! Rows arrive on a bounded mpsc channel (full: `Overloaded`, HTTP 429).
 //! The actor takes the first row, then gathers more (ARCHITECTURE.md,
-//! "Batch filling"): while every instance of the model is busy, every row
-//! that arrives joins, up to `max_batch`; once an instance slot is free, the
-//! rows already queued join, and the batch closes when it is full, when as
-//! many rows as the last run had have come back (closed-loop callers send
-//! their next row right after their answer), or `max_delay` after the slot
-//! was free. Rows are grouped by their non-batch shapes (only equal shapes
-//! stack), each group is stacked along a new first dimension and run on
-//! one of the model's run threads (`threads.rs`, below the server's
-//! priority) while holding an instance slot and the VRAM units; the
-//! outputs are split back to each row's oneshot. The actor never waits for
-//! a run to finish, only for a slot to start one, so the next batch fills
-//! while the previous one computes.
+//! "Batch filling"). While every instance of the model is busy, each row
+//! that arrives joins, up to `max_batch`. Once an instance slot is free, the
+//! rows already queued join, and the batch closes when it is full; or when
+//! the rows expected are there: those that waited during the last run plus
+//! that run's callers, who (closed-loop clients) send their next row right
+//! after their answer; or when no row came for `max_delay`, and never later
+//! than the last run's duration after the slot was free. Rows are grouped
+//! by their non-batch shapes (only equal shapes stack), each group is
+//! stacked along a new first dimension and run on one of the model's run
+//! threads (`threads.rs`, below the server's priority) while holding an
+//! instance slot and the VRAM units; the outputs are split back to each
+//! row's oneshot. The actor never waits for a run to finish, only for a
+//! slot to start one, so the next batch fills while the previous one
+//! computes.
 //!
 //! A model whose first dimension is fixed (not batchable) gets each job run
 //! on its own, with the tensors as given.
@@ -27,16 +29,10 @@
 //! length along every dynamic token dimension, so a row's result (and its
 //! cache entry) never depends on the rows it happened to share a batch with.
 
-use std::{
-    collections::HashMap,
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc,
-    },
-    time::Duration,
-};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use bytes::{Bytes, BytesMut};
+use parking_lot::Mutex;
 use tokio::{
     sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore},
     time::Instant,
@@ -126,7 +122,7 @@ impl Batcher {
                 backend,
                 threads: Arc::new(threads),
                 slots: Arc::new(Semaphore::new(settings.instances)),
-                last_rows: Arc::new(AtomicUsize::new(0)),
+                last_run: Arc::default(),
                 settings: settings.clone(),
                 budget,
                 series: series.clone(),
@@ -175,14 +171,21 @@ struct Actor {
     backend: Arc<Backend>,
     threads: Arc<RunThreads>,
     slots: Arc<Semaphore>,
-    /// Rows of the run that finished last: how many callers may be about
-    /// to send their next row.
-    last_rows: Arc<AtomicUsize>,
+    /// The run that finished last: its callers may be about to send their
+    /// next rows.
+    last_run: Arc<Mutex<LastRun>>,
     settings: Arc<Settings>,
     budget: Budget,
     series: ModelSeries,
     events: Events,
     live: watch::Receiver<ModelLive>,
+}
+
+/// Rows and duration of a model's last run.
+#[derive(Debug, Clone, Copy, Default)]
+struct LastRun {
+    rows: usize,
+    took: Duration,
 }
 
 /// The batch being gathered.
@@ -266,8 +269,13 @@ impl Actor {
         // A slot free at once: the model was idle, so the first row may be
         // one of the last run's callers coming back, as may the rest.
         let mut slot = self.slots.clone().try_acquire_owned().ok();
-        let mut expected = self.last_rows.load(Ordering::Relaxed);
-        let deadline = tokio::time::sleep(knobs.max_delay);
+        let last = *self.last_run.lock();
+        let mut expected = last.rows;
+        // Once a slot is free: wait while rows keep coming (no gap of
+        // `max_delay`), but never longer than the last run took.
+        let mut arrived = Instant::now();
+        let mut give_up = arrived + knobs.max_delay.max(last.took);
+        let deadline = tokio::time::sleep_until(arrived + knobs.max_delay);
         tokio::pin!(deadline);
         loop {
             while !batch.full {
@@ -275,6 +283,7 @@ impl Actor {
                     Ok(job) => {
                         self.series.queue_depth.dec();
                         *carry = batch.offer(job, &knobs);
+                        arrived = Instant::now();
                     }
                     Err(_) => break,
                 }
@@ -282,19 +291,25 @@ impl Actor {
             if slot.is_some() && (batch.full || batch.jobs.len() >= expected) {
                 break;
             }
+            deadline
+                .as_mut()
+                .reset((arrived + knobs.max_delay).min(give_up));
             tokio::select! {
                 biased;
                 permit = self.slots.clone().acquire_owned(), if slot.is_none() => {
                     slot = Some(permit.expect("the slot semaphore is never closed"));
                     // The rows gathered so far waited during the run that
                     // just ended; its callers may come back as well.
-                    expected = batch.jobs.len() + self.last_rows.load(Ordering::Relaxed);
-                    deadline.as_mut().reset(Instant::now() + knobs.max_delay);
+                    let last = *self.last_run.lock();
+                    expected = batch.jobs.len() + last.rows;
+                    arrived = Instant::now();
+                    give_up = arrived + knobs.max_delay.max(last.took);
                 }
                 job = self.rx.recv(), if !batch.full => match job {
                     Some(job) => {
                         self.series.queue_depth.dec();
                         *carry = batch.offer(job, &knobs);
+                        arrived = Instant::now();
                     }
                     None => batch.full = true,
                 },
@@ -324,7 +339,7 @@ impl Actor {
             self.series.clone(),
             self.events.clone(),
         );
-        let last_rows = self.last_rows.clone();
+        let last_run = self.last_run.clone();
         let model = self.settings.model.clone();
         let batchable = self.settings.batchable;
         let pad = self.settings.padded;
@@ -365,12 +380,13 @@ impl Actor {
                 })
                 .await
                 .unwrap_or_else(|e| vec![Err(e); rows]);
-            last_rows.store(rows, Ordering::Relaxed);
+            let took = started.elapsed();
+            *last_run.lock() = LastRun { rows, took };
             drop((permit, slot));
             series.runs.inc();
             series.rows.inc_by(rows as u64);
             series.batch_size.observe(rows as f64);
-            let seconds = started.elapsed().as_secs_f64();
+            let seconds = took.as_secs_f64();
             series.run_seconds.observe(seconds);
             events.emit(Event::ModelRun {
                 model,
