@@ -27,7 +27,8 @@
 # PORT (17813), SORTED (1), PYTHON (1 if .venv), FORMAT (base64),
 # SKIP_BUILD=1, DEFAULTS=1 (the server's model table names only the model
 # and its tokenizer, every other setting at its default; the baseline keeps
-# ORT_THREADS and MAX_BATCH).
+# ORT_THREADS and MAX_BATCH), SERVER_EXTRA (more lines for the server's
+# model table, e.g. 'nice = 0').
 source "$(dirname "$0")/infer_lib.sh"
 trap cleanup EXIT
 
@@ -72,6 +73,7 @@ max_delay_ms = $MAX_DELAY_MS
 threads = $ORT_THREADS
 instances = $INSTANCES
 EOF
+[ -z "${SERVER_EXTRA:-}" ] || echo "$SERVER_EXTRA" >>"$TMP/config.toml"
 
 measure_server() { # OUT_PREFIX
     local dir="$1.d" url="http://127.0.0.1:$PORT"
@@ -147,7 +149,7 @@ run_python() { # ROUND
 
 SETTINGS="max_batch $MAX_BATCH, max_delay_ms $MAX_DELAY_MS, threads $ORT_THREADS, instances $INSTANCES"
 [ "${DEFAULTS:-0}" = 1 ] && SETTINGS="default model settings (baseline: batches of $MAX_BATCH, threads $ORT_THREADS)"
-echo "# embed_http: $(nproc) cores, $CONCURRENCY clients, $DURATION per run, $SETTINGS," \
+echo "# embed_http: $(nproc) cores, $CONCURRENCY clients, $DURATION per run, $SETTINGS${SERVER_EXTRA:+, $SERVER_EXTRA}," \
     "encoding_format $FORMAT"
 for round in $(seq "$ROUNDS"); do
     echo "round $round"

@@ -7,8 +7,9 @@
 //! rows already queued join, and the batch closes when it is full; or when
 //! the rows expected are there: those that waited during the last run plus
 //! that run's callers, who (closed-loop clients) send their next row right
-//! after their answer; or when no row came for `max_delay`, and never later
-//! than the last run's duration after the slot was free. Rows are grouped
+//! after their answer (a lone caller's run of one row sets no such
+//! expectation); or when no row came for `max_delay`, and never later than
+//! the last run's duration after the slot was free. Rows are grouped
 //! by their non-batch shapes (only equal shapes stack), each group is
 //! stacked along a new first dimension and run on one of the model's run
 //! threads (`threads.rs`, below the server's priority) while holding an
@@ -267,10 +268,11 @@ impl Actor {
         };
         *carry = batch.offer(first, &knobs);
         // A slot free at once: the model was idle, so the first row may be
-        // one of the last run's callers coming back, as may the rest.
+        // one of the last run's callers coming back, as may the rest (a run
+        // of one row tells nothing about how many callers there are).
         let mut slot = self.slots.clone().try_acquire_owned().ok();
         let last = *self.last_run.lock();
-        let mut expected = last.rows;
+        let mut expected = if last.rows > 1 { last.rows } else { usize::MAX };
         // Once a slot is free: wait while rows keep coming (no gap of
         // `max_delay`), but never longer than the last run took.
         let mut arrived = Instant::now();
