@@ -2,21 +2,19 @@
 //!
 //! Rows arrive on a bounded mpsc channel (full: `Overloaded`, HTTP 429).
 //! The actor takes the first row, then gathers more (ARCHITECTURE.md,
-//! "Batch filling"). While every instance of the model is busy, each row
-//! that arrives joins, up to `max_batch`. Once an instance slot is free, the
-//! rows already queued join, and the batch closes when it is full; or when
-//! the rows expected are there: those that waited during the last run plus
-//! that run's callers, who (closed-loop clients) send their next row right
-//! after their answer (a lone caller's run of one row sets no such
-//! expectation); or when no row came for `max_delay`, and never later than
-//! the last run's duration after the slot was free. Rows are grouped
-//! by their non-batch shapes (only equal shapes stack), each group is
-//! stacked along a new first dimension and run on one of the model's run
-//! threads (`threads.rs`, below the server's priority) while holding an
-//! instance slot and the VRAM units; the outputs are split back to each
-//! row's oneshot. The actor never waits for a run to finish, only for a
-//! slot to start one, so the next batch fills while the previous one
-//! computes.
+//! "Batch filling"): while every instance is busy, each arriving row joins,
+//! up to `max_batch`; once a slot is free, the queued rows join and the
+//! batch closes when full, when the rows expected are there (those that
+//! waited plus the last run's callers, who send their next row right after
+//! their answer; a run of one row sets no expectation), or when no row came
+//! for `max_delay`, at the latest the last run's duration after the slot
+//! was free. Rows are grouped by their non-batch shapes (only equal shapes
+//! stack), each group is stacked along a new first dimension and run on one
+//! of the model's run threads (`threads.rs`, below the server's priority)
+//! while holding an instance slot and the VRAM units; the outputs are split
+//! back to each row's oneshot. The actor never waits for a run to finish,
+//! only for a slot to start one, so the next batch fills while the previous
+//! one computes.
 //!
 //! A model whose first dimension is fixed (not batchable) gets each job run
 //! on its own, with the tensors as given.
@@ -30,21 +28,18 @@
 //! length along every dynamic token dimension, so a row's result (and its
 //! cache entry) never depends on the rows it happened to share a batch with.
 
+mod stack;
+
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 use tokio::{
     sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore},
     time::Instant,
 };
 
-use super::{
-    backend::{Backend, IoSpec},
-    budget::Budget,
-    tensor::Tensor,
-    threads::RunThreads,
-};
+use self::stack::{stack, unpad, unstack};
+use super::{backend::Backend, budget::Budget, tensor::Tensor, threads::RunThreads};
 use crate::{
     config::ModelLive,
     error::{Error, Result},
@@ -201,11 +196,13 @@ struct Batch {
 
 impl Batch {
     /// Take `job` if it fits; else hand it back (it opens the next batch).
+    /// The first row always fits.
     fn offer(&mut self, job: Job, knobs: &Knobs) -> Option<Job> {
         let grown = self.longest.max(row_len(&job));
-        if knobs
-            .max_batch_tokens
-            .is_some_and(|max| grown * (self.jobs.len() + 1) > max)
+        if !self.jobs.is_empty()
+            && knobs
+                .max_batch_tokens
+                .is_some_and(|max| grown * (self.jobs.len() + 1) > max)
         {
             self.full = true;
             return Some(job);
@@ -426,138 +423,39 @@ fn row_len(job: &Job) -> usize {
         .map_or(1, |d| *d as usize)
 }
 
-/// Stack rows along a new first dimension. Rows must have equal shapes,
-/// unless `pad`: then each is right-padded with zero bytes along its first
-/// dimension to the longest row.
-fn stack(rows: &[Vec<Tensor>], pad: bool) -> Vec<Tensor> {
-    let first = &rows[0];
-    (0..first.len())
-        .map(|i| {
-            let mut shape = first[i].shape.clone();
-            if pad {
-                shape[0] = rows.iter().map(|r| r[i].shape[0]).max().unwrap_or(0);
-            }
-            let row_bytes =
-                Tensor::elements(&shape).unwrap_or(0) as usize * first[i].datatype.size();
-            let mut data = BytesMut::with_capacity(row_bytes * rows.len());
-            for row in rows {
-                data.extend_from_slice(&row[i].data);
-                data.resize(data.len() + row_bytes - row[i].data.len(), 0);
-            }
-            shape.insert(0, rows.len() as u64);
-            Tensor {
-                name: first[i].name.clone(),
-                datatype: first[i].datatype,
-                shape,
-                data: data.freeze(),
-            }
-        })
-        .collect()
-}
-
-/// Split each batched output along its first dimension into `rows` rows.
-fn unstack(outputs: Vec<Tensor>, rows: usize) -> Result<Vec<Vec<Tensor>>> {
-    let mut per_row: Vec<Vec<Tensor>> = (0..rows)
-        .map(|_| Vec::with_capacity(outputs.len()))
-        .collect();
-    for output in outputs {
-        if output.shape.first() != Some(&(rows as u64)) || output.data.len() % rows != 0 {
-            return Err(Error::Compute(format!(
-                "output `{}` has shape {:?} for a batch of {rows} rows",
-                output.name, output.shape
-            )));
-        }
-        let row_len = output.data.len() / rows;
-        for (i, row) in per_row.iter_mut().enumerate() {
-            let data: Bytes = output.data.slice(i * row_len..(i + 1) * row_len);
-            row.push(Tensor {
-                name: output.name.clone(),
-                datatype: output.datatype,
-                shape: output.shape[1..].to_vec(),
-                data,
-            });
-        }
-    }
-    Ok(per_row)
-}
-
-/// One padded row's outputs cut back to the row's own `len` tokens: every
-/// output whose declared token dimension (the one after the batch) is
-/// dynamic and came out `longest` long is cut to its first `len` entries.
-fn unpad(outputs: Vec<Tensor>, len: u64, longest: u64, specs: &[IoSpec]) -> Vec<Tensor> {
-    if len == longest {
-        return outputs;
-    }
-    outputs
-        .into_iter()
-        .map(|mut t| {
-            let dynamic = specs
-                .iter()
-                .any(|s| s.name == t.name && s.shape.get(1) == Some(&-1));
-            if dynamic && t.shape.first() == Some(&longest) {
-                let keep = t.data.len() / longest as usize * len as usize;
-                t.data = t.data.slice(..keep);
-                t.shape[0] = len;
-            }
-            t
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::infer::tensor::DataType;
-
-    fn t(shape: &[u64], bytes: &[u8]) -> Tensor {
-        Tensor {
-            name: "x".into(),
-            datatype: DataType::Uint8,
-            shape: shape.to_vec(),
-            data: Bytes::copy_from_slice(bytes),
-        }
-    }
+    use super::{stack::tests::t, *};
 
     #[test]
-    fn stack_then_unstack_is_identity() {
-        let rows = vec![
-            vec![t(&[2], &[1, 2])],
-            vec![t(&[2], &[3, 4])],
-            vec![t(&[2], &[5, 6])],
-        ];
-        let stacked = stack(&rows, false);
-        assert_eq!(stacked[0].shape, [3, 2]);
-        assert_eq!(&stacked[0].data[..], [1, 2, 3, 4, 5, 6]);
-        assert_eq!(unstack(stacked, 3).unwrap(), rows);
-        assert!(unstack(vec![t(&[2, 2], &[0; 4])], 3).is_err());
-    }
-
-    #[test]
-    fn padding_extends_short_rows_with_zeros() {
-        let rows = vec![vec![t(&[1], &[7])], vec![t(&[3], &[1, 2, 3])]];
-        let stacked = stack(&rows, true);
-        assert_eq!(stacked[0].shape, [2, 3]);
-        assert_eq!(&stacked[0].data[..], [7, 0, 0, 1, 2, 3]);
-    }
-
-    #[test]
-    fn unpad_cuts_dynamic_token_dimensions_only() {
-        let spec = |name: &str, shape: &[i64]| IoSpec {
-            name: name.into(),
-            datatype: DataType::Uint8,
-            shape: shape.to_vec(),
+    fn a_batch_takes_rows_until_full_or_over_the_token_budget() {
+        let job = |len: usize| Job {
+            inputs: vec![t(&[len as u64], &vec![0; len])],
+            reply: oneshot::channel().0,
         };
-        let specs = [spec("x", &[-1, -1, 2]), spec("pooled", &[-1, 3])];
-        let out = vec![
-            t(&[3, 2], &[1, 2, 3, 4, 0, 0]),
-            Tensor {
-                name: "pooled".into(),
-                ..t(&[3], &[5, 6, 7])
-            },
-        ];
-        let cut = unpad(out, 2, 3, &specs);
-        assert_eq!(cut[0], t(&[2, 2], &[1, 2, 3, 4]));
-        assert_eq!(cut[1].shape, [3], "a fixed dimension is never cut");
+        let knobs = Knobs {
+            max_batch: 3,
+            max_delay: Duration::ZERO,
+            queue: 8,
+            max_batch_tokens: Some(8),
+        };
+        let empty = || Batch {
+            jobs: Vec::new(),
+            longest: 0,
+            full: false,
+        };
+        let mut batch = empty();
+        assert!(
+            batch.offer(job(9), &knobs).is_none(),
+            "the first row always fits"
+        );
+        assert!(batch.offer(job(1), &knobs).is_some(), "2 x 9 tokens > 8");
+        assert!(batch.full);
+        let mut batch = empty();
+        for _ in 0..3 {
+            assert!(batch.offer(job(2), &knobs).is_none());
+        }
+        assert!(batch.full, "max_batch rows");
     }
 
     #[test]
