@@ -68,10 +68,10 @@ fn lower_priority(nice: u8) {
 }
 
 /// A model's run threads: `count` threads `nice` below the server's
-/// priority, taking runs
-/// from one queue. The batcher starts at most `count` runs at once (one
-/// per instance slot), so a free thread is always waiting; the queue only
-/// hands work over. Dropping it ends the threads once they are idle.
+/// priority, taking runs from one queue. The batcher starts at most
+/// `count` runs at once (one per instance slot), so a free thread is always
+/// waiting; the queue only hands work over. Dropping it ends the threads
+/// once they are idle.
 pub(crate) struct RunThreads {
     tx: mpsc::SyncSender<Task>,
 }
