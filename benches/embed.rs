@@ -150,6 +150,7 @@ fn baseline(flags: &Flags) {
         &BackendOptions {
             intra_threads: threads,
             instances: 1,
+            nice: 0,
         },
     )
     .unwrap_or_else(|e| panic!("{e}"));

@@ -111,6 +111,7 @@ fn main() {
             &BackendOptions {
                 intra_threads: args.threads,
                 instances: args.instances,
+                nice: 0,
             },
         )
         .unwrap_or_else(|e| panic!("{e}")),

@@ -21,6 +21,7 @@ fn open(name: &str, instances: usize) -> Backend {
     let options = BackendOptions {
         intra_threads: 1,
         instances,
+        nice: 0,
     };
     Backend::open(&models().join(format!("{name}.onnx")), &options).expect("open model")
 }
@@ -172,7 +173,7 @@ fn models_declare_their_inputs_and_outputs() {
 
 #[test]
 fn every_model_computes_what_onnxruntime_computed() {
-    for model in ["mlp", "two_io", "dtypes", "fixed"] {
+    for model in ["mlp", "two_io", "dtypes", "fixed", "heavy"] {
         let backend = open(model, 1);
         let (inputs, outputs) = sample(model);
         let got = backend
@@ -305,6 +306,7 @@ fn missing_or_truncated_models_are_errors() {
     let options = BackendOptions {
         intra_threads: 1,
         instances: 1,
+        nice: 0,
     };
     let missing = Backend::open(&models().join("missing.onnx"), &options).unwrap_err();
     assert!(

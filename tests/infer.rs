@@ -41,6 +41,7 @@ fn direct_mlp(rows: &[Vec<f32>]) -> Vec<u32> {
         &BackendOptions {
             intra_threads: 1,
             instances: 1,
+            nice: 0,
         },
     )
     .unwrap();
@@ -225,7 +226,7 @@ async fn every_fixture_model_matches_onnxruntime() {
     )
     .unwrap();
     let dir = temp_dir();
-    let names = ["mlp", "two_io", "dtypes", "fixed"];
+    let names = ["mlp", "two_io", "dtypes", "fixed", "heavy"];
     let server = start(dir.path(), names.iter().map(|n| model(n, n)).collect()).await;
     for name in names {
         let case = &expected[name];

@@ -25,7 +25,10 @@
 # Environment: ROUNDS (2), DURATION (15s), CONCURRENCY (32), NTEXTS (30000),
 # MAX_DELAY_MS (2), ORT_THREADS (2), INSTANCES (1), MAX_BATCH (32),
 # PORT (17813), SORTED (1), PYTHON (1 if .venv), FORMAT (base64),
-# SKIP_BUILD=1.
+# SKIP_BUILD=1, DEFAULTS=1 (the server's model table names only the model
+# and its tokenizer, every other setting at its default; the baseline keeps
+# ORT_THREADS and MAX_BATCH), SERVER_EXTRA (more lines for the server's
+# model table, e.g. 'nice = 0').
 source "$(dirname "$0")/infer_lib.sh"
 trap cleanup EXIT
 
@@ -59,6 +62,8 @@ cat >"$TMP/config.toml" <<EOF
 name = "minilm"
 path = "$MODEL_DIR/model.onnx"
 tokenizer = "$MODEL_DIR/tokenizer.json"
+EOF
+[ "${DEFAULTS:-0}" = 1 ] || cat >>"$TMP/config.toml" <<EOF
 max_tokens = 256
 pooling = "mean"
 normalize = true
@@ -68,6 +73,7 @@ max_delay_ms = $MAX_DELAY_MS
 threads = $ORT_THREADS
 instances = $INSTANCES
 EOF
+[ -z "${SERVER_EXTRA:-}" ] || echo "$SERVER_EXTRA" >>"$TMP/config.toml"
 
 measure_server() { # OUT_PREFIX
     local dir="$1.d" url="http://127.0.0.1:$PORT"
@@ -141,8 +147,10 @@ run_python() { # ROUND
     printf '  %-40s %8s texts/s %s\n' "python onnxruntime (scale only)" "${PYF[-1]}" "$GUARD_NOTE"
 }
 
-echo "# embed_http: $(nproc) cores, $CONCURRENCY clients, $DURATION per run, max_batch $MAX_BATCH," \
-    "max_delay_ms $MAX_DELAY_MS, threads $ORT_THREADS, instances $INSTANCES, encoding_format $FORMAT"
+SETTINGS="max_batch $MAX_BATCH, max_delay_ms $MAX_DELAY_MS, threads $ORT_THREADS, instances $INSTANCES"
+[ "${DEFAULTS:-0}" = 1 ] && SETTINGS="default model settings (baseline: batches of $MAX_BATCH, threads $ORT_THREADS)"
+echo "# embed_http: $(nproc) cores, $CONCURRENCY clients, $DURATION per run, $SETTINGS${SERVER_EXTRA:+, $SERVER_EXTRA}," \
+    "encoding_format $FORMAT"
 for round in $(seq "$ROUNDS"); do
     echo "round $round"
     if [ $((round % 2)) = 1 ]; then

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Uncached inference throughput over HTTP vs a direct in-process ort loop.
 #
-# Server: infercache with fixtures/models/mlp.onnx (x FP32 [N,16] -> y FP32
-# [N,4]) under a TOML config per variant. Load: wrk, CONNS connections,
+# Server: infercache with fixtures/models/$MODEL.onnx (mlp: x FP32 [N,16] ->
+# y FP32 [N,4], 0.14 us per row; heavy: the same shapes, ~0.5 ms per row, so
+# the model's run dominates) under a TOML config per variant. Load: wrk, CONNS connections,
 # infer_unique.lua (every request ROWS new random rows, JSON; default 1),
 # so every row is a miss; checked afterwards from /metrics (misses ~ rows,
 # no hits). rows/s = req/s x ROWS.
@@ -14,8 +15,10 @@
 # Each round runs every variant and each distinct baseline once, in
 # alternating order; every run waits for a quiet machine (infer_lib.sh).
 #
-# Environment: ROUNDS (2), DURATION (10s), CONNS (64), THREADS (wrk, 2), ROWS (1),
-# MAX_BATCH (32), PORT (17811), SKIP_BUILD=1, VARIANTS: `;`-separated
+# Environment: MODEL (mlp; or heavy), ROUNDS (2), DURATION (10s), CONNS (64),
+# THREADS (wrk, 2), ROWS (1), MAX_BATCH (32), PORT (17811), SKIP_BUILD=1,
+# BASE_THREADS (the baseline's intra-op threads when a variant sets none:
+# 1), VARIANTS: `;`-separated
 # variants, each a `,`-separated list of model keys (max_delay_ms, threads,
 # instances, max_batch, queue) and `cc=VALUE` (a Cache-Control header on
 # every request; `+` stands for ", "), e.g.
@@ -34,7 +37,9 @@ CONNS="${CONNS:-64}"
 THREADS="${THREADS:-2}"
 MAX_BATCH="${MAX_BATCH:-32}"
 ROWS="${ROWS:-1}"
-export ROWS
+MODEL="${MODEL:-mlp}"
+BASE_THREADS="${BASE_THREADS:-1}"
+export ROWS MODEL
 PORT="${PORT:-17811}"
 VARIANTS="${VARIANTS:-max_delay_ms=2,threads=1,instances=1}"
 LUA="$(cd "$(dirname "$0")" && pwd)/infer_unique.lua"
@@ -60,8 +65,8 @@ write_config() { # VARIANT OUT
     local kv
     {
         echo '[[model]]'
-        echo 'name = "mlp"'
-        echo "path = \"$ROOT/fixtures/models/mlp.onnx\""
+        echo "name = \"$MODEL\""
+        echo "path = \"$ROOT/fixtures/models/$MODEL.onnx\""
         echo "max_batch = $(variant_get "$1" max_batch "$MAX_BATCH")"
         IFS=',' read -r -a kvs <<<"$1"
         for kv in "${kvs[@]}"; do
@@ -84,17 +89,17 @@ measure_server() { # VARIANT OUT_PREFIX
     CACHE_CONTROL="$cc" wrk -t "$THREADS" -c "$CONNS" -d 2s -s "$LUA" "$url" >/dev/null
     local m0 r0 b0 n0
     m0="$(metric infercache_cache_misses_total "$url")"
-    r0="$(metric 'infercache_model_rows_total{model="mlp"}' "$url")"
-    b0="$(metric 'infercache_model_runs_total{model="mlp"}' "$url")"
-    n0="$(metric 'infercache_model_run_seconds_sum{model="mlp"}' "$url")"
+    r0="$(metric "infercache_model_rows_total{model=\"$MODEL\"}" "$url")"
+    b0="$(metric "infercache_model_runs_total{model=\"$MODEL\"}" "$url")"
+    n0="$(metric "infercache_model_run_seconds_sum{model=\"$MODEL\"}" "$url")"
     CACHE_CONTROL="$cc" wrk -t "$THREADS" -c "$CONNS" -d "$DURATION" \
         --latency -s "$LUA" "$url" >"$2.txt"
     {
         echo "misses $(($(metric infercache_cache_misses_total "$url") - m0))"
         echo "hits $(metric 'infercache_cache_hits_total{tier="memory"}' "$url")"
-        echo "rows $(($(metric 'infercache_model_rows_total{model="mlp"}' "$url") - r0))"
-        echo "runs $(($(metric 'infercache_model_runs_total{model="mlp"}' "$url") - b0))"
-        echo "run_seconds $(awk -v a="$(metric 'infercache_model_run_seconds_sum{model="mlp"}' "$url")" -v b="$n0" 'BEGIN { print a - b }')"
+        echo "rows $(($(metric "infercache_model_rows_total{model=\"$MODEL\"}" "$url") - r0))"
+        echo "runs $(($(metric "infercache_model_runs_total{model=\"$MODEL\"}" "$url") - b0))"
+        echo "run_seconds $(awk -v a="$(metric "infercache_model_run_seconds_sum{model=\"$MODEL\"}" "$url")" -v b="$n0" 'BEGIN { print a - b }')"
     } >"$2.metrics"
     awk '/^VmRSS/ { printf "%d", $2 / 1024 }' "/proc/$IC_PID/status" >"$2.rss"
     kill "$IC_PID"
@@ -126,7 +131,8 @@ run_server() { # ROUND INDEX
 }
 
 measure_baseline() { # THREADS INSTANCES OUT
-    "$INFER" --batch "$MAX_BATCH" --threads "$1" --instances "$2" --secs "$SECS" >"$3"
+    "$INFER" --model "$ROOT/fixtures/models/$MODEL.onnx" --batch "$MAX_BATCH" --threads "$1" \
+        --instances "$2" --secs "$SECS" >"$3"
 }
 
 declare -A BASE
@@ -144,11 +150,11 @@ run_baseline() { # ROUND THREADS INSTANCES
 pairs() {
     local v
     for v in "${VARIANT_LIST[@]}"; do
-        echo "$(variant_get "$v" threads 1) $(variant_get "$v" instances 1)"
+        echo "$(variant_get "$v" threads "$BASE_THREADS") $(variant_get "$v" instances 1)"
     done | sort -u
 }
 
-echo "# infer_mlp: $(nproc) cores, wrk -t$THREADS -c$CONNS -d$DURATION, $ROWS new random row(s) per request, max_batch $MAX_BATCH"
+echo "# infer_mlp: model $MODEL, $(nproc) cores, wrk -t$THREADS -c$CONNS -d$DURATION, $ROWS new random row(s) per request, max_batch $MAX_BATCH"
 for i in "${!VARIANT_LIST[@]}"; do eval "SRV_$i=()"; done
 for round in $(seq "$ROUNDS"); do
     echo "round $round"
@@ -164,7 +170,7 @@ done
 echo "summary (mean of $ROUNDS rounds; ratio = server rows/s / in-process rows/s, per round in brackets)"
 for i in "${!VARIANT_LIST[@]}"; do
     v="${VARIANT_LIST[$i]}"
-    t="$(variant_get "$v" threads 1)" n="$(variant_get "$v" instances 1)"
+    t="$(variant_get "$v" threads "$BASE_THREADS")" n="$(variant_get "$v" instances 1)"
     eval "values=(\"\${SRV_$i[@]}\")"
     bases=() per_round=""
     for r in $(seq "$ROUNDS"); do

@@ -39,8 +39,14 @@ settings! {
     fixed {
         /// VRAM-budget permits taken per run.
         vram_units: u32 = 1,
-        /// ONNX Runtime intra-op threads per run.
-        threads: usize = 1,
+        /// ONNX Runtime intra-op threads per run; by default the physical
+        /// cores, as ONNX Runtime itself would choose.
+        threads: usize = physical_cores(),
+        /// How much lower than the server's the OS priority of the
+        /// threads that run this model is (niceness added, 0-19, Linux):
+        /// above 0, cache hits and the rest of the HTTP side go first when
+        /// they compete with a busy model for the cores.
+        nice: u8 = 10,
         /// Sessions, i.e. runs of this model that may proceed at once.
         instances: usize = 1,
         /// A `tokenizer.json`: makes this a text model served at
@@ -57,7 +63,8 @@ settings! {
     live #[derive(Debug, Clone, Copy, PartialEq)] pub struct ModelLive {
         /// Rows per run.
         max_batch: usize = 32,
-        /// How long a batch may wait to fill after its first row.
+        /// How long a batch waits for one more row once an instance is
+        /// free to run it (never longer in all than the last run took).
         max_delay_ms: u64 = 2,
         /// Bound of the batcher's queue, in rows; full answers 429.
         queue: usize = 4096,
@@ -78,6 +85,17 @@ impl TryFrom<ModelLayer> for ModelConfig {
     fn try_from(layer: ModelLayer) -> Result<ModelConfig, ConfigError> {
         ModelConfig::from_layer(layer)
     }
+}
+
+/// The highest niceness (the lowest priority) Linux knows.
+const MAX_NICE: u8 = 19;
+
+/// The machine's physical cores, at most the cores this process may use:
+/// what ONNX Runtime picks for intra-op threads when none are given
+/// (hyper-threads share a core's arithmetic units, so more threads do not
+/// compute faster).
+fn physical_cores() -> usize {
+    num_cpus::get_physical().min(num_cpus::get()).max(1)
 }
 
 /// How token vectors become one text vector.
@@ -139,6 +157,12 @@ impl ModelConfig {
                     "{} must be between 1 and the server's vram_units ({budget})",
                     self.vram_units
                 ),
+            ));
+        }
+        if self.nice > MAX_NICE {
+            return Err(invalid(
+                &key("nice"),
+                format!("{} must be between 0 and {MAX_NICE}", self.nice),
             ));
         }
         if let Some(ttl) = self.ttl.filter(|t| !TTL_RANGE.contains(t)) {

@@ -140,7 +140,10 @@ fn reload_applies_live_settings_and_keeps_fixed_ones() {
     assert_eq!(new.auth_token.as_deref(), Some("b"));
     assert_eq!(new.max_value_size, 1024);
     assert_eq!(new.data_dir, PathBuf::from("/d1"));
-    assert_eq!((new.models[0].max_batch, new.models[0].threads), (4, 1));
+    assert_eq!(
+        (new.models[0].max_batch, new.models[0].threads),
+        (4, old.models[0].threads)
+    );
     assert!(kept.iter().any(|k| k == "data_dir"), "{kept:?}");
     assert!(kept.iter().any(|k| k.contains("threads")), "{kept:?}");
     write("max_value_size = \"nonsense\"");

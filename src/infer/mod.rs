@@ -4,7 +4,7 @@
 //! request tensors -> check (registry::Model) -> split into rows
 //!   -> per distinct row: key -> memo (hit | coalesced | compute)
 //!        compute = batcher (queue, dynamic batch) -> budget (VRAM units)
-//!                  -> backend (ort session run on a blocking thread)
+//!                  -> backend (ort session run on the model's run threads)
 //!   -> reassemble the requested outputs in row order
 //! ```
 //!
@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod registry;
 pub mod tensor;
 pub mod text;
+mod threads;
 pub mod tokenize;
 
 use std::{future::Future, sync::Arc};

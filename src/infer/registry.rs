@@ -150,6 +150,7 @@ async fn load_one(
     let options = BackendOptions {
         intra_threads: config.threads,
         instances: config.instances,
+        nice: config.nice,
     };
     let blocking_config = config.clone();
     let (digest, backend, text) = tokio::task::spawn_blocking(move || {
@@ -196,12 +197,13 @@ async fn load_one(
             padded: text.is_some(),
             vram_units: config.vram_units,
             instances: config.instances,
+            nice: config.nice,
         },
         budget.clone(),
         metrics.series(&config.name),
         events.clone(),
         knobs.subscribe(),
-    );
+    )?;
     Ok(Arc::new(Model {
         config,
         namespace,

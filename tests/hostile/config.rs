@@ -33,6 +33,7 @@ const MODEL_KEYS: &[&str] = &[
     "max_batch",
     "max_delay_ms",
     "threads",
+    "nice",
     "instances",
     "queue",
     "ttl",
@@ -142,6 +143,8 @@ fn fitting_value(key: &str) -> BoxedStrategy<String> {
         "write_queue" | "write_batch" | "queue" | "max_inputs" => count(10_000),
         "max_batch" | "threads" | "instances" => count(8),
         "max_delay_ms" => (0u32..100).prop_map(|n| n.to_string()).boxed(),
+        // 20 and above are refused: the lowest priority is 19.
+        "nice" => (0u32..24).prop_map(|n| n.to_string()).boxed(),
         "max_tokens" => count(512),
         "max_batch_tokens" => (512u32..20_000).prop_map(|n| n.to_string()).boxed(),
         "tokenizer" => Just("\"tok.json\"".to_string()).boxed(),

@@ -15,8 +15,9 @@
 //!   cannot. So [`Backend::open`] checks that the runtime is initialised and
 //!   otherwise returns [`Error::Unavailable`]; the server keeps serving the KV
 //!   API. A [`Backend`] existing proves the runtime is loaded.
-//! - **We never build an `ort::Error`** (`ort::Error::new` panics on a
-//!   message with a NUL byte) and never unwrap an ort result: ort errors
+//! - **We never build an `ort::Error` from a message** (`ort::Error::new`
+//!   panics on one with a NUL byte; only a failed thread spawn is wrapped,
+//!   for ONNX Runtime) and never unwrap an ort result: ort errors
 //!   become crate errors carrying ort's message.
 //! - **Blocking.** [`Backend::open`] and [`Backend::run`] block for as long as
 //!   loading or inference takes: call them from `spawn_blocking` or a
@@ -33,7 +34,7 @@ use std::sync::OnceLock;
 
 mod convert;
 
-use ort::environment::Environment;
+use ort::environment::{Environment, ThreadManager};
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::Session;
 use ort::value::{Outlet, ValueType};
@@ -43,6 +44,7 @@ use self::convert::{check_len, datatype_of, from_ort, to_ort};
 
 use crate::error::{Error, Result};
 use crate::infer::tensor::{DataType, Tensor};
+use crate::infer::threads;
 
 /// How to get a working ONNX Runtime; ends every "runtime missing" message.
 const SETUP_HINT: &str = "Run scripts/setup (fetches onnxruntime==1.31.1 from PyPI into \
@@ -144,6 +146,10 @@ pub struct BackendOptions {
     pub intra_threads: usize,
     /// Sessions to open, i.e. concurrent runs; 0 is taken as 1.
     pub instances: usize,
+    /// How much lower than the server's the priority of ONNX Runtime's
+    /// intra-op threads is (see `infer/threads.rs`); 0: ONNX Runtime
+    /// creates them itself.
+    pub nice: u8,
 }
 
 /// A loaded model: `instances` ort sessions of one file, each behind a
@@ -313,9 +319,33 @@ fn new_session(
         .map_err(|e| e.to_string())?
         .with_intra_threads(options.intra_threads)
         .map_err(|e| e.to_string())?;
+    let builder = match options.nice {
+        0 => builder,
+        nice => builder
+            .with_thread_manager(LowerPriority(nice))
+            .map_err(|e| e.to_string())?,
+    };
     let (mut builder, on_gpu) = attach_device(builder, path, device)?;
     let session = builder.commit_from_file(path).map_err(|e| e.to_string())?;
     Ok((session, on_gpu))
+}
+
+/// Creates ONNX Runtime's intra-op pool threads `nice` below the server's
+/// priority, like the model's run threads.
+struct LowerPriority(u8);
+
+impl ThreadManager for LowerPriority {
+    type Thread = std::thread::JoinHandle<()>;
+
+    fn create(&self, work: impl FnOnce() + Send + 'static) -> ort::Result<Self::Thread> {
+        threads::spawn("ort-intra-op".into(), self.0, work).map_err(ort::Error::wrap)
+    }
+
+    fn join(thread: Self::Thread) -> ort::Result<()> {
+        // A pool thread that panicked has nothing left to clean up.
+        let _ = thread.join();
+        Ok(())
+    }
 }
 
 #[cfg(feature = "cuda")]
@@ -408,6 +438,7 @@ mod tests {
         let options = BackendOptions {
             intra_threads: 1,
             instances: 1,
+            nice: 0,
         };
         let err = Backend::open(Path::new("/nonexistent/model.onnx"), &options).unwrap_err();
         assert!(
