@@ -2,9 +2,10 @@
 //!
 //! Writes arrive on a bounded mpsc queue. A `select!` loop gathers them
 //! until `write_batch` entries are waiting or `write_delay` has passed, then
-//! commits the whole group in one durable redb transaction on a blocking
-//! thread, so concurrent writers share one fsync. Each writer is answered
-//! over its oneshot only after the commit.
+//! commits the whole group on a blocking thread: one write-ahead log record
+//! and one `fdatasync`, then a redb transaction that need not sync
+//! ([`DiskTier::apply`]), so concurrent writers share one fsync. Each
+//! writer is answered over its oneshot only after the commit.
 //!
 //! After a commit the writer applies the same changes to the memory tier,
 //! in queue order, and bumps the key's fence ([`CommitFence`]) first, so a reader
@@ -14,7 +15,9 @@
 //! The writer also keeps the disk tier in shape between commits: after a
 //! commit that left the file above `disk_capacity` it runs
 //! [`DiskTier::fit`] (compaction needs redb to itself, and only the writer
-//! can guarantee no commit is running), and after a failed commit it
+//! can guarantee no commit is running), after one that left the log long
+//! enough it runs [`DiskTier::checkpoint`] (and once more when it stops,
+//! so a clean restart replays nothing), and after a failed commit it
 //! retries [`DiskTier::recover`] with backoff ([`RETRY_FIRST`] doubling up
 //! to [`RETRY_MAX`]) until the database is reopened. Writes arriving
 //! meanwhile are refused at once with an error, never acknowledged.
@@ -213,6 +216,12 @@ async fn run(mut rx: mpsc::Receiver<Msg>, targets: Arc<Targets>, batching: Batch
             batch = commit(batch, targets.clone()).await;
         }
     }
+    if targets.disk.writable() {
+        maintain(targets, "checkpointing the disk tier", |disk| {
+            disk.checkpoint().map(|()| Applied::default())
+        })
+        .await;
+    }
 }
 
 /// Commit one group on a blocking thread, update memory, answer writers.
@@ -248,9 +257,15 @@ async fn commit(batch: Vec<(Op, Reply, bool)>, targets: Arc<Targets>) -> Vec<(Op
             for ((_, reply, _), count) in batch.drain(..).zip(counts) {
                 let _ = reply.send(Ok(count));
             }
-            // Writers are answered; now bring the file back within bounds.
+            // Writers are answered; now bring the file back within bounds
+            // (a compaction checkpoints first), or the log.
             if targets.disk.over_capacity() {
                 maintain(targets, "compacting the disk tier", |disk| disk.fit()).await;
+            } else if targets.disk.checkpoint_due() {
+                maintain(targets, "checkpointing the disk tier", |disk| {
+                    disk.checkpoint().map(|()| Applied::default())
+                })
+                .await;
             }
         }
         Err(err) => {

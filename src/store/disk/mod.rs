@@ -29,27 +29,44 @@
 //! file bytes a charged byte really takes, lower (or raise) the target to
 //! match and evict to it.
 //!
-//! A commit that fails (a full disk) leaves redb refusing writes; the
+//! Durability comes from the write-ahead log ([`wal`]): a group is
+//! appended there as one record and synced, then committed to redb with
+//! `Durability::None` (no sync). [`DiskTier::checkpoint`], run by the
+//! writer once the log passes [`WAL_LIMIT`] or [`CHECKPOINT_EVERY`], makes
+//! redb durable in one commit that records the log position it covers,
+//! and removes the segments before it. Opening replays the log from that
+//! position ([`op`] says why a replay may repeat what redb already has).
+//!
+//! A commit or append that fails (a full disk) suspends writes; the
 //! writer calls [`DiskTier::recover`] with backoff, which reopens the file
-//! in place once the storage takes writes again ([`file`]).
+//! in place once the storage takes writes again ([`file`]) and replays the
+//! log over it, since the reopened redb is back at its last checkpoint.
 //!
 //! Every method here blocks: callers run them on blocking threads.
 
 mod file;
+mod op;
 mod record;
 mod tables;
 #[cfg(test)]
 mod tests;
+mod wal;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::{
+    sync::atomic::{AtomicU64, Ordering},
+    time::{Duration, Instant},
+};
 
 use parking_lot::Mutex;
-use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
+pub use self::op::Op;
 use self::{
     file::DbFile,
+    op::{decode_group, encode_group},
     record::{decode, HEADER},
     tables::{charge, Tables, Totals, ENTRIES, NAMESPACES},
+    wal::Wal,
 };
 use super::{
     entry::{Clock, Entry, Key},
@@ -71,22 +88,14 @@ pub const LIVE_PERCENT: u64 = 45;
 const PAGES_PER_CHARGE: (u64, u64) = (8, 5);
 /// Compactions (each followed by an eviction) one [`DiskTier::fit`] may run.
 const FIT_ROUNDS: usize = 3;
-
-/// One write applied by the group-commit writer.
-#[derive(Debug, Clone)]
-pub enum Op {
-    Put {
-        key: Key,
-        entry: Entry,
-    },
-    Delete {
-        key: Key,
-    },
-    /// Remove up to [`SWEEP_LIMIT`] expired entries.
-    Sweep,
-    /// Remove every entry of one namespace (one model's results).
-    DropNamespace(u32),
-}
+/// Log bytes past the last checkpoint that make the writer checkpoint:
+/// bounds the log on disk and what an open replays.
+pub const WAL_LIMIT: u64 = 16 << 20;
+/// Longest time a logged write waits for a checkpoint (checked after
+/// each commit), so a quiet server restarts without a replay.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(30);
+/// Replayed ops per redb transaction.
+const REPLAY_BATCH: usize = 4096;
 
 /// What one transaction did.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -118,6 +127,12 @@ pub struct DiskTier {
     /// Why writes are suspended: set by a failed commit, cleared by a
     /// successful [`DiskTier::recover`].
     broken: Mutex<Option<Error>>,
+    /// Taken inside the database guard, by whoever appends or checkpoints.
+    wal: Mutex<Wal>,
+    /// Log bytes past this position make a checkpoint due.
+    wal_limit: u64,
+    /// The log position and time of the last checkpoint.
+    checkpointed: Mutex<(u64, Instant)>,
 }
 
 impl DiskTier {
@@ -134,8 +149,9 @@ impl DiskTier {
         clock: Clock,
         fault: Option<DiskFull>,
     ) -> Result<DiskTier> {
-        let file = DbFile::open(dir, fault)?;
+        let file = DbFile::open(dir, fault.clone())?;
         let totals = tables::init(&*file.db()?)?;
+        let wal = Wal::open(dir, fault)?;
         let (pages, charged) = PAGES_PER_CHARGE;
         let tier = DiskTier {
             file,
@@ -147,9 +163,50 @@ impl DiskTier {
             entries: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             broken: Mutex::new(None),
+            wal: Mutex::new(wal),
+            wal_limit: WAL_LIMIT,
+            checkpointed: Mutex::new((totals.checkpoint, Instant::now())),
         };
         tier.publish(&totals);
+        tier.restore(&*tier.file.db()?, totals.checkpoint)?;
         Ok(tier)
+    }
+
+    /// Replay the log from position `from` into `db` (redb as of its last
+    /// checkpoint), then checkpoint: the log is cut after its last good
+    /// record and everything before that is durable in redb.
+    fn restore(&self, db: &Database, from: u64) -> Result<()> {
+        let started = Instant::now();
+        let mut wal = self.wal.lock();
+        let (mut pending, mut ops) = (Vec::new(), 0u64);
+        let mut flush = |pending: &mut Vec<Op>| -> Result<()> {
+            ops += pending.len() as u64;
+            self.commit(db, &pending.iter().collect::<Vec<_>>(), None, None)?;
+            pending.clear();
+            Ok(())
+        };
+        let replayed = wal.replay(from, |payload| {
+            pending.extend(decode_group(payload)?);
+            if pending.len() >= REPLAY_BATCH {
+                flush(&mut pending)?;
+            }
+            Ok(())
+        })?;
+        flush(&mut pending)?;
+        self.checkpoint_with(db, &mut wal)?;
+        if replayed.records > 0 || replayed.cut {
+            tracing::info!(
+                groups = replayed.records,
+                writes = ops,
+                cut = replayed.cut,
+                ms = started.elapsed().as_millis() as u64,
+                "replayed the write-ahead log"
+            );
+        }
+        if replayed.cut {
+            tracing::warn!("the write-ahead log ended in a torn or corrupt record; cut it there");
+        }
+        Ok(())
     }
 
     /// The live entry under `key`; expired entries are not served.
@@ -240,10 +297,40 @@ impl DiskTier {
         self.broken.lock().is_none()
     }
 
-    /// Apply `ops` in order in one durable transaction, then evict down to
-    /// the target. While writes are suspended, refuses at once.
+    /// Log `ops` (durable once this returns), then apply them in order in
+    /// one redb transaction and evict down to the target. While writes are
+    /// suspended, refuses at once.
     pub fn apply(&self, ops: &[&Op]) -> Result<Applied> {
-        self.guarded(|| self.commit(ops, None))
+        self.guarded(|| {
+            let db = self.file.db()?;
+            self.wal.lock().append(|out| encode_group(ops, out))?;
+            self.commit(&db, ops, None, None)
+        })
+    }
+
+    /// Whether the log has grown past [`WAL_LIMIT`] since the last
+    /// checkpoint, or has waited [`CHECKPOINT_EVERY`] for one.
+    pub fn checkpoint_due(&self) -> bool {
+        let end = self.wal.lock().end();
+        let (at, when) = *self.checkpointed.lock();
+        end.saturating_sub(at) > self.wal_limit || (end > at && when.elapsed() >= CHECKPOINT_EVERY)
+    }
+
+    /// Make redb durable up to the log's end and drop the log before it.
+    pub fn checkpoint(&self) -> Result<()> {
+        self.guarded(|| self.checkpoint_with(&*self.file.db()?, &mut self.wal.lock()))
+    }
+
+    /// New appends go to a fresh segment; one durable commit records the
+    /// position it starts at; the segments before it are removed. If the
+    /// commit fails, the old segments stay and a replay covers them.
+    fn checkpoint_with(&self, db: &Database, wal: &mut Wal) -> Result<()> {
+        wal.rotate()?;
+        let upto = wal.end();
+        self.commit(db, &[], None, Some(upto))?;
+        *self.checkpointed.lock() = (upto, Instant::now());
+        wal.remove_old();
+        Ok(())
     }
 
     /// Run `work` unless writes are suspended; suspend them if it fails
@@ -258,10 +345,14 @@ impl DiskTier {
     }
 
     /// Reopen the database after a failed commit, once the storage takes
-    /// writes again; writes are accepted from then on.
+    /// writes again, and replay the log over it; writes are accepted from
+    /// then on.
     pub fn recover(&self) -> Result<()> {
-        let totals = self.file.reopen(tables::init)?;
-        self.publish(&totals);
+        self.file.reopen(|db| {
+            let totals = tables::init(db)?;
+            self.publish(&totals);
+            self.restore(db, totals.checkpoint)
+        })?;
         *self.broken.lock() = None;
         Ok(())
     }
@@ -280,6 +371,9 @@ impl DiskTier {
             if !over {
                 break;
             }
+            // Compaction commits durably: checkpoint first, so the log
+            // position redb records is current.
+            self.checkpoint()?;
             self.guarded(|| self.file.compact())?;
             let len = self.file.len();
             self.compacted.store(len, Ordering::Relaxed);
@@ -288,7 +382,8 @@ impl DiskTier {
                 break;
             }
             let spared = self.last_writes.load(Ordering::Relaxed);
-            let evicted = self.guarded(|| self.commit(&[], Some(spared)))?;
+            let evicted =
+                self.guarded(|| self.commit(&*self.file.db()?, &[], Some(spared), None))?;
             done.expired += evicted.expired;
             done.evicted += evicted.evicted;
         }
@@ -310,12 +405,24 @@ impl DiskTier {
 
     /// One transaction: `ops`, then eviction down to the target of entries
     /// written before `spare_from` (default: this commit's first write).
-    fn commit(&self, ops: &[&Op], spare_from: Option<u64>) -> Result<Applied> {
-        let db = self.file.db()?;
+    /// Not durable (the log is), unless it is a checkpoint: then it records
+    /// the log position `checkpoint` it covers.
+    fn commit(
+        &self,
+        db: &Database,
+        ops: &[&Op],
+        spare_from: Option<u64>,
+        checkpoint: Option<u64>,
+    ) -> Result<Applied> {
         let mut txn = db.begin_write().map_err(Error::storage)?;
-        // Saves the allocator state with each commit: a crash recovers in
-        // milliseconds instead of walking the whole file.
-        txn.set_quick_repair(true);
+        match checkpoint {
+            // Saves the allocator state with the checkpoint: a crash
+            // recovers in milliseconds instead of walking the whole file.
+            Some(_) => txn.set_quick_repair(true),
+            None => txn
+                .set_durability(Durability::None)
+                .map_err(Error::storage)?,
+        }
         let target = self.target.load(Ordering::Relaxed);
         let (applied, totals, first_seq) = {
             let mut t = Tables::open(&txn)?;
@@ -332,7 +439,9 @@ impl DiskTier {
                 });
             }
             let (mut expired, mut evicted) = (0, 0);
-            if t.totals.bytes > target {
+            // A checkpoint only makes durable what the commits before it
+            // did (each of which evicted as needed).
+            if checkpoint.is_none() && t.totals.bytes > target {
                 expired = t.sweep(now, SWEEP_LIMIT)?;
                 evicted = t.evict_oldest(target, spare_from, SWEEP_LIMIT as u64)?;
             }
@@ -341,7 +450,7 @@ impl DiskTier {
                 expired,
                 evicted,
             };
-            (applied, t.save(&txn)?, first_seq)
+            (applied, t.save(&txn, checkpoint)?, first_seq)
         };
         txn.commit().map_err(Error::storage)?;
         self.publish(&totals);
