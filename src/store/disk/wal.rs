@@ -106,11 +106,18 @@ impl Wal {
         ];
         self.frame[..FRAME].copy_from_slice(header.as_flattened());
         let offset = tail.end - tail.start;
-        fault::check(self.fault.as_ref())
+        let fault = self.fault.as_ref();
+        fault::check(fault)
             .and_then(|()| tail.file.write_all_at(&self.frame, offset))
-            .and_then(|()| fault::check(self.fault.as_ref()))
+            .and_then(|()| fault::check(fault))
             .and_then(|()| tail.file.sync_data())
-            .map_err(|e| Error::Storage(format!("write-ahead log append failed: {e}")))?;
+            .map_err(|e| {
+                // Its writers are told it failed: take back what reached the
+                // file, so a replay cannot bring it back (best effort; the
+                // replay on recovery cuts a torn tail anyway).
+                let _ = fault::check(fault).and_then(|()| tail.file.set_len(offset));
+                Error::Storage(format!("write-ahead log append failed: {e}"))
+            })?;
         tail.end += self.frame.len() as u64;
         Ok(true)
     }
