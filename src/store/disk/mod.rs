@@ -297,15 +297,42 @@ impl DiskTier {
         self.broken.lock().is_none()
     }
 
-    /// Log `ops` (durable once this returns), then apply them in order in
-    /// one redb transaction and evict down to the target. While writes are
-    /// suspended, refuses at once.
+    /// [`DiskTier::log`], then [`DiskTier::apply_logged`].
+    #[cfg(test)]
     pub fn apply(&self, ops: &[&Op]) -> Result<Applied> {
+        let at = self.log(ops)?;
+        self.apply_logged(ops, at)
+    }
+
+    /// Append `ops` to the log as one record and sync it: durable once
+    /// this returns. Returns the log position the record starts at. While
+    /// writes are suspended, refuses at once.
+    pub fn log(&self, ops: &[&Op]) -> Result<u64> {
         self.guarded(|| {
-            let db = self.file.db()?;
-            self.wal.lock().append(|out| encode_group(ops, out))?;
-            self.commit(&db, ops, None, None)
+            let mut wal = self.wal.lock();
+            let at = wal.end();
+            wal.append(|out| encode_group(ops, out))?;
+            Ok(at)
         })
+    }
+
+    /// Apply logged `ops` in order in one redb transaction (not synced:
+    /// the log is) and evict down to the target. Runs even while a later
+    /// group's failed append has suspended writes: these are durable.
+    /// If it fails, writes are suspended and the log is cut back to `at`,
+    /// the position [`DiskTier::log`] returned, so that neither these
+    /// writes nor a later group's (whose writers are told it failed too)
+    /// come back with a replay.
+    pub fn apply_logged(&self, ops: &[&Op], at: u64) -> Result<Applied> {
+        let result = self
+            .file
+            .db()
+            .and_then(|db| self.commit(&db, ops, None, None));
+        if let Err(err) = &result {
+            *self.broken.lock() = Some(err.clone());
+            self.wal.lock().cut(at);
+        }
+        result
     }
 
     /// Whether the log has grown past [`WAL_LIMIT`] since the last
