@@ -8,7 +8,7 @@
 //! - `by_expiry`: (deadline ms, sequence) -> (), the sweep order.
 //! - `meta`: running totals (entries, bytes, next sequence) updated in the
 //!   same transaction as the data, so start-up reads three numbers instead of
-//!   scanning the file.
+//!   scanning the file; and the log position the last checkpoint covers.
 //! - `namespaces`: model name -> namespace number (0 is the KV API), stable
 //!   across restarts.
 //!
@@ -90,10 +90,10 @@ const PAGES_PER_CHARGE: (u64, u64) = (8, 5);
 const FIT_ROUNDS: usize = 3;
 /// Log bytes past the last checkpoint that make the writer checkpoint:
 /// bounds the log on disk and what an open replays.
-pub const WAL_LIMIT: u64 = 16 << 20;
+const WAL_LIMIT: u64 = 16 << 20;
 /// Longest time a logged write waits for a checkpoint (checked after
 /// each commit), so a quiet server restarts without a replay.
-pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(30);
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(30);
 /// Replayed ops per redb transaction.
 const REPLAY_BATCH: usize = 4096;
 
@@ -129,8 +129,6 @@ pub struct DiskTier {
     broken: Mutex<Option<Error>>,
     /// Taken inside the database guard, by whoever appends or checkpoints.
     wal: Mutex<Wal>,
-    /// Log bytes past this position make a checkpoint due.
-    wal_limit: u64,
     /// The log position and time of the last checkpoint.
     checkpointed: Mutex<(u64, Instant)>,
 }
@@ -164,7 +162,6 @@ impl DiskTier {
             bytes: AtomicU64::new(0),
             broken: Mutex::new(None),
             wal: Mutex::new(wal),
-            wal_limit: WAL_LIMIT,
             checkpointed: Mutex::new((totals.checkpoint, Instant::now())),
         };
         tier.publish(&totals);
@@ -340,7 +337,7 @@ impl DiskTier {
     pub fn checkpoint_due(&self) -> bool {
         let end = self.wal.lock().end();
         let (at, when) = *self.checkpointed.lock();
-        end.saturating_sub(at) > self.wal_limit || (end > at && when.elapsed() >= CHECKPOINT_EVERY)
+        end.saturating_sub(at) > WAL_LIMIT || (end > at && when.elapsed() >= CHECKPOINT_EVERY)
     }
 
     /// Make redb durable up to the log's end and drop the log before it.
