@@ -177,13 +177,9 @@ async fn killed_with_a_full_log() -> tempfile::TempDir {
     let mut server = ChildServer::spawn(dir.path(), &[]);
     let http = reqwest::Client::new();
     for i in 0..KEYS {
-        let resp = http
-            .put(server.url(&format!("/v1/kv/k{i}")))
-            .body(format!("value {i}"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+        let url = server.url(&format!("/v1/kv/k{i}"));
+        let resp = http.put(url).body(format!("value {i}")).send().await;
+        assert_eq!(resp.unwrap().status(), StatusCode::NO_CONTENT);
     }
     server.signal(libc::SIGKILL);
     server.wait();

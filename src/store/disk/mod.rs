@@ -89,8 +89,10 @@ const PAGES_PER_CHARGE: (u64, u64) = (8, 5);
 /// Compactions (each followed by an eviction) one [`DiskTier::fit`] may run.
 const FIT_ROUNDS: usize = 3;
 /// Log bytes past the last checkpoint that make the writer checkpoint:
-/// bounds the log on disk and what an open replays.
-const WAL_LIMIT: u64 = 16 << 20;
+/// bounds the log on disk and what an open replays (a full log over a
+/// million entries replays in about a second, BENCHMARKS.md), and the
+/// pages redb cannot reuse until the next durable commit.
+const WAL_LIMIT: u64 = 4 << 20;
 /// Longest time a logged write waits for a checkpoint (checked after
 /// each commit), so a quiet server restarts without a replay.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(30);

@@ -38,8 +38,6 @@ use crate::{
 
 /// Bytes of a record's frame before its payload.
 const FRAME: usize = 8;
-/// Largest payload a record may claim; a longer length is corruption.
-const MAX_RECORD: usize = 1 << 30;
 
 /// What a replay found.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -100,8 +98,13 @@ impl Wal {
             return Ok(false);
         }
         let payload = &self.frame[FRAME..];
+        let Ok(len) = u32::try_from(payload.len()) else {
+            return Err(Error::Storage(
+                "a write group of 4 GiB or more does not fit one log record".into(),
+            ));
+        };
         let header = [
-            (payload.len() as u32).to_le_bytes(),
+            len.to_le_bytes(),
             crc32c::crc32c(payload).to_le_bytes(),
         ];
         self.frame[..FRAME].copy_from_slice(header.as_flattened());
@@ -273,7 +276,7 @@ fn record_at(bytes: &[u8], at: usize) -> Option<&[u8]> {
     let len = u32::from_le_bytes(header[..4].try_into().ok()?) as usize;
     let crc = u32::from_le_bytes(header[4..].try_into().ok()?);
     // Never written: a zero-filled tail would otherwise read as records.
-    if len == 0 || len > MAX_RECORD {
+    if len == 0 {
         return None;
     }
     let payload = bytes.get(at + FRAME..at + FRAME + len)?;
