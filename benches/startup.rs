@@ -19,7 +19,7 @@ use infercache::{Entry, Key, Store, StoreOptions};
 
 /// What the child writes the log up to, in percent of the largest log it
 /// saw before a checkpoint emptied it.
-const LOG_FULL_PERCENT: u64 = 95;
+const LOG_FULL_PERCENT: u64 = 90;
 /// The child's argument, before the data dir to fill the log of (then
 /// abort) and its number of entries.
 const CHILD: &str = "--fill-log-and-abort";
@@ -57,7 +57,8 @@ async fn fill(store: &Store, keys: impl Iterator<Item = u64>, mut done: impl FnM
         if pending.len() >= 2048 {
             pending.next().await;
             if done() {
-                break;
+                // Now, not after the writes still in flight.
+                return;
             }
         }
     }

@@ -103,10 +103,7 @@ impl Wal {
                 "a write group of 4 GiB or more does not fit one log record".into(),
             ));
         };
-        let header = [
-            len.to_le_bytes(),
-            crc32c::crc32c(payload).to_le_bytes(),
-        ];
+        let header = [len.to_le_bytes(), crc32c::crc32c(payload).to_le_bytes()];
         self.frame[..FRAME].copy_from_slice(header.as_flattened());
         let offset = tail.end - tail.start;
         let fault = self.fault.as_ref();
