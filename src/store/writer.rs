@@ -253,13 +253,19 @@ async fn commit(
     mut before: Option<Applying>,
 ) -> Option<Applying> {
     let shared = targets.clone();
-    let logged = tokio::task::spawn_blocking(move || {
-        let ops: Vec<&Op> = batch.iter().map(|(op, _, _)| op).collect();
-        let result = shared.disk.log(&ops);
-        shared.note_health();
-        (batch, result)
-    })
-    .await;
+    // Sweeps are not logged (ARCHITECTURE.md §2): a group of them goes
+    // straight to redb.
+    let logged = if batch.iter().all(|(op, _, _)| matches!(op, Op::Sweep)) {
+        Ok((batch, Ok(None)))
+    } else {
+        tokio::task::spawn_blocking(move || {
+            let ops: Vec<&Op> = batch.iter().map(|(op, _, _)| op).collect();
+            let result = shared.disk.log(&ops).map(Some);
+            shared.note_health();
+            (batch, result)
+        })
+        .await
+    };
     let (batch, at) = match logged {
         Ok((batch, Ok(at))) => (batch, at),
         Ok((batch, Err(err))) => {
@@ -285,7 +291,7 @@ async fn commit(
 }
 
 /// Commit a logged group to redb, update memory, answer its writers.
-fn apply(batch: Vec<(Op, Reply, bool)>, at: u64, targets: &Targets) {
+fn apply(batch: Vec<(Op, Reply, bool)>, at: Option<u64>, targets: &Targets) {
     let ops: Vec<&Op> = batch.iter().map(|(op, _, _)| op).collect();
     let result = targets.disk.apply_logged(&ops, at);
     targets.note_health();

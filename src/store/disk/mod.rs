@@ -300,7 +300,7 @@ impl DiskTier {
     #[cfg(test)]
     pub fn apply(&self, ops: &[&Op]) -> Result<Applied> {
         let at = self.log(ops)?;
-        self.apply_logged(ops, at)
+        self.apply_logged(ops, Some(at))
     }
 
     /// Append `ops` to the log as one record and sync it: durable once
@@ -319,17 +319,19 @@ impl DiskTier {
     /// the log is) and evict down to the target. Runs even while a later
     /// group's failed append has suspended writes: these are durable.
     /// If it fails, writes are suspended and the log is cut back to `at`,
-    /// the position [`DiskTier::log`] returned, so that neither these
-    /// writes nor a later group's (whose writers are told it failed too)
-    /// come back with a replay.
-    pub fn apply_logged(&self, ops: &[&Op], at: u64) -> Result<Applied> {
+    /// the position [`DiskTier::log`] returned (`None`: nothing was logged,
+    /// sweeps only), so that neither these writes nor a later group's
+    /// (whose writers are told it failed too) come back with a replay.
+    pub fn apply_logged(&self, ops: &[&Op], at: Option<u64>) -> Result<Applied> {
         let result = self
             .file
             .db()
             .and_then(|db| self.commit(&db, ops, None, None));
         if let Err(err) = &result {
             *self.broken.lock() = Some(err.clone());
-            self.wal.lock().cut(at);
+            if let Some(at) = at {
+                self.wal.lock().cut(at);
+            }
         }
         result
     }
