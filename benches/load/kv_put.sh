@@ -27,8 +27,11 @@
 # Environment: ROUNDS (2), DURATION (10s, wrk), REDIS_N (600000),
 # CONNS (64), THREADS (2), IC_PORT (17602), REDIS_PORT (17702),
 # SKIP_BUILD=1, CONFIGS (`;`-separated flag sets; an empty set is the
-# default configuration), e.g.
+# default configuration; a set starting with `@DIR` runs DIR/infercache
+# instead of this tree's release build, e.g. a build of an older commit
+# for a before/after comparison in one run), e.g.
 #   CONFIGS=';--write-delay 1ms;--write-batch 64' benches/load/kv_put.sh
+#   CONFIGS=';@/tmp/before' benches/load/kv_put.sh
 source "$(dirname "$0")/lib.sh"
 trap cleanup EXIT
 
@@ -98,11 +101,17 @@ run_redis() { # ROUND
 # One measurement: a fresh server and data dir, wrk for DURATION, the
 # wrk output in $1.txt and the disk tier's entry count in $1.entries.
 measure_infercache() { # OUT_PREFIX FLAGS
-    local dir="$1.d"
+    local dir="$1.d" flags="$2" release="$RELEASE"
     rm -rf "$dir"
     mkdir -p "$dir"
+    if [[ "$flags" == @* ]]; then
+        RELEASE="${flags%% *}"
+        RELEASE="${RELEASE#@}"
+        if [[ "$flags" == *" "* ]]; then flags="${flags#* }"; else flags=""; fi
+    fi
     # shellcheck disable=SC2086
-    start_infercache "$IC_PORT" "$dir" $2
+    start_infercache "$IC_PORT" "$dir" $flags
+    RELEASE="$release"
     dsync_probe_ms "$dir" >"$1.dsync"
     local before after
     before="$(ticks "$IC_PID")"

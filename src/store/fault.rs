@@ -1,4 +1,5 @@
-//! A seam for fault injection: the disk tier's file behind a switch that
+//! A seam for fault injection: the disk tier's files (redb's and the
+//! write-ahead log's) behind a switch that
 //! makes every write fail the way a full disk does (`ENOSPC`), so tests can
 //! show that a failed commit answers its writers with an error, loses no
 //! acknowledged write, leaves reads working and is recovered from in
@@ -33,14 +34,20 @@ impl Switchable {
     }
 
     fn check(&self) -> io::Result<()> {
-        if self.full.as_ref().is_some_and(|f| f.load(Ordering::SeqCst)) {
-            return Err(io::Error::new(
-                io::ErrorKind::StorageFull,
-                "no space left on device (injected)",
-            ));
-        }
-        Ok(())
+        check(self.full.as_ref())
     }
+}
+
+/// Fail as a full disk does while the switch (if any) is on; every write
+/// and sync of the disk tier's files calls this first.
+pub(crate) fn check(full: Option<&DiskFull>) -> io::Result<()> {
+    if full.is_some_and(|f| f.load(Ordering::SeqCst)) {
+        return Err(io::Error::new(
+            io::ErrorKind::StorageFull,
+            "no space left on device (injected)",
+        ));
+    }
+    Ok(())
 }
 
 impl StorageBackend for Switchable {

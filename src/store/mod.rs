@@ -284,17 +284,18 @@ impl Local {
     }
 }
 
-/// Ask the writer to sweep expired entries now and then; sweep again at
-/// once while a sweep hits its per-transaction limit.
+/// Ask the writer to sweep expired entries at once and then now and then;
+/// sweep again at once while a sweep hits its per-transaction limit. The
+/// first sweep is queued when the task first runs, not by a timer.
 async fn sweep_forever(writer: Writer, every: Duration) {
-    let mut tick = tokio::time::interval(every);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
         while let Ok(swept) = writer.write(Op::Sweep).await {
             if swept < disk::SWEEP_LIMIT as u64 {
                 break;
             }
         }
+        tick.tick().await;
     }
 }

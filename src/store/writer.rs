@@ -2,22 +2,30 @@
 //!
 //! Writes arrive on a bounded mpsc queue. A `select!` loop gathers them
 //! until `write_batch` entries are waiting or `write_delay` has passed, then
-//! commits the whole group in one durable redb transaction on a blocking
-//! thread, so concurrent writers share one fsync. Each writer is answered
-//! over its oneshot only after the commit.
+//! commits the whole group in two steps on blocking threads: one
+//! write-ahead log record and one `fdatasync` ([`DiskTier::log`]), so
+//! concurrent writers share one fsync, then a redb transaction that need
+//! not sync ([`DiskTier::apply_logged`]). The two overlap across groups:
+//! while one group is in redb the next is being logged, and redb takes the
+//! groups in log order. Each writer is answered over its oneshot only
+//! after its group is in redb.
 //!
-//! After a commit the writer applies the same changes to the memory tier,
-//! in queue order, and bumps the key's fence ([`CommitFence`]) first, so a reader
-//! promoting an older disk value at the same moment can tell and undo it.
-//! A full queue is refused at once (`Error::Overloaded`, HTTP 429).
+//! After the redb commit the writer applies the same changes to the memory
+//! tier, in queue order, and bumps the key's fence ([`CommitFence`]) first,
+//! so a reader promoting an older disk value at the same moment can tell
+//! and undo it. A full queue is refused at once (`Error::Overloaded`, HTTP
+//! 429).
 //!
-//! The writer also keeps the disk tier in shape between commits: after a
-//! commit that left the file above `disk_capacity` it runs
-//! [`DiskTier::fit`] (compaction needs redb to itself, and only the writer
-//! can guarantee no commit is running), and after a failed commit it
-//! retries [`DiskTier::recover`] with backoff ([`RETRY_FIRST`] doubling up
-//! to [`RETRY_MAX`]) until the database is reopened. Writes arriving
-//! meanwhile are refused at once with an error, never acknowledged.
+//! The writer also keeps the disk tier in shape between groups, once the
+//! last one is through redb: when a commit left the file above
+//! `disk_capacity` it runs [`DiskTier::fit`] (compaction needs redb to
+//! itself, and only the writer can guarantee no commit is running), when
+//! the log is long enough it runs [`DiskTier::checkpoint`] (and once more
+//! when it stops, so a clean restart replays nothing), and after a failed
+//! commit it retries [`DiskTier::recover`] with backoff ([`RETRY_FIRST`]
+//! doubling up to [`RETRY_MAX`]) until the database is reopened. Writes
+//! arriving meanwhile are refused at once with an error, never
+//! acknowledged.
 
 use std::{
     future::Future,
@@ -161,15 +169,21 @@ impl Retry {
     }
 }
 
+/// A logged group going through redb on a blocking thread; it answers its
+/// writers when done.
+type Applying = tokio::task::JoinHandle<()>;
+
 async fn run(mut rx: mpsc::Receiver<Msg>, targets: Arc<Targets>, batching: Batching) {
-    let mut batch: Vec<(Op, Reply, bool)> = Vec::with_capacity(batching.max_batch);
     let mut retry = Retry::default();
+    // The last group's redb commit, running while the next one is logged.
+    let mut applying: Option<Applying> = None;
     loop {
         let first = match retry.due(&targets.disk) {
             None => rx.recv().await,
             Some(at) => tokio::select! {
                 msg = rx.recv() => msg,
                 () = tokio::time::sleep_until(at) => {
+                    settle(&mut applying).await;
                     if !recover(&targets).await {
                         retry.back_off();
                     }
@@ -178,6 +192,7 @@ async fn run(mut rx: mpsc::Receiver<Msg>, targets: Arc<Targets>, batching: Batch
             },
         };
         let Some(first) = first else { break };
+        let mut batch: Vec<(Op, Reply, bool)> = Vec::new();
         let mut closing = false;
         let mut take = |msg: Msg, batch: &mut Vec<_>| match msg {
             Msg::Write(op, reply, mirror) => batch.push((op, reply, mirror)),
@@ -209,58 +224,121 @@ async fn run(mut rx: mpsc::Receiver<Msg>, targets: Arc<Targets>, batching: Batch
             // Refuse new writes; the loop still drains what is queued.
             rx.close();
         }
-        if !batch.is_empty() {
-            batch = commit(batch, targets.clone()).await;
+        // Compaction and checkpoints need every logged group in redb.
+        if targets.disk.over_capacity() || targets.disk.checkpoint_due() {
+            settle(&mut applying).await;
+            keep_in_shape(&targets).await;
         }
+        if !batch.is_empty() {
+            applying = commit(batch, &targets, applying.take()).await;
+        }
+    }
+    settle(&mut applying).await;
+    if targets.disk.writable() {
+        keep_in_shape(&targets).await;
+        maintain(targets, "checkpointing the disk tier", |disk| {
+            disk.checkpoint().map(|()| Applied::default())
+        })
+        .await;
     }
 }
 
-/// Commit one group on a blocking thread, update memory, answer writers.
-/// Returns the (emptied) batch buffer for reuse.
-async fn commit(batch: Vec<(Op, Reply, bool)>, targets: Arc<Targets>) -> Vec<(Op, Reply, bool)> {
+/// Log one group on a blocking thread (one append, one `fdatasync`), then
+/// hand it to redb once `before`, the group logged before it, is through;
+/// returns that redb commit. Logging this group overlaps with `before`'s
+/// commit, so the disk's sync and redb's CPU work run side by side.
+async fn commit(
+    batch: Vec<(Op, Reply, bool)>,
+    targets: &Arc<Targets>,
+    mut before: Option<Applying>,
+) -> Option<Applying> {
     let shared = targets.clone();
-    let joined = tokio::task::spawn_blocking(move || {
-        let targets = shared;
-        let ops: Vec<&Op> = batch.iter().map(|(op, _, _)| op).collect();
-        let result = targets.disk.apply(&ops);
-        targets.note_health();
-        if let Ok(applied) = &result {
-            for ((op, _, mirror), count) in batch.iter().zip(&applied.counts) {
-                mirror_in_memory(&targets, op, *mirror);
-                announce(&targets.events, op, *count);
+    // Sweeps are not logged (ARCHITECTURE.md §2): a group of them goes
+    // straight to redb.
+    let logged = if batch.iter().all(|(op, _, _)| matches!(op, Op::Sweep)) {
+        Ok((batch, Ok(None)))
+    } else {
+        tokio::task::spawn_blocking(move || {
+            let ops: Vec<&Op> = batch.iter().map(|(op, _, _)| op).collect();
+            let result = shared.disk.log(&ops).map(Some);
+            shared.note_health();
+            (batch, result)
+        })
+        .await
+    };
+    let (batch, at) = match logged {
+        Ok((batch, Ok(at))) => (batch, at),
+        Ok((batch, Err(err))) => {
+            tracing::error!(error = %err, writes = batch.len(), "disk commit failed");
+            for (_, reply, _) in batch {
+                let _ = reply.send(Err(err.clone()));
             }
-            announce_capacity(&targets.events, applied);
+            return before;
         }
-        (batch, result.map(|a| a.counts))
-    })
-    .await;
-    let (mut batch, result) = match joined {
-        Ok(done) => done,
         Err(panic) => {
             // The batch is lost with the panicked thread; its writers see
             // their oneshots dropped and get ShuttingDown-style errors.
             tracing::error!(error = %panic, "disk commit panicked");
-            return Vec::new();
+            return before;
         }
     };
+    // redb takes the groups in log order.
+    settle(&mut before).await;
+    let shared = targets.clone();
+    Some(tokio::task::spawn_blocking(move || {
+        apply(batch, at, &shared)
+    }))
+}
+
+/// Commit a logged group to redb, update memory, answer its writers.
+fn apply(batch: Vec<(Op, Reply, bool)>, at: Option<u64>, targets: &Targets) {
+    let ops: Vec<&Op> = batch.iter().map(|(op, _, _)| op).collect();
+    let result = targets.disk.apply_logged(&ops, at);
+    targets.note_health();
     match result {
-        Ok(counts) => {
-            for ((_, reply, _), count) in batch.drain(..).zip(counts) {
-                let _ = reply.send(Ok(count));
+        Ok(applied) => {
+            for ((op, _, mirror), count) in batch.iter().zip(&applied.counts) {
+                mirror_in_memory(targets, op, *mirror);
+                announce(&targets.events, op, *count);
             }
-            // Writers are answered; now bring the file back within bounds.
-            if targets.disk.over_capacity() {
-                maintain(targets, "compacting the disk tier", |disk| disk.fit()).await;
+            announce_capacity(&targets.events, &applied);
+            for ((_, reply, _), count) in batch.into_iter().zip(applied.counts) {
+                let _ = reply.send(Ok(count));
             }
         }
         Err(err) => {
             tracing::error!(error = %err, writes = batch.len(), "disk commit failed");
-            for (_, reply, _) in batch.drain(..) {
+            for (_, reply, _) in batch {
                 let _ = reply.send(Err(err.clone()));
             }
         }
     }
-    batch
+}
+
+/// Wait for the group in redb (if any) to be through.
+async fn settle(applying: &mut Option<Applying>) {
+    if let Some(task) = applying.take() {
+        if let Err(panic) = task.await {
+            // Its writers see their oneshots dropped.
+            tracing::error!(error = %panic, "disk commit panicked");
+        }
+    }
+}
+
+/// Compact if a commit left the file above the capacity (a compaction
+/// checkpoints first), else checkpoint if the log is due one.
+async fn keep_in_shape(targets: &Arc<Targets>) {
+    if targets.disk.over_capacity() {
+        maintain(targets.clone(), "compacting the disk tier", |disk| {
+            disk.fit()
+        })
+        .await;
+    } else if targets.disk.checkpoint_due() {
+        maintain(targets.clone(), "checkpointing the disk tier", |disk| {
+            disk.checkpoint().map(|()| Applied::default())
+        })
+        .await;
+    }
 }
 
 /// One reopen attempt; true if writes are accepted again.

@@ -8,7 +8,7 @@
 //! - `by_expiry`: (deadline ms, sequence) -> (), the sweep order.
 //! - `meta`: running totals (entries, bytes, next sequence) updated in the
 //!   same transaction as the data, so start-up reads three numbers instead of
-//!   scanning the file.
+//!   scanning the file; and the log position the last checkpoint covers.
 //! - `namespaces`: model name -> namespace number (0 is the KV API), stable
 //!   across restarts.
 //!
@@ -29,18 +29,29 @@
 //! file bytes a charged byte really takes, lower (or raise) the target to
 //! match and evict to it.
 //!
-//! A commit that fails (a full disk) leaves redb refusing writes; the
+//! Durability comes from the write-ahead log ([`wal`]): a group is
+//! appended there as one record and synced, then committed to redb with
+//! `Durability::None` (no sync). [`DiskTier::checkpoint`], run by the
+//! writer once the log passes [`WAL_LIMIT`] or [`CHECKPOINT_EVERY`], makes
+//! redb durable in one commit that records the log position it covers,
+//! and removes the segments before it. Opening replays the log from that
+//! position ([`op`] says why a replay may repeat what redb already has).
+//!
+//! A commit or append that fails (a full disk) suspends writes; the
 //! writer calls [`DiskTier::recover`] with backoff, which reopens the file
-//! in place once the storage takes writes again ([`file`]).
+//! in place once the storage takes writes again ([`file`]) and replays the
+//! log over it, since the reopened redb is back at its last checkpoint.
 //!
 //! Every method here blocks: callers run them on blocking threads.
 
 mod file;
 mod keys;
+mod op;
 mod record;
 mod tables;
 #[cfg(test)]
 mod tests;
+mod wal;
 
 use std::{
     ops::Bound,
@@ -48,16 +59,20 @@ use std::{
         atomic::{AtomicU64, Ordering},
         Weak,
     },
+    time::{Duration, Instant},
 };
 
 use parking_lot::Mutex;
-use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
+pub use self::op::Op;
 use self::{
     file::DbFile,
     keys::DiskKeys,
+    op::{decode_group, encode_group},
     record::{decode, HEADER},
     tables::{charge, Tables, Totals, ENTRIES, NAMESPACES},
+    wal::Wal,
 };
 use super::{
     entry::{Clock, Entry, Key},
@@ -81,22 +96,16 @@ pub const LIVE_PERCENT: u64 = 45;
 const PAGES_PER_CHARGE: (u64, u64) = (8, 5);
 /// Compactions (each followed by an eviction) one [`DiskTier::fit`] may run.
 const FIT_ROUNDS: usize = 3;
-
-/// One write applied by the group-commit writer.
-#[derive(Debug, Clone)]
-pub enum Op {
-    Put {
-        key: Key,
-        entry: Entry,
-    },
-    Delete {
-        key: Key,
-    },
-    /// Remove up to [`SWEEP_LIMIT`] expired entries.
-    Sweep,
-    /// Remove every entry of one namespace (one model's results).
-    DropNamespace(u32),
-}
+/// Log bytes past the last checkpoint that make the writer checkpoint:
+/// bounds the log on disk and what an open replays (a full log over a
+/// million entries: 0.82 s to open, `benches/startup.rs`), and the pages
+/// redb cannot reuse until the next durable commit.
+const WAL_LIMIT: u64 = 4 << 20;
+/// Longest time a logged write waits for a checkpoint (checked after
+/// each commit), so a quiet server restarts without a replay.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(30);
+/// Replayed ops per redb transaction.
+const REPLAY_BATCH: usize = 4096;
 
 /// What one transaction did.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -130,6 +139,10 @@ pub struct DiskTier {
     broken: Mutex<Option<Error>>,
     /// Which keys the file holds ([`keys`]).
     keys: DiskKeys,
+    /// Taken inside the database guard, by whoever appends or checkpoints.
+    wal: Mutex<Wal>,
+    /// The log position and time of the last checkpoint.
+    checkpointed: Mutex<(u64, Instant)>,
 }
 
 impl DiskTier {
@@ -146,8 +159,9 @@ impl DiskTier {
         clock: Clock,
         fault: Option<DiskFull>,
     ) -> Result<DiskTier> {
-        let file = DbFile::open(dir, fault)?;
+        let file = DbFile::open(dir, fault.clone())?;
         let totals = tables::init(&*file.db()?)?;
+        let wal = Wal::open(dir, fault)?;
         let (pages, charged) = PAGES_PER_CHARGE;
         let tier = DiskTier {
             file,
@@ -160,9 +174,49 @@ impl DiskTier {
             bytes: AtomicU64::new(0),
             broken: Mutex::new(None),
             keys: DiskKeys::default(),
+            wal: Mutex::new(wal),
+            checkpointed: Mutex::new((totals.checkpoint, Instant::now())),
         };
         tier.publish(&totals);
+        tier.restore(&*tier.file.db()?, totals.checkpoint)?;
         Ok(tier)
+    }
+
+    /// Replay the log from position `from` into `db` (redb as of its last
+    /// checkpoint), then checkpoint: the log is cut after its last good
+    /// record and everything before that is durable in redb.
+    fn restore(&self, db: &Database, from: u64) -> Result<()> {
+        let started = Instant::now();
+        let mut wal = self.wal.lock();
+        let (mut pending, mut ops) = (Vec::new(), 0u64);
+        let mut flush = |pending: &mut Vec<Op>| -> Result<()> {
+            ops += pending.len() as u64;
+            self.commit(db, &pending.iter().collect::<Vec<_>>(), None, None)?;
+            pending.clear();
+            Ok(())
+        };
+        let replayed = wal.replay(from, |payload| {
+            pending.extend(decode_group(payload)?);
+            if pending.len() >= REPLAY_BATCH {
+                flush(&mut pending)?;
+            }
+            Ok(())
+        })?;
+        flush(&mut pending)?;
+        self.checkpoint_with(db, &mut wal)?;
+        if replayed.records > 0 || replayed.cut {
+            tracing::info!(
+                groups = replayed.records,
+                writes = ops,
+                cut = replayed.cut,
+                ms = started.elapsed().as_millis() as u64,
+                "replayed the write-ahead log"
+            );
+        }
+        if replayed.cut {
+            tracing::warn!("the write-ahead log ended in a torn or corrupt record; cut it there");
+        }
+        Ok(())
     }
 
     /// The live entry under `key`; expired entries are not served.
@@ -304,10 +358,69 @@ impl DiskTier {
         self.broken.lock().is_none()
     }
 
-    /// Apply `ops` in order in one durable transaction, then evict down to
-    /// the target. While writes are suspended, refuses at once.
+    /// [`DiskTier::log`], then [`DiskTier::apply_logged`].
+    #[cfg(test)]
     pub fn apply(&self, ops: &[&Op]) -> Result<Applied> {
-        self.guarded(|| self.commit(ops, None))
+        let at = self.log(ops)?;
+        self.apply_logged(ops, Some(at))
+    }
+
+    /// Append `ops` to the log as one record and sync it: durable once
+    /// this returns. Returns the log position the record starts at. While
+    /// writes are suspended, refuses at once.
+    pub fn log(&self, ops: &[&Op]) -> Result<u64> {
+        self.guarded(|| {
+            let mut wal = self.wal.lock();
+            let at = wal.end();
+            wal.append(|out| encode_group(ops, out))?;
+            Ok(at)
+        })
+    }
+
+    /// Apply logged `ops` in order in one redb transaction (not synced:
+    /// the log is) and evict down to the target. Runs even while a later
+    /// group's failed append has suspended writes: these are durable.
+    /// If it fails, writes are suspended and the log is cut back to `at`,
+    /// the position [`DiskTier::log`] returned (`None`: nothing was logged,
+    /// sweeps only), so that neither these writes nor a later group's
+    /// (whose writers are told it failed too) come back with a replay.
+    pub fn apply_logged(&self, ops: &[&Op], at: Option<u64>) -> Result<Applied> {
+        let result = self
+            .file
+            .db()
+            .and_then(|db| self.commit(&db, ops, None, None));
+        if let Err(err) = &result {
+            *self.broken.lock() = Some(err.clone());
+            if let Some(at) = at {
+                self.wal.lock().cut(at);
+            }
+        }
+        result
+    }
+
+    /// Whether the log has grown past [`WAL_LIMIT`] since the last
+    /// checkpoint, or has waited [`CHECKPOINT_EVERY`] for one.
+    pub fn checkpoint_due(&self) -> bool {
+        let end = self.wal.lock().end();
+        let (at, when) = *self.checkpointed.lock();
+        end.saturating_sub(at) > WAL_LIMIT || (end > at && when.elapsed() >= CHECKPOINT_EVERY)
+    }
+
+    /// Make redb durable up to the log's end and drop the log before it.
+    pub fn checkpoint(&self) -> Result<()> {
+        self.guarded(|| self.checkpoint_with(&*self.file.db()?, &mut self.wal.lock()))
+    }
+
+    /// New appends go to a fresh segment; one durable commit records the
+    /// position it starts at; the segments before it are removed. If the
+    /// commit fails, the old segments stay and a replay covers them.
+    fn checkpoint_with(&self, db: &Database, wal: &mut Wal) -> Result<()> {
+        wal.rotate()?;
+        let upto = wal.end();
+        self.commit(db, &[], None, Some(upto))?;
+        *self.checkpointed.lock() = (upto, Instant::now());
+        wal.remove_old();
+        Ok(())
     }
 
     /// Run `work` unless writes are suspended; suspend them if it fails
@@ -322,10 +435,14 @@ impl DiskTier {
     }
 
     /// Reopen the database after a failed commit, once the storage takes
-    /// writes again; writes are accepted from then on.
+    /// writes again, and replay the log over it; writes are accepted from
+    /// then on.
     pub fn recover(&self) -> Result<()> {
-        let totals = self.file.reopen(tables::init)?;
-        self.publish(&totals);
+        self.file.reopen(|db| {
+            let totals = tables::init(db)?;
+            self.publish(&totals);
+            self.restore(db, totals.checkpoint)
+        })?;
         *self.broken.lock() = None;
         Ok(())
     }
@@ -344,6 +461,9 @@ impl DiskTier {
             if !over {
                 break;
             }
+            // Compaction commits durably: checkpoint first, so the log
+            // position redb records is current.
+            self.checkpoint()?;
             self.guarded(|| self.file.compact())?;
             let len = self.file.len();
             self.compacted.store(len, Ordering::Relaxed);
@@ -352,7 +472,8 @@ impl DiskTier {
                 break;
             }
             let spared = self.last_writes.load(Ordering::Relaxed);
-            let evicted = self.guarded(|| self.commit(&[], Some(spared)))?;
+            let evicted =
+                self.guarded(|| self.commit(&*self.file.db()?, &[], Some(spared), None))?;
             done.expired += evicted.expired;
             done.evicted += evicted.evicted;
         }
@@ -374,12 +495,24 @@ impl DiskTier {
 
     /// One transaction: `ops`, then eviction down to the target of entries
     /// written before `spare_from` (default: this commit's first write).
-    fn commit(&self, ops: &[&Op], spare_from: Option<u64>) -> Result<Applied> {
-        let db = self.file.db()?;
+    /// Not durable (the log is), unless it is a checkpoint: then it records
+    /// the log position `checkpoint` it covers.
+    fn commit(
+        &self,
+        db: &Database,
+        ops: &[&Op],
+        spare_from: Option<u64>,
+        checkpoint: Option<u64>,
+    ) -> Result<Applied> {
         let mut txn = db.begin_write().map_err(Error::storage)?;
-        // Saves the allocator state with each commit: a crash recovers in
-        // milliseconds instead of walking the whole file.
-        txn.set_quick_repair(true);
+        match checkpoint {
+            // Saves the allocator state with the checkpoint: a crash
+            // recovers in milliseconds instead of walking the whole file.
+            Some(_) => txn.set_quick_repair(true),
+            None => txn
+                .set_durability(Durability::None)
+                .map_err(Error::storage)?,
+        }
         let target = self.target.load(Ordering::Relaxed);
         let (applied, totals, first_seq) = {
             let mut t = Tables::open(&txn, &self.keys)?;
@@ -396,7 +529,9 @@ impl DiskTier {
                 });
             }
             let (mut expired, mut evicted) = (0, 0);
-            if t.totals.bytes > target {
+            // A checkpoint only makes durable what the commits before it
+            // did (each of which evicted as needed).
+            if checkpoint.is_none() && t.totals.bytes > target {
                 expired = t.sweep(now, SWEEP_LIMIT)?;
                 evicted = t.evict_oldest(target, spare_from, SWEEP_LIMIT as u64)?;
             }
@@ -405,7 +540,7 @@ impl DiskTier {
                 expired,
                 evicted,
             };
-            (applied, t.save(&txn)?, first_seq)
+            (applied, t.save(&txn, checkpoint)?, first_seq)
         };
         let (totals, removed) = totals;
         txn.commit().map_err(Error::storage)?;

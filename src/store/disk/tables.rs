@@ -18,6 +18,9 @@ pub(super) const BY_EXPIRY: TableDefinition<(u64, u64), ()> = TableDefinition::n
 pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 pub(super) const NAMESPACES: TableDefinition<&str, u32> = TableDefinition::new("namespaces");
 
+/// The `meta` row holding the log position of the last checkpoint.
+const WAL_POSITION: &str = "wal";
+
 /// Bytes charged per entry beyond its key and record: the two index rows
 /// (which repeat the key) and B-tree slack, rounded up.
 pub(super) const ENTRY_OVERHEAD: u64 = 64;
@@ -27,12 +30,14 @@ pub(super) fn charge(key: &[u8], record_len: usize) -> u64 {
     2 * key.len() as u64 + record_len as u64 + ENTRY_OVERHEAD
 }
 
-/// Running totals, persisted in `meta`.
+/// Running totals, persisted in `meta`, and the write-ahead log position
+/// the last checkpoint covers (ARCHITECTURE.md §2).
 #[derive(Debug, Default, Clone, Copy)]
 pub(super) struct Totals {
     pub entries: u64,
     pub bytes: u64,
     pub next_seq: u64,
+    pub checkpoint: u64,
 }
 
 /// Create the tables a new file lacks and read the totals: all that
@@ -78,11 +83,19 @@ impl<'txn> Tables<'txn> {
         })
     }
 
-    /// Write the totals back to `meta`, in the same transaction; returns
-    /// them and the fingerprints of the keys removed.
-    pub(super) fn save(self, txn: &WriteTransaction) -> Result<(Totals, Vec<u64>)> {
+    /// Write the totals back to `meta`, in the same transaction, with the
+    /// log position a checkpoint covers; returns them and the fingerprints
+    /// of the keys removed.
+    pub(super) fn save(
+        self,
+        txn: &WriteTransaction,
+        checkpoint: Option<u64>,
+    ) -> Result<(Totals, Vec<u64>)> {
         let mut meta = txn.open_table(META).map_err(Error::storage)?;
         store_totals(&mut meta, &self.totals)?;
+        if let Some(at) = checkpoint {
+            meta.insert(WAL_POSITION, at).map_err(Error::storage)?;
+        }
         Ok((self.totals, self.removed))
     }
 
@@ -222,6 +235,7 @@ fn load_totals(meta: &impl ReadableTable<&'static str, u64>) -> Result<Totals> {
         entries: get("entries")?,
         bytes: get("bytes")?,
         next_seq: get("next_seq")?,
+        checkpoint: get(WAL_POSITION)?,
     })
 }
 
