@@ -22,6 +22,7 @@ mod kv;
 mod models;
 mod openai;
 mod ops;
+mod timeout;
 
 use std::{
     convert::Infallible,
@@ -44,7 +45,7 @@ use futures::future::{ready, BoxFuture, Either, FutureExt, Ready};
 use hyper::body::Incoming;
 use tower::Service;
 
-use self::error::OpenAiError;
+use self::{error::OpenAiError, timeout::ReadTimeout};
 use crate::error::{Error, Result};
 pub use crate::state::AppState;
 
@@ -131,6 +132,8 @@ impl Service<Request<Incoming>> for App {
         } else if grpc {
             Either::Right(routes.grpc.clone().call(request.map(Body::new)))
         } else {
+            let timeout = routes.state.config().body_timeout;
+            let request = request.map(|body| Body::new(ReadTimeout::new(timeout, body)));
             Either::Right(Either::Left(routes.http.clone().call(request)))
         };
         async move {
@@ -195,9 +198,6 @@ fn http_routes(state: Arc<AppState>) -> Router {
         .merge(protected)
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
-        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
-            state.config().body_timeout,
-        ))
         .with_state(state)
 }
 

@@ -18,9 +18,8 @@ use futures::future::{BoxFuture, FutureExt};
 use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tower_http::timeout::TimeoutBody;
 
-use super::{cache_policy, read_body, AppState, X_CACHE};
+use super::{cache_policy, read_body, timeout::ReadTimeout, AppState, X_CACHE};
 use crate::{
     blocking::off_runtime,
     error::{Error, Result},
@@ -126,7 +125,7 @@ pub(in crate::http) fn hot_infer(
 ) -> BoxFuture<'static, Result<Response, Infallible>> {
     let state = state.clone();
     let (parts, body) = request.into_parts();
-    let body = Body::new(TimeoutBody::new(state.config().body_timeout, body));
+    let body = Body::new(ReadTimeout::new(state.config().body_timeout, body));
     async move {
         let answer = infer_model(&state, model, &parts.headers, body).await;
         Ok(answer.into_response())
