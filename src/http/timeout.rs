@@ -95,8 +95,7 @@ mod tests {
         let err = ReadTimeout::new(Duration::from_secs(5), silent)
             .collect()
             .await
-            .err()
-            .expect("a silent body fails");
+            .expect_err("a silent body fails");
         assert!(err.is::<TimedOut>(), "{err}");
     }
 
