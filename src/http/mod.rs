@@ -28,7 +28,7 @@ use std::{
     convert::Infallible,
     sync::Arc,
     task::{Context, Poll},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use axum::{
@@ -86,6 +86,9 @@ pub struct App(Arc<Routes>);
 
 struct Routes {
     state: Arc<AppState>,
+    /// The longest wait for a request body's next frame (a restart
+    /// setting), for every HTTP route.
+    body_timeout: Duration,
     grpc: crate::grpc::Grpc,
     http: Router,
 }
@@ -95,6 +98,7 @@ impl App {
         App(Arc::new(Routes {
             grpc: crate::grpc::Grpc::new(state.clone()),
             http: http_routes(state.clone()),
+            body_timeout: state.config().body_timeout,
             state,
         }))
     }
@@ -127,14 +131,16 @@ impl Service<Request<Incoming>> for App {
             }
         }
         let line = started.map(|at| (request.method().clone(), request.uri().clone(), at));
-        let answer = if let Some(model) = kserve::hot_model(&routes.state, &request, grpc) {
-            Either::Left(kserve::hot_infer(&routes.state, model, request))
-        } else if grpc {
+        let answer = if grpc {
             Either::Right(routes.grpc.clone().call(request.map(Body::new)))
         } else {
-            let timeout = routes.state.config().body_timeout;
+            let timeout = routes.body_timeout;
             let request = request.map(|body| Body::new(ReadTimeout::new(timeout, body)));
-            Either::Right(Either::Left(routes.http.clone().call(request)))
+            if let Some(model) = kserve::hot_model(&routes.state, &request) {
+                Either::Left(kserve::hot_infer(&routes.state, model, request))
+            } else {
+                Either::Right(Either::Left(routes.http.clone().call(request)))
+            }
         };
         async move {
             let response = answer.await?;
