@@ -21,9 +21,8 @@
 //! - HTTP/2 keep-alive pings, which close connections to vanished peers,
 //!   and a bound on concurrent streams, so the connection limit still bounds
 //!   the requests in flight;
-//! - a body read timeout, applied per request by the router
-//!   (`tower_http::timeout::RequestBodyTimeoutLayer`) and by the hot infer
-//!   route (the same `TimeoutBody`).
+//! - a body read timeout, applied per request to every HTTP (not gRPC)
+//!   body by `http::App` (`http::timeout`).
 //!
 //! Shutdown: stop accepting, ask every connection to finish its in-flight
 //! requests and close (idle ones close at once), then wait up to

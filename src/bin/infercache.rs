@@ -37,6 +37,11 @@ enum Command {
 /// its warnings and errors still show.
 const DEFAULT_LOG: &str = "info,ort=warn";
 
+/// mimalloc instead of the system allocator: every request allocates and
+/// frees a few small blocks (ARCHITECTURE.md §1, "The hot path").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let command = Cli::parse().command;
     let format = match &command {

@@ -22,12 +22,13 @@ mod kv;
 mod models;
 mod openai;
 mod ops;
+mod timeout;
 
 use std::{
     convert::Infallible,
     sync::Arc,
     task::{Context, Poll},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use axum::{
@@ -44,7 +45,7 @@ use futures::future::{ready, BoxFuture, Either, FutureExt, Ready};
 use hyper::body::Incoming;
 use tower::Service;
 
-use self::error::OpenAiError;
+use self::{error::OpenAiError, timeout::ReadTimeout};
 use crate::error::{Error, Result};
 pub use crate::state::AppState;
 
@@ -85,6 +86,9 @@ pub struct App(Arc<Routes>);
 
 struct Routes {
     state: Arc<AppState>,
+    /// The longest wait for a request body's next frame (a restart
+    /// setting), for every HTTP route.
+    body_timeout: Duration,
     grpc: crate::grpc::Grpc,
     http: Router,
 }
@@ -94,6 +98,7 @@ impl App {
         App(Arc::new(Routes {
             grpc: crate::grpc::Grpc::new(state.clone()),
             http: http_routes(state.clone()),
+            body_timeout: state.config().body_timeout,
             state,
         }))
     }
@@ -126,12 +131,16 @@ impl Service<Request<Incoming>> for App {
             }
         }
         let line = started.map(|at| (request.method().clone(), request.uri().clone(), at));
-        let answer = if let Some(model) = kserve::hot_model(&routes.state, &request, grpc) {
-            Either::Left(kserve::hot_infer(&routes.state, model, request))
-        } else if grpc {
+        let answer = if grpc {
             Either::Right(routes.grpc.clone().call(request.map(Body::new)))
         } else {
-            Either::Right(Either::Left(routes.http.clone().call(request)))
+            let timeout = routes.body_timeout;
+            let request = request.map(|body| Body::new(ReadTimeout::new(timeout, body)));
+            if let Some(model) = kserve::hot_model(&routes.state, &request) {
+                Either::Left(kserve::hot_infer(&routes.state, model, request))
+            } else {
+                Either::Right(Either::Left(routes.http.clone().call(request)))
+            }
         };
         async move {
             let response = answer.await?;
@@ -195,9 +204,6 @@ fn http_routes(state: Arc<AppState>) -> Router {
         .merge(protected)
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
-        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
-            state.config().body_timeout,
-        ))
         .with_state(state)
 }
 

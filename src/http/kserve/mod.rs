@@ -15,10 +15,8 @@ use axum::{
     Json,
 };
 use futures::future::{BoxFuture, FutureExt};
-use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tower_http::timeout::TimeoutBody;
 
 use super::{cache_policy, read_body, AppState, X_CACHE};
 use crate::{
@@ -106,27 +104,22 @@ pub async fn infer(
 /// /v2/models/{model}[/versions/{version}]/infer` with plain (unescaped)
 /// names, an accepted token and a known model, which [`hot_infer`] then
 /// serves; `None` (the router serves it) for anything else.
-pub(in crate::http) fn hot_model<B>(
-    state: &AppState,
-    request: &Request<B>,
-    grpc: bool,
-) -> Option<Arc<Model>> {
-    let (model, version) = infer_path(request, grpc)?;
+pub(in crate::http) fn hot_model<B>(state: &AppState, request: &Request<B>) -> Option<Arc<Model>> {
+    let (model, version) = infer_path(request)?;
     let authorization = request.headers().get(header::AUTHORIZATION);
     state.authorize(authorization.map(|v| v.as_bytes())).ok()?;
     state.model(model, version).ok()
 }
 
-/// Infer as the router would ([`infer`], the body under the same read
-/// timeout), without its matching, extractors and layers.
+/// Infer as the router would ([`infer`]), without its matching,
+/// extractors and layers.
 pub(in crate::http) fn hot_infer(
     state: &Arc<AppState>,
     model: Arc<Model>,
-    request: Request<Incoming>,
+    request: Request<Body>,
 ) -> BoxFuture<'static, Result<Response, Infallible>> {
     let state = state.clone();
     let (parts, body) = request.into_parts();
-    let body = Body::new(TimeoutBody::new(state.config().body_timeout, body));
     async move {
         let answer = infer_model(&state, model, &parts.headers, body).await;
         Ok(answer.into_response())
@@ -135,9 +128,9 @@ pub(in crate::http) fn hot_infer(
 }
 
 /// `{model}` and `{version}` of an infer request's path, when it is one
-/// the hot route takes: `POST`, not gRPC, no escapes.
-fn infer_path<B>(request: &Request<B>, grpc: bool) -> Option<(&str, Option<&str>)> {
-    if grpc || request.method() != Method::POST {
+/// the hot route takes: `POST` (gRPC goes elsewhere first), no escapes.
+fn infer_path<B>(request: &Request<B>) -> Option<(&str, Option<&str>)> {
+    if request.method() != Method::POST {
         return None;
     }
     let rest = request.uri().path().strip_prefix("/v2/models/")?;
