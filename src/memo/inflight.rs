@@ -1,14 +1,10 @@
 //! The in-flight map: one computation per key, its result fanned out to
-//! every waiter at once.
+//! every waiter over oneshot channels.
 //!
 //! A flight moves through two states in a dashmap slot:
 //! - `Running`: the computation is a spawned task (it outlives the caller
-//!   that started it); callers take a share of the flight's [`Board`] and
-//!   wait. The task posts the result on the board once and wakes every
-//!   waiter with one `notify_waiters`: the result is cloned by each waiter
-//!   in its own task, not by the computation's task for each of them, and
-//!   a waiter costs one reference count, not a channel. When the last
-//!   waiter leaves (cancelled or timed out), the task is aborted and the
+//!   that started it); callers register a oneshot sender and wait. When the
+//!   last waiter leaves (cancelled or timed out), the task is aborted and the
 //!   slot cleared.
 //! - `Landed`: the result is known and written back (in memory, its durable
 //!   write under way). Late callers take the result from the slot. The slot
@@ -24,16 +20,15 @@
 //!
 //! Invariants, each enforced under the slot's lock: exactly one of the task
 //! (landing), the last leaving waiter, or the task's drop guard (panic,
-//! abort) removes a `Running` slot, and whoever removes it with waiters
-//! left posts an outcome on its board; errors are fanned out and never
-//! stored; a panic becomes an error for the waiters; nobody waits forever.
+//! abort) removes a `Running` slot; errors are fanned out and never stored;
+//! a panic becomes an error for the waiters; nobody waits forever.
 
 use std::{
     future::Future,
     panic::AssertUnwindSafe,
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc, OnceLock, Weak,
+        Arc,
     },
     time::{Duration, Instant},
 };
@@ -42,7 +37,7 @@ use dashmap::{mapref::entry::Entry as Slot, DashMap};
 use futures::FutureExt;
 use parking_lot::Mutex;
 use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
-use tokio::{sync::Notify, task::AbortHandle};
+use tokio::{sync::oneshot, task::AbortHandle};
 
 use crate::{
     error::{Error, Result},
@@ -89,7 +84,8 @@ struct FlightKey {
 
 enum Flight {
     Running {
-        board: Arc<Board>,
+        id: u64,
+        waiters: Vec<oneshot::Sender<Outcome>>,
         /// Waiters that have not left; the task is aborted at zero.
         live: usize,
         abort: AbortHandle,
@@ -101,24 +97,6 @@ enum Flight {
         /// treat the slot as empty.
         stamp: u64,
     },
-}
-
-/// Where a running flight's outcome is posted, once, for its waiters.
-struct Board {
-    fk: FlightKey,
-    id: u64,
-    /// For a waiter that leaves early; weak, since the map holds the board.
-    inflight: Weak<Inflight>,
-    outcome: OnceLock<Outcome>,
-    posted: Notify,
-}
-
-impl Board {
-    /// Post `outcome` (the first one posted stays) and wake every waiter.
-    fn post(&self, outcome: Outcome) {
-        let _ = self.outcome.set(outcome);
-        self.posted.notify_waiters();
-    }
 }
 
 /// What a flight's task needs to know about itself.
@@ -201,9 +179,13 @@ impl Inflight {
         let mut slot = self.map.entry(fk.clone());
         if let Slot::Occupied(occupied) = &mut slot {
             match occupied.get_mut() {
-                Flight::Running { board, live, .. } => {
+                Flight::Running {
+                    id, waiters, live, ..
+                } => {
+                    let (tx, rx) = oneshot::channel();
+                    waiters.push(tx);
                     *live += 1;
-                    return Join::Followed(Waiter::new(board.clone()));
+                    return Join::Followed(self.waiter(fk, *id, rx));
                 }
                 Flight::Landed {
                     entry,
@@ -218,22 +200,33 @@ impl Inflight {
             return Join::LookAgain;
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let board = Arc::new(Board {
+        let (tx, rx) = oneshot::channel();
+        let flight = Takeoff {
             fk: fk.clone(),
             id,
-            inflight: Arc::downgrade(self),
-            outcome: OnceLock::new(),
-            posted: Notify::new(),
-        });
-        let flight = Takeoff { fk, id, stamp };
+            stamp,
+        };
         let task = tokio::spawn(self.clone().fly(flight, compute(), land));
         slot.insert(Flight::Running {
-            board: board.clone(),
+            id,
+            waiters: vec![tx],
             live: 1,
             abort: task.abort_handle(),
         });
         self.running.inc();
-        Join::Led(Waiter::new(board))
+        Join::Led(self.waiter(fk, id, rx))
+    }
+
+    fn waiter(self: &Arc<Self>, fk: FlightKey, id: u64, rx: oneshot::Receiver<Outcome>) -> Waiter {
+        Waiter {
+            rx,
+            ticket: Ticket {
+                inflight: self.clone(),
+                fk,
+                id,
+                armed: true,
+            },
+        }
     }
 
     /// The spawned computation: run, land, fan out, wait for the write,
@@ -266,8 +259,9 @@ impl Inflight {
             _ => None,
         };
         let (keep, durable) = stored.unzip();
-        if let Some(board) = self.land(&fk, id, keep.map(|entry| (entry, stamp))) {
-            board.post(outcome);
+        let waiters = self.land(&fk, id, keep.map(|entry| (entry, stamp)));
+        for waiter in waiters {
+            let _ = waiter.send(outcome.clone());
         }
         if let Some(durable) = durable {
             #[cfg(test)]
@@ -294,13 +288,18 @@ impl Inflight {
     }
 
     /// Running -> Landed (with `keep` and its stamp) or removed; returns
-    /// the board to post the outcome on.
-    fn land(&self, fk: &FlightKey, id: u64, keep: Option<(Entry, u64)>) -> Option<Arc<Board>> {
+    /// the waiters.
+    fn land(
+        &self,
+        fk: &FlightKey,
+        id: u64,
+        keep: Option<(Entry, u64)>,
+    ) -> Vec<oneshot::Sender<Outcome>> {
         let Slot::Occupied(mut slot) = self.map.entry(fk.clone()) else {
-            return None;
+            return Vec::new();
         };
-        if !matches!(slot.get(), Flight::Running { board, .. } if board.id == id) {
-            return None;
+        if !matches!(slot.get(), Flight::Running { id: r, .. } if *r == id) {
+            return Vec::new();
         }
         self.running.dec();
         let old = match keep {
@@ -310,8 +309,8 @@ impl Inflight {
             None => slot.remove(),
         };
         match old {
-            Flight::Running { board, .. } => Some(board),
-            Flight::Landed { .. } => None,
+            Flight::Running { waiters, .. } => waiters,
+            Flight::Landed { .. } => Vec::new(),
         }
     }
 
@@ -320,10 +319,16 @@ impl Inflight {
         let Slot::Occupied(mut slot) = self.map.entry(fk.clone()) else {
             return;
         };
-        let Flight::Running { board, live, abort } = slot.get_mut() else {
+        let Flight::Running {
+            id: running,
+            live,
+            abort,
+            ..
+        } = slot.get_mut()
+        else {
             return;
         };
-        if board.id != id {
+        if *running != id {
             return;
         }
         *live -= 1;
@@ -336,8 +341,8 @@ impl Inflight {
 }
 
 /// Removes the task's `Running` slot if the task dies without landing
-/// (panic outside the computation, runtime shutdown), and posts an error
-/// for its waiters.
+/// (panic outside the computation, runtime shutdown); waiters then see
+/// their senders dropped and get an error.
 struct CrashGuard<'a> {
     inflight: &'a Inflight,
     fk: &'a FlightKey,
@@ -348,64 +353,56 @@ impl Drop for CrashGuard<'_> {
     fn drop(&mut self) {
         let removed = self.inflight.map.remove_if(
             self.fk,
-            |_, f| matches!(f, Flight::Running { board, .. } if board.id == self.id),
+            |_, f| matches!(f, Flight::Running { id, .. } if *id == self.id),
         );
-        if let Some((_, Flight::Running { board, .. })) = removed {
+        if removed.is_some() {
             self.inflight.running.dec();
-            board.post(Err(Error::Compute(
-                "the computation ended without a result".into(),
-            )));
         }
     }
 }
 
-/// One caller's claim on a flight. Dropping it before the outcome is
-/// posted leaves the flight; the last to leave cancels it.
+/// One caller's claim on a flight.
 pub(crate) struct Waiter {
-    board: Arc<Board>,
-    /// False once the outcome arrived: the flight is over.
+    rx: oneshot::Receiver<Outcome>,
+    /// Dropping an armed ticket leaves the flight.
+    ticket: Ticket,
+}
+
+struct Ticket {
+    inflight: Arc<Inflight>,
+    fk: FlightKey,
+    id: u64,
+    /// False once the result arrived: the flight is over.
     armed: bool,
 }
 
-impl Waiter {
-    fn new(board: Arc<Board>) -> Waiter {
-        Waiter { board, armed: true }
-    }
-
-    /// Wait for the outcome, at most `timeout`.
-    pub(crate) async fn wait(mut self, timeout: Option<Duration>) -> Outcome {
-        let outcome = match timeout {
-            Some(limit) => tokio::time::timeout(limit, self.outcome())
-                .await
-                .map_err(|_| Error::Timeout(limit))?,
-            None => self.outcome().await,
-        };
-        // The flight is over: leaving would only cost a lock.
-        self.armed = false;
-        outcome
-    }
-
-    async fn outcome(&self) -> Outcome {
-        let board = &*self.board;
-        loop {
-            // Registered before looking, so a post in between wakes it.
-            let posted = board.posted.notified();
-            tokio::pin!(posted);
-            posted.as_mut().enable();
-            if let Some(outcome) = board.outcome.get() {
-                return outcome.clone();
-            }
-            posted.await;
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if self.armed {
+            self.inflight.leave(&self.fk, self.id);
         }
     }
 }
 
-impl Drop for Waiter {
-    fn drop(&mut self) {
-        if self.armed {
-            if let Some(inflight) = self.board.inflight.upgrade() {
-                inflight.leave(&self.board.fk, self.board.id);
+impl Waiter {
+    /// Wait for the result, at most `timeout`. Dropping the future (or
+    /// timing out) leaves the flight; the last to leave cancels it.
+    pub(crate) async fn wait(mut self, timeout: Option<Duration>) -> Outcome {
+        let received = match timeout {
+            Some(limit) => tokio::time::timeout(limit, &mut self.rx)
+                .await
+                .map_err(|_| Error::Timeout(limit))?,
+            None => (&mut self.rx).await,
+        };
+        match received {
+            Ok(outcome) => {
+                // The flight is over: leaving would only cost a lock.
+                self.ticket.armed = false;
+                outcome
             }
+            Err(_) => Err(Error::Compute(
+                "the computation ended without a result".into(),
+            )),
         }
     }
 }
