@@ -100,13 +100,13 @@ measure_server() { # VARIANT OUT_PREFIX
         echo "rows $(($(metric "infercache_model_rows_total{model=\"$MODEL\"}" "$url") - r0))"
         echo "runs $(($(metric "infercache_model_runs_total{model=\"$MODEL\"}" "$url") - b0))"
         echo "run_seconds $(awk -v a="$(metric "infercache_model_run_seconds_sum{model=\"$MODEL\"}" "$url")" -v b="$n0" 'BEGIN { print a - b }')"
+        # Results answered but never written to disk (the writer's queue
+        # was full; warm-up included).
+        echo "unwritten $(metric infercache_writes_dropped_total "$url")"
     } >"$2.metrics"
     awk '/^VmRSS/ { printf "%d", $2 / 1024 }' "/proc/$IC_PID/status" >"$2.rss"
     kill "$IC_PID"
     wait "$IC_PID" 2>/dev/null || true
-    # Results computed but refused by the full disk write queue (warm-up
-    # included); each one is also a WARN line on stderr.
-    echo "unwritten $(grep -c 'not written to disk' "$dir/infercache.log" || true)" >>"$2.metrics"
 }
 
 run_server() { # ROUND INDEX

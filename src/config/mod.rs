@@ -77,9 +77,9 @@ settings! {
         /// Size of the VRAM-budget semaphore in units [default: 16]
         #[arg(long, env = "INFERCACHE_VRAM_UNITS")]
         vram_units: u32 = 16,
-        /// Bound of the disk writer's queue, in writes [default: 4096]
+        /// Bound of the disk writer's queue, in writes [default: 16384]
         #[arg(long, env = "INFERCACHE_WRITE_QUEUE")]
-        write_queue: usize = 4096,
+        write_queue: usize = 16384,
         /// Most writes committed in one transaction [default: 1024]
         #[arg(long, env = "INFERCACHE_WRITE_BATCH")]
         write_batch: usize = 1024,

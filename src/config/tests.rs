@@ -217,7 +217,7 @@ fn reload_names_every_fixed_setting_it_keeps() {
         kept,
         ["write_queue", "write_delay", "model `m` (path, pooling)"]
     );
-    assert_eq!((new.write_queue, new.write_delay), (4096, Duration::ZERO));
+    assert_eq!((new.write_queue, new.write_delay), (16384, Duration::ZERO));
     assert_eq!(new.request_timeout, Duration::from_secs(5));
     let m = &new.models[0];
     assert_eq!(
@@ -251,7 +251,7 @@ fn flags_over_environment_over_file_over_default() {
     let c = parse(&[]);
     assert_eq!(c.write_batch, 6);
     assert_eq!(c.sweep_interval, Duration::from_secs(5));
-    assert_eq!(c.write_queue, 4096);
+    assert_eq!(c.write_queue, 16384);
     let c = parse(&["--write-batch", "7", "--sweep-interval", "1s"]);
     assert_eq!(c.write_batch, 7);
     assert_eq!(c.sweep_interval, Duration::from_secs(1));

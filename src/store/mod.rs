@@ -86,7 +86,7 @@ impl Default for StoreOptions {
             memory_capacity: 256 << 20,
             disk_capacity: 4 << 30,
             max_value_size: 16 << 20,
-            write_queue: 4096,
+            write_queue: 16384,
             write_batch: 1024,
             write_delay: Duration::ZERO,
             sweep_interval: Duration::from_secs(30),
