@@ -41,7 +41,7 @@ def start_server(*extra):
 
 @pytest.fixture(scope="session")
 def server():
-    models = [f"--model={name}={MODELS / (name + '.onnx')}" for name in ("mlp", "two_io", "dtypes", "fixed", "lookup", "ragged")]
+    models = [f"--model={name}={MODELS / (name + '.onnx')}" for name in ("mlp", "two_io", "dtypes", "fixed", "lookup", "ragged", "heavy")]
     proc, address = start_server(*models)
     yield address
     os.kill(proc.pid, signal.SIGTERM)
