@@ -28,7 +28,10 @@ fn rss(pid: u32) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_values_do_not_pin_connection_buffers() {
     const PUTS: usize = 15_000;
-    const BOUND: u64 = 28 << 20;
+    // Without the fix the growth was 55 MiB; mimalloc (the binary's
+    // allocator) keeps freed pages a while longer than glibc, which puts
+    // the fixed server at 20-30 MiB.
+    const BOUND: u64 = 40 << 20;
     let dir = temp_dir();
     let server = ChildServer::spawn(dir.path(), &[]);
     let pid = server.child.id();
