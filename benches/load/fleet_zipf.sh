@@ -55,13 +55,8 @@ measure() { # OUT_PREFIX shared|alone
     rm -rf "$dir"
     mkdir -p "$dir/redis"
     if [ "$2" = shared ]; then
-        port_free "$REDIS_PORT" || { echo "port $REDIS_PORT is busy" >&2; exit 1; }
-        redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --protected-mode yes \
-            --save '' --appendonly no --dir "$dir/redis" --daemonize no \
-            --logfile "$dir/redis/redis.log" &
-        redis_pid=$!
-        PIDS+=("$redis_pid")
-        wait_for_port "$REDIS_PORT" "$redis_pid"
+        start_redis "$REDIS_PORT" "$dir/redis"
+        redis_pid=$REDIS_PID
         flags=(--shared-url "redis://127.0.0.1:$REDIS_PORT")
     fi
     SERVER_PIDS=()

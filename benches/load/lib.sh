@@ -280,3 +280,16 @@ dsync_probe_ms() { # DIR
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "n/a" }'; }
 mean() { printf '%s\n' "$@" | awk '{ s += $1; n++ } END { if (n) printf "%.1f", s / n }'; }
+
+# start_redis PORT DIR: a redis-server without persistence on loopback,
+# its files in DIR; sets REDIS_PID (also in PIDS) once it answers.
+start_redis() {
+    port_free "$1" || { echo "port $1 is busy" >&2; exit 1; }
+    mkdir -p "$2"
+    redis-server --port "$1" --bind 127.0.0.1 --protected-mode yes \
+        --save '' --appendonly no --dir "$2" --daemonize no \
+        --logfile "$2/redis.log" &
+    REDIS_PID=$!
+    PIDS+=("$REDIS_PID")
+    wait_for_port "$1" "$REDIS_PID"
+}

@@ -68,13 +68,7 @@ cmdstat_total() {
 
 # --- Redis and server A; fill ------------------------------------------
 mkdir -p "$TMP/redis" "$TMP/a"
-port_free "$REDIS_PORT" || { echo "port $REDIS_PORT is busy" >&2; exit 1; }
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --protected-mode yes \
-    --save '' --appendonly no --dir "$TMP/redis" --daemonize no \
-    --logfile "$TMP/redis/redis.log" &
-REDIS_PID=$!
-PIDS+=("$REDIS_PID")
-wait_for_port "$REDIS_PORT" "$REDIS_PID"
+start_redis "$REDIS_PORT" "$TMP/redis"
 start_infercache "$A_PORT" "$TMP/a" --shared-url "$SHARED_URL"
 A_PID="$IC_PID"
 
