@@ -88,8 +88,11 @@ pub async fn put(
         .transpose()?;
     // A small body can be a slice of the connection's 8 KiB read buffer:
     // copy it, or every cached value would keep a whole buffer alive.
+    // Dropped before the commit: hyper can then reuse that buffer for the
+    // connection's next read instead of allocating a new one.
     let body = read_body(&headers, body, state.config().max_value_size).await?;
     let value = bytes::Bytes::copy_from_slice(&body);
+    drop(body);
     let entry = Entry {
         value,
         content_type: content_type.map(Into::into),

@@ -193,6 +193,10 @@ impl Local {
 
     /// The live entry under `key` on disk (read on a blocking thread).
     pub(crate) async fn read(&self, key: &Key) -> Result<Option<Entry>> {
+        // A write the log holds and redb not yet: answered without a probe.
+        if let Some(logged) = self.inner.disk.logged(key) {
+            return Ok(logged);
+        }
         if !self.inner.disk.may_hold(key) {
             return Ok(None);
         }

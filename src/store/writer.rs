@@ -7,14 +7,17 @@
 //! concurrent writers share one fsync, then a redb transaction that need
 //! not sync ([`DiskTier::apply_logged`]). The two overlap across groups:
 //! while one group is in redb the next is being logged, and redb takes the
-//! groups in log order. Each writer is answered over its oneshot only
-//! after its group is in redb.
+//! groups in log order.
 //!
-//! After the redb commit the writer applies the same changes to the memory
-//! tier, in queue order, and bumps the key's fence ([`CommitFence`]) first,
-//! so a reader promoting an older disk value at the same moment can tell
-//! and undo it. A full queue is refused at once (`Error::Overloaded`, HTTP
-//! 429).
+//! A group is visible once it is logged (ARCHITECTURE.md §2, "Write
+//! path"): right after the sync the writer applies its changes to the
+//! memory tier, in queue order, bumping the key's fence ([`CommitFence`])
+//! first, so a reader promoting an older disk value at the same moment can
+//! tell and undo it; then it answers the group's puts. The disk tier's
+//! reads answer from its overlay of logged ops until redb has them.
+//! Deletes, drops and sweeps are answered after the redb commit, which
+//! counts what they removed. A full queue is refused at once
+//! (`Error::Overloaded`, HTTP 429).
 //!
 //! The writer also keeps the disk tier in shape between groups, once the
 //! last one is through redb: when a commit left the file above
@@ -39,7 +42,7 @@ use tokio::{
 };
 
 use super::{
-    disk::{Applied, DiskTier, Op},
+    disk::{Applied, DiskTier, Logged, Op},
     entry::Key,
     memory::MemoryTier,
 };
@@ -243,38 +246,22 @@ async fn run(mut rx: mpsc::Receiver<Msg>, targets: Arc<Targets>, batching: Batch
     }
 }
 
-/// Log one group on a blocking thread (one append, one `fdatasync`), then
-/// hand it to redb once `before`, the group logged before it, is through;
-/// returns that redb commit. Logging this group overlaps with `before`'s
-/// commit, so the disk's sync and redb's CPU work run side by side.
+/// Log one group on a blocking thread (one append, one `fdatasync`) and
+/// answer its puts ([`log`]), then hand it to redb once `before`, the
+/// group logged before it, is through; returns that redb commit. Logging
+/// this group overlaps with `before`'s commit, so the disk's sync and
+/// redb's CPU work run side by side, and waiting for `before` bounds the
+/// groups that are logged but not yet in redb to two.
 async fn commit(
     batch: Vec<(Op, Reply, bool)>,
     targets: &Arc<Targets>,
     mut before: Option<Applying>,
 ) -> Option<Applying> {
     let shared = targets.clone();
-    // Sweeps are not logged (ARCHITECTURE.md §2): a group of them goes
-    // straight to redb.
-    let logged = if batch.iter().all(|(op, _, _)| matches!(op, Op::Sweep)) {
-        Ok((batch, Ok(None)))
-    } else {
-        tokio::task::spawn_blocking(move || {
-            let ops: Vec<&Op> = batch.iter().map(|(op, _, _)| op).collect();
-            let result = shared.disk.log(&ops).map(Some);
-            shared.note_health();
-            (batch, result)
-        })
-        .await
-    };
-    let (batch, at) = match logged {
-        Ok((batch, Ok(at))) => (batch, at),
-        Ok((batch, Err(err))) => {
-            tracing::error!(error = %err, writes = batch.len(), "disk commit failed");
-            for (_, reply, _) in batch {
-                let _ = reply.send(Err(err.clone()));
-            }
-            return before;
-        }
+    let (group, logged) = match tokio::task::spawn_blocking(move || log(batch, &shared)).await {
+        Ok(Some(logged)) => logged,
+        // Its writers are answered.
+        Ok(None) => return before,
         Err(panic) => {
             // The batch is lost with the panicked thread; its writers see
             // their oneshots dropped and get ShuttingDown-style errors.
@@ -286,29 +273,74 @@ async fn commit(
     settle(&mut before).await;
     let shared = targets.clone();
     Some(tokio::task::spawn_blocking(move || {
-        apply(batch, at, &shared)
+        apply(group, logged, &shared)
     }))
 }
 
-/// Commit a logged group to redb, update memory, answer its writers.
-fn apply(batch: Vec<(Op, Reply, bool)>, at: Option<u64>, targets: &Targets) {
-    let ops: Vec<&Op> = batch.iter().map(|(op, _, _)| op).collect();
-    let result = targets.disk.apply_logged(&ops, at);
+/// A logged group on its way to redb: each op with the answer it is still
+/// owed (a put is answered once logged).
+type Group = Vec<(Op, Option<Reply>)>;
+
+/// Log a group (a group of sweeps only is not logged: ARCHITECTURE.md §2),
+/// then, now that it is durable, apply it to memory in order and answer
+/// its puts. `None` if the log refused it (its writers are answered).
+fn log(batch: Vec<(Op, Reply, bool)>, targets: &Targets) -> Option<(Group, Option<Logged>)> {
+    let logged = if batch.iter().all(|(op, _, _)| matches!(op, Op::Sweep)) {
+        None
+    } else {
+        let ops: Vec<&Op> = batch.iter().map(|(op, _, _)| op).collect();
+        let result = targets.disk.log(&ops);
+        targets.note_health();
+        match result {
+            Ok(logged) => Some(logged),
+            Err(err) => {
+                tracing::error!(error = %err, writes = batch.len(), "disk commit failed");
+                for (_, reply, _) in batch {
+                    let _ = reply.send(Err(err.clone()));
+                }
+                return None;
+            }
+        }
+    };
+    let group = batch
+        .into_iter()
+        .map(|(op, reply, mirror)| {
+            mirror_in_memory(targets, &op, mirror);
+            match op {
+                Op::Put { .. } => {
+                    let _ = reply.send(Ok(1));
+                    (op, None)
+                }
+                _ => (op, Some(reply)),
+            }
+        })
+        .collect();
+    Some((group, logged))
+}
+
+/// Commit a logged group to redb and answer the writers that wait for
+/// its counts (deletes, drops, sweeps).
+fn apply(group: Group, logged: Option<Logged>, targets: &Targets) {
+    let ops: Vec<&Op> = group.iter().map(|(op, _)| op).collect();
+    let result = targets.disk.apply_logged(&ops, logged);
     targets.note_health();
     match result {
         Ok(applied) => {
-            for ((op, _, mirror), count) in batch.iter().zip(&applied.counts) {
-                mirror_in_memory(targets, op, *mirror);
+            for ((op, _), count) in group.iter().zip(&applied.counts) {
                 announce(&targets.events, op, *count);
             }
             announce_capacity(&targets.events, &applied);
-            for ((_, reply, _), count) in batch.into_iter().zip(applied.counts) {
-                let _ = reply.send(Ok(count));
+            for ((_, reply), count) in group.into_iter().zip(applied.counts) {
+                if let Some(reply) = reply {
+                    let _ = reply.send(Ok(count));
+                }
             }
         }
         Err(err) => {
-            tracing::error!(error = %err, writes = batch.len(), "disk commit failed");
-            for (_, reply, _) in batch {
+            // The logged ops stay readable and come back with the replay
+            // of the recovery.
+            tracing::error!(error = %err, writes = group.len(), "disk commit failed");
+            for reply in group.into_iter().filter_map(|(_, reply)| reply) {
                 let _ = reply.send(Err(err.clone()));
             }
         }

@@ -31,7 +31,9 @@
 //!
 //! Durability comes from the write-ahead log ([`wal`]): a group is
 //! appended there as one record and synced, then committed to redb with
-//! `Durability::None` (no sync). [`DiskTier::checkpoint`], run by the
+//! `Durability::None` (no sync). Between the two, reads answer from the
+//! [`overlay`] of logged ops, so a write is readable (and acknowledged)
+//! as soon as it is durable. [`DiskTier::checkpoint`], run by the
 //! writer once the log passes [`WAL_LIMIT`] or [`CHECKPOINT_EVERY`], makes
 //! redb durable in one commit that records the log position it covers,
 //! and removes the segments before it. Opening replays the log from that
@@ -47,6 +49,7 @@
 mod file;
 mod keys;
 mod op;
+mod overlay;
 mod record;
 mod tables;
 #[cfg(test)]
@@ -65,15 +68,16 @@ use std::{
 use parking_lot::Mutex;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
-pub use self::op::Op;
 use self::{
     file::DbFile,
     keys::DiskKeys,
     op::{decode_group, encode_group},
+    overlay::Overlay,
     record::{decode, HEADER},
     tables::{charge, Tables, Totals, ENTRIES, NAMESPACES},
     wal::Wal,
 };
+pub use self::{op::Op, overlay::Logged};
 use super::{
     entry::{Clock, Entry, Key},
     fault::DiskFull,
@@ -143,6 +147,8 @@ pub struct DiskTier {
     wal: Mutex<Wal>,
     /// The log position and time of the last checkpoint.
     checkpointed: Mutex<(u64, Instant)>,
+    /// Logged ops redb does not hold yet.
+    overlay: Overlay,
 }
 
 impl DiskTier {
@@ -176,6 +182,7 @@ impl DiskTier {
             keys: DiskKeys::default(),
             wal: Mutex::new(wal),
             checkpointed: Mutex::new((totals.checkpoint, Instant::now())),
+            overlay: Overlay::default(),
         };
         tier.publish(&totals);
         tier.restore(&*tier.file.db()?, totals.checkpoint)?;
@@ -221,7 +228,11 @@ impl DiskTier {
 
     /// The live entry under `key`; expired entries are not served.
     pub fn get(&self, key: &Key) -> Result<Option<Entry>> {
-        // The guard outlives the transaction: no read is in progress while
+        if let Some(logged) = self.logged(key) {
+            return Ok(logged);
+        }
+        // The overlay first: a group leaves it only once redb has it. The
+        // guard outlives the transaction: no read is in progress while
         // the file is reopened or compacted.
         let db = self.file.db()?;
         let txn = db.begin_read().map_err(Error::storage)?;
@@ -234,6 +245,14 @@ impl DiskTier {
         };
         let entry = decode(guard.value())?.1;
         Ok((!entry.is_expired(&self.clock)).then_some(entry))
+    }
+
+    /// What the log holds about `key` that redb may not hold yet: `None`
+    /// if nothing, else its live entry or `None` (removed or expired).
+    /// Never blocks on the disk; ask this before [`DiskTier::may_hold`].
+    pub fn logged(&self, key: &Key) -> Option<Option<Entry>> {
+        let found = self.overlay.get(key)?;
+        Some(found.filter(|entry| !entry.is_expired(&self.clock)))
     }
 
     /// False only if `key` is surely not on disk (no probe needed); never
@@ -361,39 +380,37 @@ impl DiskTier {
     /// [`DiskTier::log`], then [`DiskTier::apply_logged`].
     #[cfg(test)]
     pub fn apply(&self, ops: &[&Op]) -> Result<Applied> {
-        let at = self.log(ops)?;
-        self.apply_logged(ops, Some(at))
+        let logged = self.log(ops)?;
+        self.apply_logged(ops, Some(logged))
     }
 
-    /// Append `ops` to the log as one record and sync it: durable once
-    /// this returns. Returns the log position the record starts at. While
-    /// writes are suspended, refuses at once.
-    pub fn log(&self, ops: &[&Op]) -> Result<u64> {
+    /// Append `ops` to the log as one record and sync it: durable, and
+    /// readable through [`DiskTier::get`], once this returns. While writes
+    /// are suspended, refuses at once.
+    pub fn log(&self, ops: &[&Op]) -> Result<Logged> {
         self.guarded(|| {
             let mut wal = self.wal.lock();
-            let at = wal.end();
             wal.append(|out| encode_group(ops, out))?;
-            Ok(at)
+            Ok(self.overlay.add(ops))
         })
     }
 
-    /// Apply logged `ops` in order in one redb transaction (not synced:
-    /// the log is) and evict down to the target. Runs even while a later
-    /// group's failed append has suspended writes: these are durable.
-    /// If it fails, writes are suspended and the log is cut back to `at`,
-    /// the position [`DiskTier::log`] returned (`None`: nothing was logged,
-    /// sweeps only), so that neither these writes nor a later group's
-    /// (whose writers are told it failed too) come back with a replay.
-    pub fn apply_logged(&self, ops: &[&Op], at: Option<u64>) -> Result<Applied> {
+    /// Apply `ops` in one redb transaction (not synced: the log is) and
+    /// evict down to the target; `logged` is what [`DiskTier::log`]
+    /// returned for them (`None`: nothing was logged, sweeps only). Groups
+    /// must come in log order. Runs even while a later group's failed
+    /// append has suspended writes: these are durable. If it fails, writes
+    /// are suspended; the ops stay readable from the overlay, and
+    /// [`DiskTier::recover`] replays them from the log.
+    pub fn apply_logged(&self, ops: &[&Op], logged: Option<Logged>) -> Result<Applied> {
         let result = self
             .file
             .db()
             .and_then(|db| self.commit(&db, ops, None, None));
-        if let Err(err) = &result {
-            *self.broken.lock() = Some(err.clone());
-            if let Some(at) = at {
-                self.wal.lock().cut(at);
-            }
+        match (&result, logged) {
+            (Ok(_), Some(logged)) => self.overlay.forget(ops, logged),
+            (Ok(_), None) => {}
+            (Err(err), _) => *self.broken.lock() = Some(err.clone()),
         }
         result
     }
@@ -443,6 +460,7 @@ impl DiskTier {
             self.publish(&totals);
             self.restore(db, totals.checkpoint)
         })?;
+        self.overlay.clear();
         *self.broken.lock() = None;
         Ok(())
     }

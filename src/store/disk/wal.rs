@@ -122,21 +122,6 @@ impl Wal {
         Ok(true)
     }
 
-    /// Drop the records from position `at` on (best effort), and take no
-    /// appends until the next [`Wal::replay`]: the writers of those records
-    /// are told they failed.
-    pub fn cut(&mut self, at: u64) {
-        let Some(tail) = self.tail.take() else { return };
-        if let Some(len) = at.checked_sub(tail.start) {
-            let cut = fault::check(self.fault.as_ref())
-                .and_then(|()| tail.file.set_len(len))
-                .and_then(|()| tail.file.sync_data());
-            if let Err(e) = cut {
-                tracing::error!(error = %e, "cannot cut the write-ahead log after a failed commit");
-            }
-        }
-    }
-
     /// Position after the last record.
     pub fn end(&self) -> u64 {
         self.tail.as_ref().map_or(0, |t| t.end)
