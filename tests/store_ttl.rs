@@ -29,6 +29,14 @@ async fn expired_entries_are_not_served_from_either_tier_and_are_swept() {
         .await
         .unwrap();
 
+    // redb takes a write just after it is acknowledged.
+    for _ in 0..100 {
+        if store.usage().1.entries == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+
     tokio::time::advance(Duration::from_millis(4_900)).await;
     assert_eq!(store.get(&key).await.unwrap().unwrap().1, Tier::Memory);
 
