@@ -258,3 +258,42 @@ fn the_key_index_never_says_no_to_a_key_on_disk() {
     assert!(!disk.may_hold(&Key::new(2, 9u32.to_be_bytes())));
     assert_eq!(disk.keys.len(), INDEX_CHUNK + 10 - 1);
 }
+
+#[test]
+fn logged_writes_are_readable_before_redb_has_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = DiskTier::open(dir.path(), 1 << 20, Clock::new()).unwrap();
+    let put = |id: &str, value: &[u8]| Op::Put {
+        key: key(id),
+        entry: entry(value, None),
+    };
+    let (old, dropped) = (put("old", b"1"), put("dropped", b"2"));
+    disk.apply(&[&old, &dropped]).unwrap();
+    // Logged, not applied: a new value, a delete, then a namespace drop
+    // followed by a put into that namespace.
+    let first = [
+        put("old", b"new"),
+        Op::Delete { key: key("gone") },
+        put("gone", b"3"),
+    ];
+    let first: Vec<&Op> = first.iter().collect();
+    let logged = disk.log(&first).unwrap();
+    let second = [Op::DropNamespace(0), put("after", b"4")];
+    let second: Vec<&Op> = second.iter().collect();
+    let later = disk.log(&second).unwrap();
+    let read = |id: &str| disk.get(&key(id)).unwrap().map(|e| e.value);
+    assert_eq!(disk.usage().0, 2, "redb has none of them yet");
+    assert_eq!(read("old"), None, "dropped after its new value");
+    assert_eq!(read("dropped"), None);
+    assert_eq!(read("gone"), None);
+    assert_eq!(read("after"), Some(Bytes::from_static(b"4")));
+    // redb catches up in log order; every read stays the same.
+    disk.apply_logged(&first, Some(logged)).unwrap();
+    assert_eq!(read("old"), None);
+    assert_eq!(read("after"), Some(Bytes::from_static(b"4")));
+    disk.apply_logged(&second, Some(later)).unwrap();
+    assert!(disk.logged(&key("after")).is_none(), "redb has it all");
+    assert_eq!(disk.usage().0, 1);
+    assert_eq!(read("after"), Some(Bytes::from_static(b"4")));
+    assert_eq!(read("old"), None);
+}
