@@ -2,7 +2,8 @@
 # Durable PUT throughput: infercache vs Redis with appendfsync always.
 #
 # infercache: `PUT /v1/kv/{key}` answers 204 only after the group-commit
-# writer's redb transaction is durable. wrk drives 64 connections with
+# writer's write-ahead log record is synced (redb takes the group just
+# after, ARCHITECTURE.md section 2). wrk drives 64 connections with
 # put.lua (100-byte values, a new key per request).
 #
 # Redis: `redis-server --appendonly yes --appendfsync always` fsyncs the AOF
