@@ -7,12 +7,13 @@
 //! drives these engines as two tiers of its chain (ARCHITECTURE.md §1).
 //!
 //! Every change to disk goes through the writer, which commits in groups
-//! and then, in commit order, tells the read path's fences
-//! ([`CommitFence`]) and applies the change to memory: a KV write or a
-//! removal reaches memory after its commit; a computed result is already
-//! in memory (the read path put it there when it landed), so its commit
-//! only bumps the fence. The two tiers never disagree about a key for
-//! longer than a commit.
+//! and then, in log order, tells the read path's fences ([`CommitFence`])
+//! and applies the change to memory: a KV write or a removal reaches
+//! memory once its log record is synced (redb takes it just after; the
+//! disk tier answers from its overlay meanwhile); a computed result is
+//! already in memory (the read path put it there when it landed), so its
+//! commit only bumps the fence. The two tiers never disagree about a key
+//! for longer than a commit.
 
 pub mod disk;
 mod entry;
