@@ -109,7 +109,8 @@ impl Writer {
         (Writer { tx }, task)
     }
 
-    /// Queue `op` and wait until it is committed. Returns how many entries
+    /// Queue `op` and wait until it is committed (a put: logged, see the
+    /// module docs; anything else: in redb too). Returns how many entries
     /// it wrote or removed.
     pub async fn write(&self, op: Op) -> Result<u64> {
         self.send(op, true)?.await
