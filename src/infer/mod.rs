@@ -56,12 +56,32 @@ pub struct Request {
 }
 
 /// The requested outputs and how they were found.
-#[derive(Debug)]
 pub struct Response {
     pub outputs: Vec<Tensor>,
     /// `Miss` if any row was computed for this request, else `Coalesced`
     /// if any waited on another's computation, else `Hit`.
     pub status: CacheStatus,
+    /// The request's rows, keyed again only if [`Response::row_keys`] is
+    /// called.
+    rows: Arc<Rows>,
+}
+
+impl Response {
+    /// The distinct keys of the request's rows (one for a model that does
+    /// not batch): the entries this answer was built from. Keys every row
+    /// again, so call it only when they are needed (off the async workers
+    /// for a big request, see [`Response::input_bytes`]).
+    pub fn row_keys(&self) -> Vec<Key> {
+        let mut keys: Vec<Key> = (0..self.rows.rows).map(|r| self.rows.key(r)).collect();
+        keys.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        keys.dedup();
+        keys
+    }
+
+    /// The input bytes [`Response::row_keys`] hashes.
+    pub fn input_bytes(&self) -> usize {
+        self.rows.bytes()
+    }
 }
 
 /// The inference service: models plus the memoizer.
@@ -110,11 +130,13 @@ impl Inference {
             wanted,
             queue: settings.queue,
         };
-        let (outputs, status) = self
-            .memo
-            .get_or_compute_many(Arc::new(parts), lookup)
-            .await?;
-        Ok(Response { outputs, status })
+        let rows = Arc::new(parts);
+        let (outputs, status) = self.memo.get_or_compute_many(rows.clone(), lookup).await?;
+        Ok(Response {
+            outputs,
+            status,
+            rows,
+        })
     }
 }
 
