@@ -8,11 +8,14 @@
 //! needed to send bytes that were sent before. The rows stay the cache of
 //! record; an answer is a copy of what they gave, and never outlives them:
 //!
-//! - **Key**: a [`KeyBuilder`] key of its own kind over the model (name,
-//!   file digest: a new model file never serves an old answer), what decides
-//!   whether the row path would refuse the request (`max_request_size`, the
-//!   model's `queue`), the `Inference-Header-Content-Length` and the exact
-//!   body bytes, under the model's namespace.
+//! - **Key**: one keyed blake3 pass (its own derived key, so never a row's
+//!   key) over the model (name, file digest: a new model file never serves
+//!   an old answer), what decides whether the row path would refuse the
+//!   request (`max_request_size`, the model's `queue`), the
+//!   `Inference-Header-Content-Length` and the exact body bytes, under the
+//!   model's namespace. One pass, not [`crate::infer::key::KeyBuilder`]'s
+//!   two: this key is on the hit path, and a short body then costs one
+//!   blake3 chunk.
 //! - **Kept** in memory only ([`Store::remember`]), after a `200` whose rows
 //!   were all hits (a request seen for the second time: a one-off request
 //!   costs no answer) and that may be stored (no `no-store`), if every row
@@ -26,10 +29,15 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::{
-    infer::{key::KeyBuilder, registry::Model, Response},
+    infer::{registry::Model, Response},
     memo::Store,
     store::Key,
 };
+
+/// The blake3 key every answer key is hashed with, derived once.
+static ANSWER_KEY: std::sync::LazyLock<[u8; 32]> = std::sync::LazyLock::new(|| {
+    blake3::derive_key("infercache 2026-12-03 kserve answer key v1", b"")
+});
 
 /// The answer kept: the distinct row count, the JSON header's length (or
 /// [`JSON_ONLY`]), then the body.
@@ -56,17 +64,24 @@ pub(super) struct Request<'a> {
 /// The key of the answer to `body` sent as `request` says.
 pub(super) fn key(request: &Request<'_>, body: &[u8]) -> Key {
     let model = request.model;
-    let mut key = KeyBuilder::new(
-        "kserve answer",
-        model.namespace,
-        model.name(),
-        &model.digest,
-    );
-    key.u64(request.limit)
-        .u64(model.knobs().queue as u64)
-        .u64(request.header_len.map_or(JSON_ONLY, |n| n as u64))
-        .payload(body);
-    key.finish()
+    let name = model.name().as_bytes();
+    // Fixed-width fields first, then the name with its length, then the
+    // body: no two requests share a byte stream.
+    let mut hasher = blake3::Hasher::new_keyed(&ANSWER_KEY);
+    hasher
+        .update(&model.digest)
+        .update(&request.limit.to_le_bytes())
+        .update(&(model.knobs().queue as u64).to_le_bytes())
+        .update(
+            &request
+                .header_len
+                .map_or(JSON_ONLY, |n| n as u64)
+                .to_le_bytes(),
+        )
+        .update(&(name.len() as u64).to_le_bytes())
+        .update(name)
+        .update(body);
+    Key::new(model.namespace, hasher.finalize().as_bytes())
 }
 
 /// The answer kept under `key`, counted as its rows' memory hits.

@@ -27,7 +27,8 @@ use crate::{
     blocking::off_runtime,
     error::{Error, Result},
     infer::{self, registry::Model},
-    memo::{CacheStatus, Tier},
+    memo::{CacheStatus, Policy, Tier},
+    store::Key,
 };
 
 const HEADER_LENGTH: &str = "inference-header-content-length";
@@ -149,7 +150,7 @@ fn infer_path<B>(request: &Request<B>) -> Option<(&str, Option<&str>)> {
 }
 
 /// Infer with `model`: the body read, then answered from the answer cache
-/// ([`answers`]) or decoded, memoized per row and encoded.
+/// ([`answers`]) or by [`infer_rows`].
 async fn infer_model(
     state: &AppState,
     model: Arc<Model>,
@@ -192,6 +193,39 @@ async fn infer_model(
     } else {
         None
     };
+    // Boxed: the answer hit above stays a small future.
+    let rows = Rows {
+        header_len,
+        limit,
+        policy,
+        answer_key,
+    };
+    Box::pin(infer_rows(state, model, body, rows)).await
+}
+
+/// How [`infer_rows`] decodes a request and keeps its answer.
+struct Rows {
+    header_len: Option<usize>,
+    limit: u64,
+    policy: Policy,
+    /// The answer's key, when the request may read the cache.
+    answer_key: Option<Key>,
+}
+
+/// Infer with `model`: the body decoded, memoized per row, encoded; the
+/// answer kept when its rows were all hits.
+async fn infer_rows(
+    state: &AppState,
+    model: Arc<Model>,
+    body: Bytes,
+    rows: Rows,
+) -> Result<Response> {
+    let Rows {
+        header_len,
+        limit,
+        policy,
+        answer_key,
+    } = rows;
     // Read before the rows are: a drop since keeps their answer out.
     let generation = state.store.generation(model.namespace);
     let request = off_runtime(body.len(), move || wire::decode(&body, header_len, limit)).await?;
