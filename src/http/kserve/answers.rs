@@ -29,7 +29,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::{
-    infer::{registry::Model, Response},
+    infer::{key::ModelDigest, registry::Model, Response},
     memo::Store,
     store::Key,
 };
@@ -54,24 +54,42 @@ pub(super) struct Answer {
 
 /// What decides an answer's bytes, besides the body.
 pub(super) struct Request<'a> {
-    pub(super) model: &'a Model,
-    /// `Inference-Header-Content-Length`.
-    pub(super) header_len: Option<usize>,
+    /// The model's disk namespace, name and file digest.
+    pub(super) namespace: u32,
+    pub(super) name: &'a str,
+    pub(super) digest: &'a ModelDigest,
+    /// The model's `queue`.
+    pub(super) queue: usize,
     /// `max_request_size`.
     pub(super) limit: u64,
+    /// `Inference-Header-Content-Length`.
+    pub(super) header_len: Option<usize>,
+}
+
+impl<'a> Request<'a> {
+    /// A request to `model` under its knobs as of now.
+    pub(super) fn to(model: &'a Model, header_len: Option<usize>, limit: u64) -> Request<'a> {
+        Request {
+            namespace: model.namespace,
+            name: model.name(),
+            digest: &model.digest,
+            queue: model.knobs().queue,
+            limit,
+            header_len,
+        }
+    }
 }
 
 /// The key of the answer to `body` sent as `request` says.
 pub(super) fn key(request: &Request<'_>, body: &[u8]) -> Key {
-    let model = request.model;
-    let name = model.name().as_bytes();
+    let name = request.name.as_bytes();
     // Fixed-width fields first, then the name with its length, then the
     // body: no two requests share a byte stream.
     let mut hasher = blake3::Hasher::new_keyed(&ANSWER_KEY);
     hasher
-        .update(&model.digest)
+        .update(request.digest)
         .update(&request.limit.to_le_bytes())
-        .update(&(model.knobs().queue as u64).to_le_bytes())
+        .update(&(request.queue as u64).to_le_bytes())
         .update(
             &request
                 .header_len
@@ -81,7 +99,7 @@ pub(super) fn key(request: &Request<'_>, body: &[u8]) -> Key {
         .update(&(name.len() as u64).to_le_bytes())
         .update(name)
         .update(body);
-    Key::new(model.namespace, hasher.finalize().as_bytes())
+    Key::new(request.namespace, hasher.finalize().as_bytes())
 }
 
 /// The answer kept under `key`, counted as its rows' memory hits.
@@ -119,4 +137,82 @@ fn prefix(value: &[u8]) -> Option<(u64, u64)> {
     let rows = u32::from_le_bytes(value.get(..4)?.try_into().ok()?);
     let header_len = u64::from_le_bytes(value.get(4..PREFIX)?.try_into().ok()?);
     Some((u64::from(rows), header_len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DIGEST: ModelDigest = [7; 32];
+    const BASE: Request<'static> = Request {
+        namespace: 3,
+        name: "mlp",
+        digest: &DIGEST,
+        queue: 4096,
+        limit: 1 << 20,
+        header_len: None,
+    };
+
+    #[test]
+    fn everything_that_decides_an_answer_changes_its_key() {
+        let body = br#"{"inputs":[]}"#;
+        let base = key(&BASE, body);
+        assert_eq!(base, key(&BASE, body), "deterministic");
+        assert_eq!(base.namespace, 3, "under the model's namespace");
+        let variants = [
+            key(
+                &Request {
+                    digest: &[8; 32],
+                    ..BASE
+                },
+                body,
+            ),
+            key(
+                &Request {
+                    name: "mlp2",
+                    ..BASE
+                },
+                body,
+            ),
+            key(&Request { queue: 10, ..BASE }, body),
+            key(
+                &Request {
+                    limit: 1 << 10,
+                    ..BASE
+                },
+                body,
+            ),
+            key(
+                &Request {
+                    header_len: Some(13),
+                    ..BASE
+                },
+                body,
+            ),
+            key(
+                &Request {
+                    header_len: Some(12),
+                    ..BASE
+                },
+                body,
+            ),
+            key(&BASE, br#"{"inputs":[] }"#),
+        ];
+        for (i, v) in variants.iter().enumerate() {
+            assert_ne!(base.id, v.id, "variant {i}");
+        }
+        // Never a row's key: the same model and bytes as a row entry.
+        let row = crate::infer::key::KeyBuilder::new("tensor", 3, "mlp", &DIGEST).finish();
+        assert_ne!(base.id, row.id);
+    }
+
+    #[test]
+    fn a_kept_answer_reads_back_its_prefix() {
+        assert_eq!(prefix(&[]), None);
+        let mut value = BytesMut::new();
+        value.put_u32_le(3);
+        value.put_u64_le(JSON_ONLY);
+        value.put_slice(b"{}");
+        assert_eq!(prefix(&value), Some((3, JSON_ONLY)));
+    }
 }

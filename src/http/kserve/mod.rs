@@ -178,11 +178,7 @@ async fn infer_model(
     let answer_key = if policy.read {
         let (model, body) = (model.clone(), body.clone());
         let key = off_runtime(body.len(), move || {
-            let request = answers::Request {
-                model: &model,
-                header_len,
-                limit,
-            };
+            let request = answers::Request::to(&model, header_len, limit);
             Ok(answers::key(&request, &body))
         })
         .await?;
