@@ -295,12 +295,17 @@ impl Store {
         kept == Some(true)
     }
 
-    /// The entry [`Store::remember`] kept under `key`, counted as the
-    /// `hits(entry)` memory hits its sources would have counted.
+    /// The entry [`Store::remember`] kept under `key`, if `hits` takes it
+    /// (says how many memory hits its sources would have counted); an
+    /// entry `hits` refuses is neither returned nor counted.
     #[inline]
-    pub(crate) fn recall(&self, key: &Key, hits: impl FnOnce(&Entry) -> u64) -> Option<Entry> {
+    pub(crate) fn recall(
+        &self,
+        key: &Key,
+        hits: impl FnOnce(&Entry) -> Option<u64>,
+    ) -> Option<Entry> {
         let entry = self.inner.memory.get(key)?;
-        self.inner.memory_hits.inc_by(hits(&entry));
+        self.inner.memory_hits.inc_by(hits(&entry)?);
         Some(entry)
     }
 

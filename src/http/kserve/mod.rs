@@ -176,13 +176,9 @@ async fn infer_model(
     // Only a request that may read the cache can find or keep an answer
     // (a `no-cache` request's rows are never hits).
     let answer_key = if policy.read {
-        let (model, body) = (model.clone(), body.clone());
-        let key = off_runtime(body.len(), move || {
-            let request = answers::Request::to(&model, header_len, limit);
-            Ok(answers::key(&request, &body))
-        })
-        .await?;
-        if let Some(answer) = answers::recall(&state.store, &key) {
+        let request = answers::Request::to(&model, header_len, limit, &body);
+        let key = request.key();
+        if let Some(answer) = answers::recall(&state.store, &key, &request) {
             return Ok(respond(answer, CacheStatus::Hit(Tier::Memory)));
         }
         Some(key)
@@ -224,7 +220,8 @@ async fn infer_rows(
     } = rows;
     // Read before the rows are: a drop since keeps their answer out.
     let generation = state.store.generation(model.namespace);
-    let request = off_runtime(body.len(), move || wire::decode(&body, header_len, limit)).await?;
+    let raw = body.clone();
+    let request = off_runtime(raw.len(), move || wire::decode(&raw, header_len, limit)).await?;
     let response = state
         .inference
         .infer(
@@ -239,9 +236,9 @@ async fn infer_rows(
     let size = response.outputs.iter().map(|t| t.data.len()).sum();
     let (id, binary) = (request.id, request.binary);
     let status = response.status;
-    let (encoded, response) = off_runtime(size, move || {
+    let (encoded, response, model) = off_runtime(size, move || {
         let encoded = wire::encode(model.name(), id.as_deref(), &response.outputs, &binary);
-        Ok((encoded, response))
+        Ok((encoded, response, model))
     })
     .await?;
     let answer = answers::Answer {
@@ -251,8 +248,9 @@ async fn infer_rows(
     match answer_key {
         Some(key) if policy.write && matches!(status, CacheStatus::Hit(_)) => {
             let store = state.store.clone();
-            let answer = off_runtime(response.input_bytes(), move || {
-                answers::remember(&store, key, &answer, &response, generation);
+            let answer = off_runtime(response.input_bytes() + body.len(), move || {
+                let request = answers::Request::to(&model, header_len, limit, &body);
+                answers::remember(&store, key, &request, &answer, &response, generation);
                 Ok(answer)
             })
             .await?;
