@@ -56,6 +56,7 @@ pub use crate::state::{cache_policy, X_CACHE};
 /// limit layer and a frame list: a small body is one frame, handed back as
 /// it is (ARCHITECTURE.md §1, "The hot path").
 pub async fn read_body(headers: &HeaderMap, body: Body, limit: u64) -> Result<Bytes> {
+    use http_body::Body as _;
     use http_body_util::BodyExt;
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -89,6 +90,10 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: u64) -> Result<By
                 }
                 joined.extend_from_slice(&data);
             }
+        }
+        // All that `Content-Length` announced: no need to wait for the end.
+        if body.is_end_stream() {
+            break;
         }
     }
     Ok(if joined.is_empty() {
