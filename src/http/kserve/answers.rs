@@ -33,7 +33,7 @@ use std::{hash::BuildHasher, sync::LazyLock};
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::{
-    infer::{key::ModelDigest, registry::Model, Response},
+    infer::{key::ModelDigest, registry::Model, RowKeys},
     memo::Store,
     store::Key,
 };
@@ -143,21 +143,21 @@ pub(super) fn recall(store: &Store, key: &Key, request: &Request<'_>) -> Option<
     })
 }
 
-/// Keep `answer` to `request` under `key`, built from `response`, if its
-/// rows were all hits and are all still in memory and the model's cache
+/// Keep `answer` to `request` under `key`, built from `rows`, if they
+/// were all hits and are all still in memory and the model's cache
 /// was not dropped since `generation` (read before the rows were).
 pub(super) fn remember(
     store: &Store,
     key: Key,
     request: &Request<'_>,
     answer: &Answer,
-    response: &Response,
+    rows: &RowKeys,
     generation: u64,
 ) {
     let Ok(body_len) = u32::try_from(request.body.len()) else {
         return;
     };
-    let rows = response.row_keys();
+    let rows = rows.distinct();
     let mut value = BytesMut::with_capacity(PREFIX + request.body.len() + answer.body.len());
     value.put_u32_le(u32::try_from(rows.len()).unwrap_or(u32::MAX));
     value.put_u64_le(answer.header_len.map_or(JSON_ONLY, |n| n as u64));

@@ -222,9 +222,9 @@ async fn infer_rows(
     let generation = state.store.generation(model.namespace);
     let raw = body.clone();
     let request = off_runtime(raw.len(), move || wire::decode(&raw, header_len, limit)).await?;
-    let response = state
+    let (response, rows) = state
         .inference
-        .infer(
+        .infer_keyed(
             model.name(),
             infer::Request {
                 inputs: request.inputs,
@@ -236,9 +236,9 @@ async fn infer_rows(
     let size = response.outputs.iter().map(|t| t.data.len()).sum();
     let (id, binary) = (request.id, request.binary);
     let status = response.status;
-    let (encoded, response, model) = off_runtime(size, move || {
+    let (encoded, model) = off_runtime(size, move || {
         let encoded = wire::encode(model.name(), id.as_deref(), &response.outputs, &binary);
-        Ok((encoded, response, model))
+        Ok((encoded, model))
     })
     .await?;
     let answer = answers::Answer {
@@ -248,9 +248,9 @@ async fn infer_rows(
     match answer_key {
         Some(key) if policy.write && matches!(status, CacheStatus::Hit(_)) => {
             let store = state.store.clone();
-            let answer = off_runtime(response.input_bytes() + body.len(), move || {
+            let answer = off_runtime(rows.input_bytes() + body.len(), move || {
                 let request = answers::Request::to(&model, header_len, limit, &body);
-                answers::remember(&store, key, &request, &answer, &response, generation);
+                answers::remember(&store, key, &request, &answer, &rows, generation);
                 Ok(answer)
             })
             .await?;
