@@ -176,8 +176,12 @@ async fn infer_model(
     // Only a request that may read the cache can find or keep an answer
     // (a `no-cache` request's rows are never hits).
     let answer_key = if policy.read {
+        let (hashed, raw) = (model.clone(), body.clone());
+        let key = off_runtime(raw.len(), move || {
+            Ok(answers::Request::to(&hashed, header_len, limit, &raw).key())
+        })
+        .await?;
         let request = answers::Request::to(&model, header_len, limit, &body);
-        let key = request.key();
         if let Some(answer) = answers::recall(&state.store, &key, &request) {
             return Ok(respond(answer, CacheStatus::Hit(Tier::Memory)));
         }
