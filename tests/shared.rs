@@ -281,12 +281,22 @@ async fn a_model_drop_reaches_every_server_within_a_second() {
         })
         .await;
     }
-    // b and c now hold the result locally (and nothing else).
-    assert_eq!((local(&b).await, local(&c).await), (Some(1), Some(1)));
+    // b and c now hold the result locally, and the whole answer of the
+    // request they read it with as a full hit (nothing else).
+    assert_eq!((local(&b).await, local(&c).await), (Some(2), Some(2)));
     assert_eq!(delete(&a, "/v1/models/mlp/cache").await, 200);
     assert_eq!(redis.cli(&["GET", "ic1:gen:{mlp}"]).as_deref(), Some("1"));
+    // From memory (answers too) and, once the drop commits, from disk.
+    let on_disk = |s: &TestServer| {
+        let s = s.client.get(s.url("/v1/stats"));
+        async move {
+            let stats: serde_json::Value = s.send().await.unwrap().json().await.unwrap();
+            stats["disk"]["entries"].as_u64()
+        }
+    };
     within_a_second("b and c drop the model's results", || async {
         (local(&b).await, local(&c).await) == (Some(0), Some(0))
+            && (on_disk(&b).await, on_disk(&c).await) == (Some(0), Some(0))
     })
     .await;
     // Dropped everywhere: b computes it again, once.

@@ -7,7 +7,8 @@
 #   infer: POST /v2/models/mlp/infer, the same row every time (infer_hit.lua)
 #   kv:    GET /v1/kv/KEY (100-byte value)
 # in alternating order, ROUNDS times, same connections and duration.
-# Prints req/s, p50, p99 and the ratio infer / kv. Target: ratio >= 0.7.
+# Prints req/s, p50, p99 and the ratio infer / kv. Target: ratio >= 0.85 (a
+# repeated request is answered from the answer cache, README: Inference).
 #
 # Environment: ROUNDS (2), DURATION (10s), CONNS (64), THREADS (2),
 # PORT (17812), SKIP_BUILD=1.
@@ -83,4 +84,4 @@ inf="$(mean "${INF[@]}")" kv="$(mean "${KV[@]}")"
 echo "summary (mean of $ROUNDS rounds; no misses during the runs)"
 echo "  infer hit  mean $inf req/s, p99 per round: ${INF99[*]} ms"
 echo "  kv GET     mean $kv req/s, p99 per round: ${KV99[*]} ms"
-echo "  ratio      $(ratio "$inf" "$kv")   (target >= 0.7)"
+echo "  ratio      $(ratio "$inf" "$kv")   (target >= 0.85)"

@@ -64,6 +64,29 @@ pub struct Response {
     pub status: CacheStatus,
 }
 
+/// A request's rows after [`Inference::infer_keyed`] answered it, keyed
+/// again only if [`RowKeys::distinct`] is called.
+pub struct RowKeys(Arc<Rows>);
+
+impl RowKeys {
+    /// The distinct keys of the request's rows (one for a model that does
+    /// not batch): the entries its answer was built from. Keys every row
+    /// again, so call it only when they are needed (off the async workers
+    /// for a big request, see [`RowKeys::input_bytes`]).
+    pub fn distinct(&self) -> Vec<Key> {
+        let rows = &self.0;
+        let mut keys: Vec<Key> = (0..rows.rows).map(|r| rows.key(r)).collect();
+        keys.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        keys.dedup();
+        keys
+    }
+
+    /// The input bytes [`RowKeys::distinct`] hashes.
+    pub fn input_bytes(&self) -> usize {
+        self.0.bytes()
+    }
+}
+
 /// The inference service: models plus the memoizer.
 pub struct Inference {
     pub registry: Registry,
@@ -93,6 +116,12 @@ impl Inference {
     }
 
     pub async fn infer(&self, model: &str, request: Request) -> Result<Response> {
+        Ok(self.infer_keyed(model, request).await?.0)
+    }
+
+    /// [`Inference::infer`], and the request's rows, for what is built
+    /// from their entries (a whole answer kept, ARCHITECTURE.md §1).
+    pub async fn infer_keyed(&self, model: &str, request: Request) -> Result<(Response, RowKeys)> {
         let model = self.registry.get(model)?;
         let max_bytes = self.live.borrow().max_request_size;
         let inputs = model.check_inputs(request.inputs, max_bytes)?;
@@ -103,18 +132,15 @@ impl Inference {
         } else {
             1
         };
-        let parts = Rows {
+        let parts = Arc::new(Rows {
             model,
             inputs,
             rows,
             wanted,
             queue: settings.queue,
-        };
-        let (outputs, status) = self
-            .memo
-            .get_or_compute_many(Arc::new(parts), lookup)
-            .await?;
-        Ok(Response { outputs, status })
+        });
+        let (outputs, status) = self.memo.get_or_compute_many(parts.clone(), lookup).await?;
+        Ok((Response { outputs, status }, RowKeys(parts)))
     }
 }
 

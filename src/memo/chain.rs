@@ -255,6 +255,60 @@ impl Store {
         self.inner.generations.current(namespace)
     }
 
+    /// Keep `value`, built from the entries under `sources` (a whole
+    /// answer from its rows, ARCHITECTURE.md §1, "The answer cache"), in
+    /// the memory tier only, under `key`'s namespace, expiring with the
+    /// first of `sources` to expire. Kept only if every source is in
+    /// memory now, the namespace was not dropped since `generation` (read
+    /// before the sources were) and `value` is within `max_value_size`;
+    /// returns whether it was kept.
+    pub(crate) fn remember(
+        &self,
+        key: Key,
+        value: bytes::Bytes,
+        sources: &[Key],
+        generation: u64,
+    ) -> bool {
+        let inner = &self.inner;
+        if value.len() as u64 > inner.local.max_value_size() {
+            return false;
+        }
+        let kept = inner.generations.publish_if(key.namespace, generation, || {
+            let mut expires_at = None::<u64>;
+            for source in sources {
+                let Some(entry) = inner.memory.get(source) else {
+                    return false;
+                };
+                expires_at = match (expires_at, entry.expires_at) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+            let entry = Entry {
+                value,
+                content_type: None,
+                expires_at,
+            };
+            inner.memory.insert(key, entry);
+            true
+        });
+        kept == Some(true)
+    }
+
+    /// The entry [`Store::remember`] kept under `key`, if `hits` takes it
+    /// (says how many memory hits its sources would have counted); an
+    /// entry `hits` refuses is neither returned nor counted.
+    #[inline]
+    pub(crate) fn recall(
+        &self,
+        key: &Key,
+        hits: impl FnOnce(&Entry) -> Option<u64>,
+    ) -> Option<Entry> {
+        let entry = self.inner.memory.get(key)?;
+        self.inner.memory_hits.inc_by(hits(&entry)?);
+        Some(entry)
+    }
+
     /// A number that changes whenever a write to `key` commits. Read it
     /// before looking in the tiers; if it changed by the time the caller
     /// decides to compute, a result was stored meanwhile.

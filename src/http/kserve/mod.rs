@@ -1,8 +1,11 @@
 //! KServe v2 / Open Inference Protocol REST endpoints (what Triton's
 //! `tritonclient.http` speaks): server and model metadata, health, and
 //! infer with JSON or binary tensors. Every infer goes through
-//! [`crate::infer::Inference`], so results are memoized per row.
+//! [`crate::infer::Inference`], so results are memoized per row; a whole
+//! answer whose rows were all hits is kept too ([`answers`]), so the same
+//! request again skips decoding and encoding.
 
+mod answers;
 mod wire;
 
 use std::{convert::Infallible, sync::Arc};
@@ -14,6 +17,7 @@ use axum::{
     response::{IntoResponse, Response},
     Json,
 };
+use bytes::Bytes;
 use futures::future::{BoxFuture, FutureExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -23,6 +27,8 @@ use crate::{
     blocking::off_runtime,
     error::{Error, Result},
     infer::{self, registry::Model},
+    memo::{CacheStatus, Policy, Tier},
+    store::Key,
 };
 
 const HEADER_LENGTH: &str = "inference-header-content-length";
@@ -143,7 +149,8 @@ fn infer_path<B>(request: &Request<B>) -> Option<(&str, Option<&str>)> {
     (plain(model) && version.is_none_or(plain)).then_some((model, version))
 }
 
-/// Infer with `model`: the body read, decoded, memoized per row, encoded.
+/// Infer with `model`: the body read, then answered from the answer cache
+/// ([`answers`]) or by [`infer_rows`].
 async fn infer_model(
     state: &AppState,
     model: Arc<Model>,
@@ -165,33 +172,104 @@ async fn infer_model(
     };
     let limit = state.config().max_request_size;
     let body = read_body(headers, body, limit).await?;
-    let request = off_runtime(body.len(), move || wire::decode(&body, header_len, limit)).await?;
-    let response = state
+    let policy = cache_policy(headers);
+    // Only a request that may read the cache can find or keep an answer
+    // (a `no-cache` request's rows are never hits).
+    let answer_key = if policy.read {
+        let (hashed, raw) = (model.clone(), body.clone());
+        let key = off_runtime(raw.len(), move || {
+            Ok(answers::Request::to(&hashed, header_len, limit, &raw).key())
+        })
+        .await?;
+        let request = answers::Request::to(&model, header_len, limit, &body);
+        if let Some(answer) = answers::recall(&state.store, &key, &request) {
+            return Ok(respond(answer, CacheStatus::Hit(Tier::Memory)));
+        }
+        Some(key)
+    } else {
+        None
+    };
+    // Boxed: the answer hit above stays a small future.
+    let rows = Rows {
+        header_len,
+        limit,
+        policy,
+        answer_key,
+    };
+    Box::pin(infer_rows(state, model, body, rows)).await
+}
+
+/// How [`infer_rows`] decodes a request and keeps its answer.
+struct Rows {
+    header_len: Option<usize>,
+    limit: u64,
+    policy: Policy,
+    /// The answer's key, when the request may read the cache.
+    answer_key: Option<Key>,
+}
+
+/// Infer with `model`: the body decoded, memoized per row, encoded; the
+/// answer kept when its rows were all hits.
+async fn infer_rows(
+    state: &AppState,
+    model: Arc<Model>,
+    body: Bytes,
+    rows: Rows,
+) -> Result<Response> {
+    let Rows {
+        header_len,
+        limit,
+        policy,
+        answer_key,
+    } = rows;
+    // Read before the rows are: a drop since keeps their answer out.
+    let generation = state.store.generation(model.namespace);
+    let raw = body.clone();
+    let request = off_runtime(raw.len(), move || wire::decode(&raw, header_len, limit)).await?;
+    let (response, rows) = state
         .inference
-        .infer(
+        .infer_keyed(
             model.name(),
             infer::Request {
                 inputs: request.inputs,
                 outputs: request.outputs,
-                policy: cache_policy(headers),
+                policy,
             },
         )
         .await?;
     let size = response.outputs.iter().map(|t| t.data.len()).sum();
     let (id, binary) = (request.id, request.binary);
-    let encoded = off_runtime(size, move || {
-        Ok(wire::encode(
-            model.name(),
-            id.as_deref(),
-            &response.outputs,
-            &binary,
-        ))
+    let status = response.status;
+    let (encoded, model) = off_runtime(size, move || {
+        let encoded = wire::encode(model.name(), id.as_deref(), &response.outputs, &binary);
+        Ok((encoded, model))
     })
     .await?;
-    let mut http = Response::new(Body::from(encoded.body));
+    let answer = answers::Answer {
+        body: Bytes::from(encoded.body),
+        header_len: encoded.header_len,
+    };
+    match answer_key {
+        Some(key) if policy.write && matches!(status, CacheStatus::Hit(_)) => {
+            let store = state.store.clone();
+            let answer = off_runtime(rows.input_bytes() + body.len(), move || {
+                let request = answers::Request::to(&model, header_len, limit, &body);
+                answers::remember(&store, key, &request, &answer, &rows, generation);
+                Ok(answer)
+            })
+            .await?;
+            Ok(respond(answer, status))
+        }
+        _ => Ok(respond(answer, status)),
+    }
+}
+
+/// The HTTP response of an answer found as `status` says.
+fn respond(answer: answers::Answer, status: CacheStatus) -> Response {
+    let mut http = Response::new(Body::from(answer.body));
     let h = http.headers_mut();
-    h.insert(X_CACHE, HeaderValue::from_static(response.status.as_str()));
-    match encoded.header_len {
+    h.insert(X_CACHE, HeaderValue::from_static(status.as_str()));
+    match answer.header_len {
         Some(n) => {
             h.insert(
                 header::CONTENT_TYPE,
@@ -206,5 +284,5 @@ async fn infer_model(
             );
         }
     }
-    Ok(http)
+    http
 }
