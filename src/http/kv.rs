@@ -4,7 +4,11 @@
 //! any byte string of 1 to 1024 bytes is a key, `/` included). `PUT`
 //! answers 204 only once its entry is durable on disk.
 
-use std::{borrow::Cow, sync::Arc, time::Duration};
+use std::{
+    borrow::Cow,
+    sync::{Arc, LazyLock},
+    time::Duration,
+};
 
 use axum::{
     body::Body,
@@ -12,13 +16,15 @@ use axum::{
     http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri},
     response::Response,
 };
+use bytes::Bytes;
+use http_body_util::Full;
 use percent_encoding::percent_decode_str;
 
 use super::{read_body, AppState};
 use crate::{
     error::{Error, Result},
     memo::Tier,
-    store::{Entry, Key, KV_NAMESPACE, TTL_RANGE},
+    store::{Entry, Key, KeyRef, KV_NAMESPACE, TTL_RANGE},
 };
 
 /// Longest key accepted, in bytes after URL decoding.
@@ -28,16 +34,26 @@ pub const MAX_KEY_LEN: usize = 1024;
 const PREFIX: &str = "/v1/kv/";
 
 fn key_from(uri: &Uri) -> Result<Key> {
+    Ok(Key::new(KV_NAMESPACE, key_id(uri)?))
+}
+
+/// The key's bytes: the path after the prefix, percent-decoded, borrowed
+/// unless the key has escapes.
+fn key_id(uri: &Uri) -> Result<Cow<'_, [u8]>> {
     let raw = uri.path().strip_prefix(PREFIX).unwrap_or_default();
-    // Borrowed unless the key has escapes: one copy, into the key.
-    let id: Cow<'_, [u8]> = percent_decode_str(raw).into();
+    // Without a `%` decoding is the identity: skip its byte-by-byte pass.
+    let id: Cow<'_, [u8]> = if raw.as_bytes().contains(&b'%') {
+        percent_decode_str(raw).into()
+    } else {
+        Cow::Borrowed(raw.as_bytes())
+    };
     if id.is_empty() || id.len() > MAX_KEY_LEN {
         return Err(Error::BadKey {
             len: id.len(),
             max: MAX_KEY_LEN,
         });
     }
-    Ok(Key::new(KV_NAMESPACE, id))
+    Ok(id)
 }
 
 /// `?ttl=SECONDS`, the only query parameter PUT takes.
@@ -104,40 +120,70 @@ pub async fn get(State(state): State<Arc<AppState>>, uri: Uri) -> Result<Respons
     let Some((entry, tier)) = state.store.get(&key).await? else {
         return Err(Error::NotFound("no entry under this key".into()));
     };
-    Ok(found(entry, tier))
+    Ok(found(entry, tier).map(Body::new))
 }
 
 /// The hot route (ARCHITECTURE.md §1): `GET /v1/kv/{key}` answered from the
 /// memory tier before the router, as [`get`] would answer it; `None` for
-/// anything else (another method, a refused token, a bad key, a memory
-/// miss), which the router then serves. The token is checked before the
-/// lookup, so a refused request counts no hit.
-pub(super) fn memory_hit<B>(state: &AppState, request: &Request<B>) -> Option<Response> {
+/// anything else (another method, a gRPC call, a refused token, a bad key,
+/// a memory miss), which the router then serves. The token is checked
+/// before the lookup, so a refused request counts no hit. The key is looked
+/// up borrowed from the path, and the answer's body is not boxed.
+pub(super) fn memory_hit<B>(
+    state: &AppState,
+    request: &Request<B>,
+) -> Option<Response<Full<Bytes>>> {
     if request.method() != Method::GET || !request.uri().path().starts_with(PREFIX) {
         return None;
     }
-    let authorization = request.headers().get(header::AUTHORIZATION);
-    state.authorize(authorization.map(|v| v.as_bytes())).ok()?;
-    let key = key_from(request.uri()).ok()?;
-    let entry = state.store.get_memory(&key)?;
+    let headers = request.headers();
+    if crate::grpc::is_grpc(headers) {
+        return None;
+    }
+    state.authorize_headers(headers).ok()?;
+    let id = key_id(request.uri()).ok()?;
+    let entry = state.store.get_memory(&KeyRef {
+        namespace: KV_NAMESPACE,
+        id: &id,
+    })?;
     Some(found(entry, Tier::Memory))
 }
 
 /// The answer to a GET that found `entry` in `tier`.
-fn found(entry: Entry, tier: Tier) -> Response {
-    // Built at compile time: `from_static` checks its bytes when called.
+fn found(entry: Entry, tier: Tier) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(entry.value));
+    // A copy of a prebuilt head costs less than building one; its content
+    // type is replaced in place (an insert would grow the copy first).
+    let headers = response.headers_mut();
+    *headers = head(tier).clone();
+    let content_type = entry.content_type.as_deref();
+    if let Some(value) = content_type.and_then(|ct| HeaderValue::from_str(ct).ok()) {
+        if let Some(slot) = headers.get_mut(header::CONTENT_TYPE) {
+            *slot = value;
+        }
+    }
+    response
+}
+
+/// The headers of a GET's answer from `tier`: `X-Cache-Tier`, and the
+/// content type of a value stored without one. Built once per tier.
+fn head(tier: Tier) -> &'static HeaderMap {
     const X_CACHE_TIER: HeaderName = HeaderName::from_static("x-cache-tier");
     const OCTET_STREAM: HeaderValue = HeaderValue::from_static("application/octet-stream");
-    let content_type = entry
-        .content_type
-        .as_deref()
-        .and_then(|ct| HeaderValue::from_str(ct).ok())
-        .unwrap_or(OCTET_STREAM);
-    let mut response = Response::new(Body::from(entry.value));
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, content_type);
-    headers.insert(X_CACHE_TIER, HeaderValue::from_static(tier.as_str()));
-    response
+    static HEADS: LazyLock<[HeaderMap; 3]> = LazyLock::new(|| {
+        [Tier::Memory, Tier::Disk, Tier::Shared].map(|tier| {
+            let mut head = HeaderMap::with_capacity(2);
+            head.insert(header::CONTENT_TYPE, OCTET_STREAM);
+            head.insert(X_CACHE_TIER, HeaderValue::from_static(tier.as_str()));
+            head
+        })
+    });
+    let heads = &*HEADS;
+    match tier {
+        Tier::Memory => &heads[0],
+        Tier::Disk => &heads[1],
+        Tier::Shared => &heads[2],
+    }
 }
 
 pub async fn delete(State(state): State<Arc<AppState>>, uri: Uri) -> Result<StatusCode> {
