@@ -4,11 +4,7 @@
 //! any byte string of 1 to 1024 bytes is a key, `/` included). `PUT`
 //! answers 204 only once its entry is durable on disk.
 
-use std::{
-    borrow::Cow,
-    sync::{Arc, LazyLock},
-    time::Duration,
-};
+use std::{borrow::Cow, cell::RefCell, sync::Arc, time::Duration};
 
 use axum::{
     body::Body,
@@ -152,38 +148,44 @@ pub(super) fn memory_hit<B>(
 /// The answer to a GET that found `entry` in `tier`.
 fn found(entry: Entry, tier: Tier) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(entry.value));
-    // A copy of a prebuilt head costs less than building one; its content
-    // type is replaced in place (an insert would grow the copy first).
-    let headers = response.headers_mut();
-    *headers = head(tier).clone();
-    let content_type = entry.content_type.as_deref();
-    if let Some(value) = content_type.and_then(|ct| HeaderValue::from_str(ct).ok()) {
-        if let Some(slot) = headers.get_mut(header::CONTENT_TYPE) {
-            *slot = value;
-        }
-    }
+    *response.headers_mut() = head(tier, entry.content_type);
     response
 }
 
-/// The headers of a GET's answer from `tier`: `X-Cache-Tier`, and the
-/// content type of a value stored without one. Built once per tier.
-fn head(tier: Tier) -> &'static HeaderMap {
+/// The headers of a GET's answer: the value's content type
+/// (`application/octet-stream` without one, or with one a header cannot
+/// carry) and `X-Cache-Tier`.
+///
+/// Each thread keeps the last head it built and answers a copy while tier
+/// and content type stay the same, as they mostly do (a store holds few
+/// content types): a copy costs a third of building one, whose content
+/// type is copied and checked byte by byte (ARCHITECTURE.md §1).
+fn head(tier: Tier, content_type: Option<Arc<str>>) -> HeaderMap {
+    thread_local! {
+        static LAST: RefCell<Option<(Tier, Option<Arc<str>>, HeaderMap)>> =
+            const { RefCell::new(None) };
+    }
+    LAST.with_borrow_mut(|last| match last {
+        Some((t, ct, head)) if *t == tier && *ct == content_type => head.clone(),
+        _ => {
+            let head = build_head(tier, content_type.as_deref());
+            *last = Some((tier, content_type, head.clone()));
+            head
+        }
+    })
+}
+
+fn build_head(tier: Tier, content_type: Option<&str>) -> HeaderMap {
+    // Built at compile time: `from_static` checks its bytes when called.
     const X_CACHE_TIER: HeaderName = HeaderName::from_static("x-cache-tier");
     const OCTET_STREAM: HeaderValue = HeaderValue::from_static("application/octet-stream");
-    static HEADS: LazyLock<[HeaderMap; 3]> = LazyLock::new(|| {
-        [Tier::Memory, Tier::Disk, Tier::Shared].map(|tier| {
-            let mut head = HeaderMap::with_capacity(2);
-            head.insert(header::CONTENT_TYPE, OCTET_STREAM);
-            head.insert(X_CACHE_TIER, HeaderValue::from_static(tier.as_str()));
-            head
-        })
-    });
-    let heads = &*HEADS;
-    match tier {
-        Tier::Memory => &heads[0],
-        Tier::Disk => &heads[1],
-        Tier::Shared => &heads[2],
-    }
+    let content_type = content_type
+        .and_then(|ct| HeaderValue::from_str(ct).ok())
+        .unwrap_or(OCTET_STREAM);
+    let mut head = HeaderMap::with_capacity(2);
+    head.insert(header::CONTENT_TYPE, content_type);
+    head.insert(X_CACHE_TIER, HeaderValue::from_static(tier.as_str()));
+    head
 }
 
 pub async fn delete(State(state): State<Arc<AppState>>, uri: Uri) -> Result<StatusCode> {
