@@ -22,11 +22,16 @@
 //!   and a bound on concurrent streams, so the connection limit still bounds
 //!   the requests in flight;
 //! - a body read timeout, applied per request to every HTTP (not gRPC)
-//!   body by `http::App` (`http::timeout`).
+//!   body by `http::App` (`http::timeout`);
+//! - HTTP/1 responses copied behind their heads and sent with one `write`,
+//!   in bounded frames so the copies cannot grow a connection's buffer
+//!   without bound ([`framed`]).
 //!
 //! Shutdown: stop accepting, ask every connection to finish its in-flight
 //! requests and close (idle ones close at once), then wait up to
 //! `drain_timeout`; connections still open then are closed.
+
+mod framed;
 
 use std::{
     convert::Infallible,
@@ -42,7 +47,11 @@ use std::{
 
 use axum::serve::Listener;
 use bytes::Bytes;
-use futures::{future::BoxFuture, stream::FuturesUnordered, StreamExt};
+use futures::{
+    future::{BoxFuture, MapOk},
+    stream::FuturesUnordered,
+    StreamExt, TryFutureExt,
+};
 use http_body::Body;
 use hyper::{body::Incoming, Request, Response};
 use hyper_util::{
@@ -55,12 +64,16 @@ use tokio::{
 };
 use tower::{util::Oneshot, ServiceExt};
 
+pub(crate) use self::framed::{Framed, MAX_FRAME};
+
 /// What the accept loop serves: the server's [`crate::http::App`], or an
 /// axum router (the connection tests). Called by reference, with no
 /// readiness step (both are always ready): per request, a connection only
 /// calls it and awaits the answer (ARCHITECTURE.md §1, "The hot path").
 pub trait App: Clone + Send + Sync + 'static {
-    /// The response body; the server's is unboxed for its hot routes.
+    /// The response body. HTTP/1 copies every data frame into the
+    /// connection's write buffer, which keeps its size: frames must be at
+    /// most [`MAX_FRAME`] bytes ([`Framed`] cuts longer ones).
     type Body: Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static;
     type Future: Future<Output = Result<Response<Self::Body>, Infallible>> + Send + 'static;
 
@@ -68,11 +81,16 @@ pub trait App: Clone + Send + Sync + 'static {
 }
 
 impl App for axum::Router {
-    type Body = axum::body::Body;
-    type Future = Oneshot<axum::Router, Request<Incoming>>;
+    type Body = Framed<axum::body::Body>;
+    type Future = MapOk<
+        Oneshot<axum::Router, Request<Incoming>>,
+        fn(axum::response::Response) -> Response<Self::Body>,
+    >;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
-        self.clone().oneshot(request)
+        self.clone()
+            .oneshot(request)
+            .map_ok(|response| response.map(Framed::new))
     }
 }
 
@@ -140,8 +158,10 @@ pub async fn serve<L: Listener>(
     let (phase, phases) = watch::channel(Phase::Serving);
     tokio::pin!(shutdown);
     let mut builder = Builder::new(TokioExecutor::new());
-    // The idle deadline reads heads in time (see the module docs).
-    builder.http1().header_read_timeout(None);
+    // The idle deadline reads heads in time (see the module docs); a
+    // response is copied behind its head and written with one `write`, in
+    // frames (`framed`).
+    builder.http1().header_read_timeout(None).writev(false);
     builder
         .http2()
         .timer(TokioTimer::new())

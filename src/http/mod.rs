@@ -46,8 +46,11 @@ use hyper::body::Incoming;
 use tower::Service;
 
 use self::{error::OpenAiError, timeout::ReadTimeout};
-use crate::error::{Error, Result};
 pub use crate::state::AppState;
+use crate::{
+    error::{Error, Result},
+    listen::{Framed, MAX_FRAME},
+};
 
 pub use crate::state::{cache_policy, X_CACHE};
 
@@ -104,9 +107,32 @@ impl App {
     }
 }
 
-/// A response's body: whole bytes (the KV hot route's answer, which hyper
-/// writes without a box) or axum's (everything else).
+/// A response's body: whole bytes of at most one frame (the KV hot route's
+/// answer, which hyper writes without a box), or axum's (everything else),
+/// cut in frames (see [`crate::listen::App::Body`]; boxed once more, to keep
+/// this type, which every response moves through, small).
 pub(crate) type ResponseBody = http_body_util::Either<Full<Bytes>, Body>;
+
+/// `body` cut in frames, as a [`ResponseBody`].
+fn framed<B>(body: B) -> ResponseBody
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    ResponseBody::Right(Body::new(Framed::new(body)))
+}
+
+/// `body` as a [`ResponseBody`]: unboxed when it fits one frame.
+fn whole(body: Full<Bytes>) -> ResponseBody {
+    if http_body::Body::size_hint(&body)
+        .exact()
+        .is_some_and(|len| len <= MAX_FRAME as u64)
+    {
+        ResponseBody::Left(body)
+    } else {
+        framed(body)
+    }
+}
 
 /// The answer to one request.
 type Answer = Result<Response<ResponseBody>, Infallible>;
@@ -120,7 +146,7 @@ impl crate::listen::App for App {
         // Only a logged request is timed, or copied for its line.
         let started = request_logged().then(Instant::now);
         if let Some(response) = kv::memory_hit(&routes.state, &request) {
-            let response = response.map(ResponseBody::Left);
+            let response = response.map(whole);
             if let Some(started) = started {
                 log_request(request.method(), request.uri(), &response, started);
             }
@@ -142,7 +168,7 @@ impl crate::listen::App for App {
             }
         };
         async move {
-            let response = answer.await?.map(ResponseBody::Right);
+            let response = answer.await?.map(framed);
             if let Some((method, uri, started)) = line {
                 log_request(&method, &uri, &response, started);
             }
