@@ -161,15 +161,26 @@ fn found(entry: Entry, tier: Tier) -> Response<Full<Bytes>> {
 /// content types): a copy costs a third of building one, whose content
 /// type is copied and checked byte by byte (ARCHITECTURE.md §1).
 fn head(tier: Tier, content_type: Option<Arc<str>>) -> HeaderMap {
+    /// A head and what it was built from.
+    struct Built {
+        tier: Tier,
+        content_type: Option<Arc<str>>,
+        head: HeaderMap,
+    }
     thread_local! {
-        static LAST: RefCell<Option<(Tier, Option<Arc<str>>, HeaderMap)>> =
-            const { RefCell::new(None) };
+        static LAST: RefCell<Option<Built>> = const { RefCell::new(None) };
     }
     LAST.with_borrow_mut(|last| match last {
-        Some((t, ct, head)) if *t == tier && *ct == content_type => head.clone(),
+        Some(built) if built.tier == tier && built.content_type == content_type => {
+            built.head.clone()
+        }
         _ => {
             let head = build_head(tier, content_type.as_deref());
-            *last = Some((tier, content_type, head.clone()));
+            *last = Some(Built {
+                tier,
+                content_type,
+                head: head.clone(),
+            });
             head
         }
     })

@@ -111,8 +111,6 @@ pub struct Usage {
 
 #[cfg(test)]
 mod tests {
-    use std::hash::BuildHasher;
-
     use super::*;
 
     #[test]
