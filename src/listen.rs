@@ -22,11 +22,16 @@
 //!   and a bound on concurrent streams, so the connection limit still bounds
 //!   the requests in flight;
 //! - a body read timeout, applied per request to every HTTP (not gRPC)
-//!   body by `http::App` (`http::timeout`).
+//!   body by `http::App` (`http::timeout`);
+//! - HTTP/1 responses copied behind their heads and sent with one `write`,
+//!   in bounded frames so the copies cannot grow a connection's buffer
+//!   without bound ([`framed`]).
 //!
 //! Shutdown: stop accepting, ask every connection to finish its in-flight
 //! requests and close (idle ones close at once), then wait up to
 //! `drain_timeout`; connections still open then are closed.
+
+mod framed;
 
 use std::{
     convert::Infallible,
@@ -40,9 +45,15 @@ use std::{
     time::Duration,
 };
 
-use axum::{response::Response, serve::Listener};
-use futures::{future::BoxFuture, stream::FuturesUnordered, StreamExt};
-use hyper::{body::Incoming, Request};
+use axum::serve::Listener;
+use bytes::Bytes;
+use futures::{
+    future::{BoxFuture, MapOk},
+    stream::FuturesUnordered,
+    StreamExt, TryFutureExt,
+};
+use http_body::Body;
+use hyper::{body::Incoming, Request, Response};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::conn::auto::Builder,
@@ -50,27 +61,41 @@ use hyper_util::{
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     sync::{watch, Notify, Semaphore},
-    time::Instant,
 };
-use tower::{Service, ServiceExt};
+use tower::{util::Oneshot, ServiceExt};
 
-/// What the accept loop serves: the server's [`crate::http::App`], or any
-/// router (the connection tests).
-pub trait App:
-    Service<Request<Incoming>, Response = Response, Error = Infallible, Future: Send + 'static>
-    + Clone
-    + Send
-    + 'static
-{
+pub(crate) use self::framed::{Framed, MAX_FRAME};
+
+/// What the accept loop serves: the server's [`crate::http::App`], or an
+/// axum router (the connection tests). Called by reference, with no
+/// readiness step (both are always ready): per request, a connection only
+/// calls it and awaits the answer (ARCHITECTURE.md §1, "The hot path").
+pub trait App: Clone + Send + Sync + 'static {
+    /// The response body. HTTP/1 copies every data frame into the
+    /// connection's write buffer, which keeps its size: frames must be at
+    /// most [`MAX_FRAME`] bytes ([`Framed`] cuts longer ones).
+    type Body: Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static;
+    type Future: Future<Output = Result<Response<Self::Body>, Infallible>> + Send + 'static;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future;
 }
 
-impl<S> App for S where
-    S: Service<Request<Incoming>, Response = Response, Error = Infallible, Future: Send + 'static>
-        + Clone
-        + Send
-        + 'static
-{
+impl App for axum::Router {
+    type Body = Framed<axum::body::Body>;
+    type Future = MapOk<
+        Oneshot<axum::Router, Request<Incoming>>,
+        fn(axum::response::Response) -> Response<Self::Body>,
+    >;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        self.clone()
+            .oneshot(request)
+            .map_ok(|response| response.map(Framed::new))
+    }
 }
+
+/// Errors a response body may end with.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// How long shutdown waits for in-flight requests before it closes their
 /// connections. A constant: a request that takes longer is stuck (every
@@ -133,8 +158,10 @@ pub async fn serve<L: Listener>(
     let (phase, phases) = watch::channel(Phase::Serving);
     tokio::pin!(shutdown);
     let mut builder = Builder::new(TokioExecutor::new());
-    // The idle deadline reads heads in time (see the module docs).
-    builder.http1().header_read_timeout(None);
+    // The idle deadline reads heads in time (see the module docs); a
+    // response is copied behind its head and written with one `write`, in
+    // frames (`framed`).
+    builder.http1().header_read_timeout(None).writev(false);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -189,7 +216,7 @@ async fn connection<I, S>(
         let activity = activity.clone();
         move |req: Request<Incoming>| {
             let busy = Busy::start(activity.clone());
-            let response = app.clone().oneshot(req);
+            let response = app.call(req);
             async move {
                 let response = response.await;
                 drop(busy);
@@ -222,6 +249,9 @@ async fn connection<I, S>(
     }));
     loop {
         tokio::select! {
+            // The connection first: it is what woke this task, but for once
+            // in a connection's life (and no coin toss per wake-up).
+            biased;
             result = conn.as_mut() => {
                 if let Err(e) = result {
                     tracing::debug!(error = %e, "connection ended with an error");
@@ -247,18 +277,29 @@ enum Stop {
 
 /// What a connection's requests tell its idle deadline: how many are in
 /// progress and when the last one ended. A request touches two atomics and
-/// the clock, and wakes nobody unless the deadline passed while it ran;
-/// the deadline's own timer is reset only when it fires (a notification
-/// per request, and a timer per idle period, cost more than the whole
-/// KV GET hit path: ARCHITECTURE.md §1, "The hot path").
+/// the coarse clock, and wakes nobody unless the deadline passed while it
+/// ran; the deadline's own timer is reset only when it fires (a
+/// notification per request, and a timer per idle period, cost more than
+/// the whole KV GET hit path: ARCHITECTURE.md §1, "The hot path").
 struct Activity {
     active: AtomicUsize,
-    /// When the last request ended, in nanoseconds since `origin`; 0
-    /// before the first one ends.
+    /// When the last request ended, in [`ticks`]; 0 before the first one
+    /// ends.
     last_end: AtomicU64,
-    origin: Instant,
+    /// When the connection started, in [`ticks`].
+    started: u64,
     /// Told when the count drops to zero.
     ended: Notify,
+}
+
+/// Now, on the kernel's coarse monotonic clock (`coarsetime`): a read of
+/// the time the last timer tick left, a few milliseconds old at most; the
+/// precise clock costs a tenth of a KV GET hit (ARCHITECTURE.md §1). At
+/// least 1, as 0 means "no request ended yet".
+fn ticks() -> u64 {
+    coarsetime::Instant::now_without_cache_update()
+        .as_ticks()
+        .max(1)
 }
 
 impl Activity {
@@ -266,14 +307,19 @@ impl Activity {
         Activity {
             active: AtomicUsize::new(0),
             last_end: AtomicU64::new(0),
-            origin: Instant::now(),
+            started: ticks(),
             ended: Notify::new(),
         }
     }
 
-    /// When the last request ended (the connection's start before any).
-    fn last_end(&self) -> Instant {
-        self.origin + Duration::from_nanos(self.last_end.load(Ordering::Acquire))
+    /// How long the connection has been idle: since the last request ended
+    /// (since its start before any).
+    fn idle_for(&self) -> Duration {
+        let last_end = match self.last_end.load(Ordering::Acquire) {
+            0 => self.started,
+            at => at,
+        };
+        coarsetime::Duration::from_ticks(ticks().saturating_sub(last_end)).into()
     }
 }
 
@@ -290,10 +336,7 @@ impl Busy {
 impl Drop for Busy {
     fn drop(&mut self) {
         let activity = &self.0;
-        // At least 1: zero means no request has ended yet.
-        let since =
-            u64::try_from(activity.origin.elapsed().as_nanos()).map_or(u64::MAX, |n| n.max(1));
-        activity.last_end.fetch_max(since, Ordering::AcqRel);
+        activity.last_end.fetch_max(ticks(), Ordering::AcqRel);
         if activity.active.fetch_sub(1, Ordering::AcqRel) == 1 {
             // Without a waiter this only leaves a permit (one atomic).
             activity.ended.notify_one();
@@ -309,9 +352,9 @@ async fn idle(activity: &Activity, timeout: Duration) -> bool {
         while activity.active.load(Ordering::Acquire) > 0 {
             activity.ended.notified().await;
         }
-        let deadline = activity.last_end() + timeout;
-        if Instant::now() < deadline {
-            tokio::time::sleep_until(deadline).await;
+        let idle_for = activity.idle_for();
+        if idle_for < timeout {
+            tokio::time::sleep(timeout - idle_for).await;
             continue;
         }
         if activity.active.load(Ordering::Acquire) == 0 {

@@ -56,6 +56,16 @@ impl AppState {
         }
     }
 
+    /// [`AppState::authorize`] for an HTTP request: its `Authorization`
+    /// header is looked up only when a token is configured.
+    pub fn authorize_headers(&self, headers: &HeaderMap) -> Result<()> {
+        if self.live.borrow().auth_token.is_none() {
+            return Ok(());
+        }
+        let given = headers.get(header::AUTHORIZATION);
+        self.authorize(given.map(|v| v.as_bytes()))
+    }
+
     /// The model `name` at `version`; only version "1" exists (an empty or
     /// absent version means it).
     pub fn model(&self, name: &str, version: Option<&str>) -> Result<Arc<Model>> {

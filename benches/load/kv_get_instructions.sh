@@ -14,7 +14,8 @@
 # the default 10 s, and connections were cut at that point.
 #
 # Environment: N (20000), CONNS (16), IC_PORT (17611), BARE_PORT (17711),
-# SKIP_BUILD=1, INFERCACHE_BIN_DIR (pinned binaries, see lib.sh).
+# SKIP_BUILD=1, INFERCACHE_BIN_DIR (pinned binaries, see lib.sh),
+# KEEP_DUMPS=DIR (copy both dumps there, for `callgrind_annotate`).
 source "$(dirname "$0")/lib.sh"
 trap cleanup EXIT
 
@@ -33,7 +34,9 @@ under_callgrind() {
     local name="$1" port="$2"
     shift 2
     port_free "$port" || { echo "port $port is busy" >&2; exit 1; }
+    # Uncompressed names: every dump reads on its own (callgrind_annotate).
     RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$TMP/$name.cg" \
+        --compress-strings=no --compress-pos=no \
         "$@" 2>"$TMP/$name.log" &
     CG_PID=$!
     PIDS+=("$CG_PID")

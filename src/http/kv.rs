@@ -4,7 +4,7 @@
 //! any byte string of 1 to 1024 bytes is a key, `/` included). `PUT`
 //! answers 204 only once its entry is durable on disk.
 
-use std::{borrow::Cow, sync::Arc, time::Duration};
+use std::{borrow::Cow, cell::RefCell, sync::Arc, time::Duration};
 
 use axum::{
     body::Body,
@@ -12,13 +12,15 @@ use axum::{
     http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri},
     response::Response,
 };
+use bytes::Bytes;
+use http_body_util::Full;
 use percent_encoding::percent_decode_str;
 
 use super::{read_body, AppState};
 use crate::{
     error::{Error, Result},
     memo::Tier,
-    store::{Entry, Key, KV_NAMESPACE, TTL_RANGE},
+    store::{Entry, Key, KeyRef, KV_NAMESPACE, TTL_RANGE},
 };
 
 /// Longest key accepted, in bytes after URL decoding.
@@ -28,16 +30,26 @@ pub const MAX_KEY_LEN: usize = 1024;
 const PREFIX: &str = "/v1/kv/";
 
 fn key_from(uri: &Uri) -> Result<Key> {
+    Ok(Key::new(KV_NAMESPACE, key_id(uri)?))
+}
+
+/// The key's bytes: the path after the prefix, percent-decoded, borrowed
+/// unless the key has escapes.
+fn key_id(uri: &Uri) -> Result<Cow<'_, [u8]>> {
     let raw = uri.path().strip_prefix(PREFIX).unwrap_or_default();
-    // Borrowed unless the key has escapes: one copy, into the key.
-    let id: Cow<'_, [u8]> = percent_decode_str(raw).into();
+    // Without a `%` decoding is the identity: skip its byte-by-byte pass.
+    let id: Cow<'_, [u8]> = if raw.as_bytes().contains(&b'%') {
+        percent_decode_str(raw).into()
+    } else {
+        Cow::Borrowed(raw.as_bytes())
+    };
     if id.is_empty() || id.len() > MAX_KEY_LEN {
         return Err(Error::BadKey {
             len: id.len(),
             max: MAX_KEY_LEN,
         });
     }
-    Ok(Key::new(KV_NAMESPACE, id))
+    Ok(id)
 }
 
 /// `?ttl=SECONDS`, the only query parameter PUT takes.
@@ -107,40 +119,87 @@ pub async fn get(State(state): State<Arc<AppState>>, uri: Uri) -> Result<Respons
     let Some((entry, tier)) = state.store.get(&key).await? else {
         return Err(Error::NotFound("no entry under this key".into()));
     };
-    Ok(found(entry, tier))
+    Ok(found(entry, tier).map(Body::new))
 }
 
 /// The hot route (ARCHITECTURE.md §1): `GET /v1/kv/{key}` answered from the
 /// memory tier before the router, as [`get`] would answer it; `None` for
-/// anything else (another method, a refused token, a bad key, a memory
-/// miss), which the router then serves. The token is checked before the
-/// lookup, so a refused request counts no hit.
-pub(super) fn memory_hit<B>(state: &AppState, request: &Request<B>) -> Option<Response> {
+/// anything else (another method, a gRPC call, a refused token, a bad key,
+/// a memory miss), which the router then serves. The token is checked
+/// before the lookup, so a refused request counts no hit. The key is looked
+/// up borrowed from the path, and the answer's body is not boxed.
+pub(super) fn memory_hit<B>(
+    state: &AppState,
+    request: &Request<B>,
+) -> Option<Response<Full<Bytes>>> {
     if request.method() != Method::GET || !request.uri().path().starts_with(PREFIX) {
         return None;
     }
-    let authorization = request.headers().get(header::AUTHORIZATION);
-    state.authorize(authorization.map(|v| v.as_bytes())).ok()?;
-    let key = key_from(request.uri()).ok()?;
-    let entry = state.store.get_memory(&key)?;
+    let headers = request.headers();
+    if crate::grpc::is_grpc(headers) {
+        return None;
+    }
+    state.authorize_headers(headers).ok()?;
+    let id = key_id(request.uri()).ok()?;
+    let entry = state.store.get_memory(&KeyRef {
+        namespace: KV_NAMESPACE,
+        id: &id,
+    })?;
     Some(found(entry, Tier::Memory))
 }
 
 /// The answer to a GET that found `entry` in `tier`.
-fn found(entry: Entry, tier: Tier) -> Response {
+fn found(entry: Entry, tier: Tier) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(entry.value));
+    *response.headers_mut() = head(tier, entry.content_type);
+    response
+}
+
+/// The headers of a GET's answer: the value's content type
+/// (`application/octet-stream` without one, or with one a header cannot
+/// carry) and `X-Cache-Tier`.
+///
+/// Each thread keeps the last head it built and answers a copy while tier
+/// and content type stay the same, as they mostly do (a store holds few
+/// content types): a copy costs a third of building one, whose content
+/// type is copied and checked byte by byte (ARCHITECTURE.md §1).
+fn head(tier: Tier, content_type: Option<Arc<str>>) -> HeaderMap {
+    /// A head and what it was built from.
+    struct Built {
+        tier: Tier,
+        content_type: Option<Arc<str>>,
+        head: HeaderMap,
+    }
+    thread_local! {
+        static LAST: RefCell<Option<Built>> = const { RefCell::new(None) };
+    }
+    LAST.with_borrow_mut(|last| match last {
+        Some(built) if built.tier == tier && built.content_type == content_type => {
+            built.head.clone()
+        }
+        _ => {
+            let head = build_head(tier, content_type.as_deref());
+            *last = Some(Built {
+                tier,
+                content_type,
+                head: head.clone(),
+            });
+            head
+        }
+    })
+}
+
+fn build_head(tier: Tier, content_type: Option<&str>) -> HeaderMap {
     // Built at compile time: `from_static` checks its bytes when called.
     const X_CACHE_TIER: HeaderName = HeaderName::from_static("x-cache-tier");
     const OCTET_STREAM: HeaderValue = HeaderValue::from_static("application/octet-stream");
-    let content_type = entry
-        .content_type
-        .as_deref()
+    let content_type = content_type
         .and_then(|ct| HeaderValue::from_str(ct).ok())
         .unwrap_or(OCTET_STREAM);
-    let mut response = Response::new(Body::from(entry.value));
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, content_type);
-    headers.insert(X_CACHE_TIER, HeaderValue::from_static(tier.as_str()));
-    response
+    let mut head = HeaderMap::with_capacity(2);
+    head.insert(header::CONTENT_TYPE, content_type);
+    head.insert(X_CACHE_TIER, HeaderValue::from_static(tier.as_str()));
+    head
 }
 
 pub async fn delete(State(state): State<Arc<AppState>>, uri: Uri) -> Result<StatusCode> {

@@ -27,7 +27,6 @@ mod timeout;
 use std::{
     convert::Infallible,
     sync::Arc,
-    task::{Context, Poll},
     time::{Duration, Instant},
 };
 
@@ -42,12 +41,16 @@ use axum::{
 };
 use bytes::Bytes;
 use futures::future::{ready, BoxFuture, Either, FutureExt, Ready};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use tower::Service;
 
 use self::{error::OpenAiError, timeout::ReadTimeout};
-use crate::error::{Error, Result};
 pub use crate::state::AppState;
+use crate::{
+    error::{Error, Result},
+    listen::{Framed, MAX_FRAME},
+};
 
 pub use crate::state::{cache_policy, X_CACHE};
 
@@ -134,34 +137,53 @@ impl App {
     }
 }
 
-impl Service<Request<Incoming>> for App {
-    type Response = Response;
-    type Error = Infallible;
-    type Future = Either<
-        Ready<Result<Response, Infallible>>,
-        BoxFuture<'static, Result<Response, Infallible>>,
-    >;
+/// A response's body: whole bytes of at most one frame (the KV hot route's
+/// answer, which hyper writes without a box), or axum's (everything else),
+/// cut in frames (see [`crate::listen::App::Body`]; boxed once more, to keep
+/// this type, which every response moves through, small).
+pub(crate) type ResponseBody = http_body_util::Either<Full<Bytes>, Body>;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        // The routers are always ready.
-        Poll::Ready(Ok(()))
+/// `body` cut in frames, as a [`ResponseBody`].
+fn framed<B>(body: B) -> ResponseBody
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    ResponseBody::Right(Body::new(Framed::new(body)))
+}
+
+/// `body` as a [`ResponseBody`]: unboxed when it fits one frame.
+fn whole(body: Full<Bytes>) -> ResponseBody {
+    if http_body::Body::size_hint(&body)
+        .exact()
+        .is_some_and(|len| len <= MAX_FRAME as u64)
+    {
+        ResponseBody::Left(body)
+    } else {
+        framed(body)
     }
+}
 
-    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
+/// The answer to one request.
+type Answer = Result<Response<ResponseBody>, Infallible>;
+
+impl crate::listen::App for App {
+    type Body = ResponseBody;
+    type Future = Either<Ready<Answer>, BoxFuture<'static, Answer>>;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
         let routes = &*self.0;
         // Only a logged request is timed, or copied for its line.
         let started = request_logged().then(Instant::now);
-        let grpc = crate::grpc::is_grpc(request.headers());
-        if !grpc {
-            if let Some(response) = kv::memory_hit(&routes.state, &request) {
-                if let Some(started) = started {
-                    log_request(request.method(), request.uri(), &response, started);
-                }
-                return Either::Left(ready(Ok(response)));
+        if let Some(response) = kv::memory_hit(&routes.state, &request) {
+            let response = response.map(whole);
+            if let Some(started) = started {
+                log_request(request.method(), request.uri(), &response, started);
             }
+            return Either::Left(ready(Ok(response)));
         }
         let line = started.map(|at| (request.method().clone(), request.uri().clone(), at));
-        let answer = if grpc {
+        let answer = if crate::grpc::is_grpc(request.headers()) {
             Either::Right(routes.grpc.clone().call(request.map(Body::new)))
         } else {
             let timeout = routes.body_timeout;
@@ -169,11 +191,14 @@ impl Service<Request<Incoming>> for App {
             if let Some(model) = kserve::hot_model(&routes.state, &request) {
                 Either::Left(kserve::hot_infer(&routes.state, model, request))
             } else {
-                Either::Right(Either::Left(routes.http.clone().call(request)))
+                Either::Right(Either::Left(Service::call(
+                    &mut routes.http.clone(),
+                    request,
+                )))
             }
         };
         async move {
-            let response = answer.await?;
+            let response = answer.await?.map(framed);
             if let Some((method, uri, started)) = line {
                 log_request(&method, &uri, &response, started);
             }
@@ -246,7 +271,7 @@ fn request_logged() -> bool {
 /// One `info` line per request: method, path, status (and gRPC status
 /// when the call failed), cache status and the time to the response's
 /// head.
-fn log_request(method: &Method, uri: &Uri, response: &Response, started: Instant) {
+fn log_request<B>(method: &Method, uri: &Uri, response: &Response<B>, started: Instant) {
     let cache = response
         .headers()
         .get(X_CACHE)
@@ -276,8 +301,7 @@ async fn authenticate<E: From<Error>>(
     request: Request,
     next: Next,
 ) -> Result<Response, E> {
-    let given = request.headers().get(header::AUTHORIZATION);
-    state.authorize(given.map(|v| v.as_bytes()))?;
+    state.authorize_headers(request.headers())?;
     Ok(next.run(request).await)
 }
 

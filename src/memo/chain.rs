@@ -131,9 +131,13 @@ impl Store {
         Ok(store)
     }
 
-    /// The live entry under `key` in the memory tier (counted as a hit).
+    /// The live entry under `key` in the memory tier (counted as a hit);
+    /// the KV hot path asks with a borrowed key (ARCHITECTURE.md §1).
     #[inline]
-    pub fn get_memory(&self, key: &Key) -> Option<Entry> {
+    pub fn get_memory<Q>(&self, key: &Q) -> Option<Entry>
+    where
+        Q: moka::Equivalent<Key> + std::hash::Hash + ?Sized,
+    {
         let entry = self.inner.memory.get(key)?;
         self.inner.memory_hits.inc();
         Some(entry)

@@ -22,6 +22,21 @@ impl Key {
     }
 }
 
+/// A [`Key`] borrowed from a request: the memory tier is searched with it
+/// without copying the id (ARCHITECTURE.md §1, "The hot path"). It hashes
+/// as the `Key` with the same parts does (`Bytes` hashes as its slice).
+#[derive(Debug, Clone, Copy, Hash)]
+pub struct KeyRef<'a> {
+    pub namespace: u32,
+    pub id: &'a [u8],
+}
+
+impl moka::Equivalent<Key> for KeyRef<'_> {
+    fn equivalent(&self, key: &Key) -> bool {
+        self.namespace == key.namespace && self.id == key.id
+    }
+}
+
 /// A cached value with its metadata.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -92,4 +107,26 @@ impl Default for Clock {
 pub struct Usage {
     pub entries: u64,
     pub bytes: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_borrowed_key_hashes_and_compares_as_its_key() {
+        let hasher = ahash::RandomState::new();
+        let key = Key::new(7, b"some id");
+        let borrowed = KeyRef {
+            namespace: 7,
+            id: b"some id",
+        };
+        assert_eq!(hasher.hash_one(&key), hasher.hash_one(borrowed));
+        assert!(moka::Equivalent::equivalent(&borrowed, &key));
+        let other = KeyRef {
+            namespace: 8,
+            id: b"some id",
+        };
+        assert!(!moka::Equivalent::equivalent(&other, &key));
+    }
 }

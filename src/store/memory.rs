@@ -5,9 +5,12 @@
 //! reclaimed, but *serving* is decided by our [`Clock`]: an entry past its
 //! deadline is never returned, even if moka has not dropped it yet.
 
-use std::time::{Duration, Instant};
+use std::{
+    hash::Hash,
+    time::{Duration, Instant},
+};
 
-use moka::{notification::RemovalCause, sync::Cache, Expiry};
+use moka::{notification::RemovalCause, sync::Cache, Equivalent, Expiry};
 
 use super::entry::{Clock, Entry, Key};
 use crate::events::{Event, Events};
@@ -84,8 +87,8 @@ impl MemoryTier {
         MemoryTier { cache, clock }
     }
 
-    /// The live entry under `key`, if any.
-    pub fn get(&self, key: &Key) -> Option<Entry> {
+    /// The live entry under `key` (a [`Key`] or its borrowed form), if any.
+    pub fn get<Q: Equivalent<Key> + Hash + ?Sized>(&self, key: &Q) -> Option<Entry> {
         let entry = self.cache.get(key)?;
         if entry.is_expired(&self.clock) {
             self.cache.invalidate(key);

@@ -40,6 +40,7 @@ use crate::{
 /// Namespace of the plain key-value API.
 pub const KV_NAMESPACE: u32 = 0;
 
+pub(crate) use self::entry::KeyRef;
 pub use self::entry::{Clock, Entry, Key, Usage};
 pub(crate) use self::writer::CommitFence;
 pub use crate::limits::TTL_RANGE;
