@@ -108,11 +108,11 @@ struct Takeoff {
 }
 
 /// What a caller got from [`Inflight::join`].
-pub(crate) enum Join {
+pub(crate) enum Join<'a> {
     /// This caller started the computation.
-    Led(Waiter),
+    Led(Waiter<'a>),
     /// This caller waits on another's computation.
-    Followed(Waiter),
+    Followed(Waiter<'a>),
     /// A computation just finished; here is its result.
     Landed(Entry),
     /// The slot was empty but a result was stored since the caller looked
@@ -158,15 +158,15 @@ impl Inflight {
     /// back (only if `policy.write`), in the flight's task, before the
     /// waiters hear of it; the slot keeps the result until the future it
     /// returns has answered.
-    pub(crate) fn join<Fut, Land, Durable>(
-        self: &Arc<Self>,
-        key: &Key,
+    pub(crate) fn join<'a, Fut, Land, Durable>(
+        self: &'a Arc<Self>,
+        key: &'a Key,
         policy: Policy,
         stamp: u64,
         stored_since_look: impl FnOnce() -> bool,
         compute: impl FnOnce() -> Fut,
         land: Land,
-    ) -> Join
+    ) -> Join<'a>
     where
         Fut: Future<Output = Outcome> + Send + 'static,
         Land: FnOnce(&Entry) -> Option<Durable> + Send + 'static,
@@ -185,7 +185,7 @@ impl Inflight {
                     let (tx, rx) = oneshot::channel();
                     waiters.push(tx);
                     *live += 1;
-                    return Join::Followed(self.waiter(fk, *id, rx));
+                    return Join::Followed(self.waiter(key, policy, *id, rx));
                 }
                 Flight::Landed {
                     entry,
@@ -201,11 +201,7 @@ impl Inflight {
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        let flight = Takeoff {
-            fk: fk.clone(),
-            id,
-            stamp,
-        };
+        let flight = Takeoff { fk, id, stamp };
         let task = tokio::spawn(self.clone().fly(flight, compute(), land));
         slot.insert(Flight::Running {
             id,
@@ -214,15 +210,22 @@ impl Inflight {
             abort: task.abort_handle(),
         });
         self.running.inc();
-        Join::Led(self.waiter(fk, id, rx))
+        Join::Led(self.waiter(key, policy, id, rx))
     }
 
-    fn waiter(self: &Arc<Self>, fk: FlightKey, id: u64, rx: oneshot::Receiver<Outcome>) -> Waiter {
+    fn waiter<'a>(
+        &'a self,
+        key: &'a Key,
+        policy: Policy,
+        id: u64,
+        rx: oneshot::Receiver<Outcome>,
+    ) -> Waiter<'a> {
         Waiter {
             rx,
             ticket: Ticket {
-                inflight: self.clone(),
-                fk,
+                inflight: self,
+                key,
+                policy,
                 id,
                 armed: true,
             },
@@ -315,8 +318,12 @@ impl Inflight {
     }
 
     /// A waiter left before its result: abort the flight if it was the last.
-    fn leave(&self, fk: &FlightKey, id: u64) {
-        let Slot::Occupied(mut slot) = self.map.entry(fk.clone()) else {
+    fn leave(&self, key: &Key, policy: Policy, id: u64) {
+        let fk = FlightKey {
+            key: key.clone(),
+            policy,
+        };
+        let Slot::Occupied(mut slot) = self.map.entry(fk) else {
             return;
         };
         let Flight::Running {
@@ -361,30 +368,33 @@ impl Drop for CrashGuard<'_> {
     }
 }
 
-/// One caller's claim on a flight.
-pub(crate) struct Waiter {
+/// One caller's claim on a flight. It borrows the map and the caller's
+/// key, so that a waiter woken by the fan-out has nothing shared to
+/// release (no reference count the other waiters also touch).
+pub(crate) struct Waiter<'a> {
     rx: oneshot::Receiver<Outcome>,
     /// Dropping an armed ticket leaves the flight.
-    ticket: Ticket,
+    ticket: Ticket<'a>,
 }
 
-struct Ticket {
-    inflight: Arc<Inflight>,
-    fk: FlightKey,
+struct Ticket<'a> {
+    inflight: &'a Inflight,
+    key: &'a Key,
+    policy: Policy,
     id: u64,
     /// False once the result arrived: the flight is over.
     armed: bool,
 }
 
-impl Drop for Ticket {
+impl Drop for Ticket<'_> {
     fn drop(&mut self) {
         if self.armed {
-            self.inflight.leave(&self.fk, self.id);
+            self.inflight.leave(self.key, self.policy, self.id);
         }
     }
 }
 
-impl Waiter {
+impl Waiter<'_> {
     /// Wait for the result, at most `timeout`. Dropping the future (or
     /// timing out) leaves the flight; the last to leave cancels it.
     pub(crate) async fn wait(mut self, timeout: Option<Duration>) -> Outcome {

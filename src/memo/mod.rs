@@ -185,6 +185,9 @@ impl Memo {
                 }
                 Join::Followed(waiter) => {
                     metrics.coalesced();
+                    // Never called: release what it holds now, not on the
+                    // fan-out's clock (ARCHITECTURE.md §3).
+                    drop(compute);
                     let (entry, _) = waiter.wait(lookup.timeout).await?;
                     Ok((entry, CacheStatus::Coalesced))
                 }
