@@ -160,7 +160,7 @@ impl Inflight {
     /// returns has answered.
     pub(crate) fn join<'a, Fut, Land, Durable>(
         self: &'a Arc<Self>,
-        key: &'a Key,
+        key: &Key,
         policy: Policy,
         stamp: u64,
         stored_since_look: impl FnOnce() -> bool,
@@ -172,12 +172,14 @@ impl Inflight {
         Land: FnOnce(&Entry) -> Option<Durable> + Send + 'static,
         Durable: Future<Output = Result<()>> + Send + 'static,
     {
-        let fk = FlightKey {
+        let mut slot = self.map.entry(FlightKey {
             key: key.clone(),
             policy,
-        };
-        let mut slot = self.map.entry(fk.clone());
+        });
         if let Slot::Occupied(occupied) = &mut slot {
+            // The flight's own key, so that the caller may drop its copy
+            // now, not on the fan-out's clock.
+            let fk = occupied.key().clone();
             match occupied.get_mut() {
                 Flight::Running {
                     id, waiters, live, ..
@@ -185,7 +187,7 @@ impl Inflight {
                     let (tx, rx) = oneshot::channel();
                     waiters.push(tx);
                     *live += 1;
-                    return Join::Followed(self.waiter(key, policy, *id, rx));
+                    return Join::Followed(self.waiter(fk, *id, rx));
                 }
                 Flight::Landed {
                     entry,
@@ -201,7 +203,12 @@ impl Inflight {
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        let flight = Takeoff { fk, id, stamp };
+        let fk = slot.key().clone();
+        let flight = Takeoff {
+            fk: fk.clone(),
+            id,
+            stamp,
+        };
         let task = tokio::spawn(self.clone().fly(flight, compute(), land));
         slot.insert(Flight::Running {
             id,
@@ -210,22 +217,15 @@ impl Inflight {
             abort: task.abort_handle(),
         });
         self.running.inc();
-        Join::Led(self.waiter(key, policy, id, rx))
+        Join::Led(self.waiter(fk, id, rx))
     }
 
-    fn waiter<'a>(
-        &'a self,
-        key: &'a Key,
-        policy: Policy,
-        id: u64,
-        rx: oneshot::Receiver<Outcome>,
-    ) -> Waiter<'a> {
+    fn waiter(&self, fk: FlightKey, id: u64, rx: oneshot::Receiver<Outcome>) -> Waiter<'_> {
         Waiter {
             rx,
             ticket: Ticket {
                 inflight: self,
-                key,
-                policy,
+                fk,
                 id,
                 armed: true,
             },
@@ -318,12 +318,8 @@ impl Inflight {
     }
 
     /// A waiter left before its result: abort the flight if it was the last.
-    fn leave(&self, key: &Key, policy: Policy, id: u64) {
-        let fk = FlightKey {
-            key: key.clone(),
-            policy,
-        };
-        let Slot::Occupied(mut slot) = self.map.entry(fk) else {
+    fn leave(&self, fk: &FlightKey, id: u64) {
+        let Slot::Occupied(mut slot) = self.map.entry(fk.clone()) else {
             return;
         };
         let Flight::Running {
@@ -368,9 +364,9 @@ impl Drop for CrashGuard<'_> {
     }
 }
 
-/// One caller's claim on a flight. It borrows the map and the caller's
-/// key, so that a waiter woken by the fan-out has nothing shared to
-/// release (no reference count the other waiters also touch).
+/// One caller's claim on a flight. It borrows the map and holds the
+/// flight's key (a reference count, no allocation of its own), so that a
+/// waiter woken by the fan-out has little to release.
 pub(crate) struct Waiter<'a> {
     rx: oneshot::Receiver<Outcome>,
     /// Dropping an armed ticket leaves the flight.
@@ -379,8 +375,7 @@ pub(crate) struct Waiter<'a> {
 
 struct Ticket<'a> {
     inflight: &'a Inflight,
-    key: &'a Key,
-    policy: Policy,
+    fk: FlightKey,
     id: u64,
     /// False once the result arrived: the flight is over.
     armed: bool,
@@ -389,7 +384,7 @@ struct Ticket<'a> {
 impl Drop for Ticket<'_> {
     fn drop(&mut self) {
         if self.armed {
-            self.inflight.leave(self.key, self.policy, self.id);
+            self.inflight.leave(&self.fk, self.id);
         }
     }
 }

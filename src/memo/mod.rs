@@ -120,19 +120,40 @@ impl Memo {
         V: Into<Bytes>,
         E: Into<Error>,
     {
-        let store = &self.store;
-        let metrics = store.metrics();
-        let mut compute = Some(compute);
         if lookup.policy.read {
             // The hit path: one memory lookup, nothing else.
-            if let Some(entry) = store.get_memory(&key) {
+            if let Some(entry) = self.store.get_memory(&key) {
                 return Ok((entry, CacheStatus::Hit(Tier::Memory)));
             }
         }
+        // The rest in its own allocation: a caller's task then stays small,
+        // and tokio copies a finished task's whole state once or twice,
+        // 10,000 times over when a result fans out (ARCHITECTURE.md §3).
+        Box::pin(self.look_then_compute(key, lookup, compute)).await
+    }
+
+    /// [`Memo::get_or_compute`] past a memory miss.
+    async fn look_then_compute<F, Fut, V, E>(
+        &self,
+        key: Key,
+        lookup: Lookup,
+        compute: F,
+    ) -> Result<(Entry, CacheStatus)>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = std::result::Result<V, E>> + Send + 'static,
+        V: Into<Bytes>,
+        E: Into<Error>,
+    {
+        let store = &self.store;
+        let metrics = store.metrics();
+        let mut compute = Some(compute);
         loop {
             // Read before looking (again): see `Store::fence`.
             let fence = store.fence(&key);
             if lookup.policy.read {
+                // Boxed: its state would otherwise make every waiter's
+                // future larger (ARCHITECTURE.md §3).
                 if let Some((entry, tier)) = store.lookup(&key).await? {
                     return Ok((entry, CacheStatus::Hit(tier)));
                 }
@@ -185,24 +206,27 @@ impl Memo {
                 }
                 Join::Followed(waiter) => {
                     metrics.coalesced();
-                    // Never called: release what it holds now, not on the
-                    // fan-out's clock (ARCHITECTURE.md §3).
-                    drop(compute);
+                    // Never called: release what it and the key hold now,
+                    // not on the fan-out's clock (ARCHITECTURE.md §3).
+                    drop((compute, key));
                     let (entry, _) = waiter.wait(lookup.timeout).await?;
                     Ok((entry, CacheStatus::Coalesced))
                 }
                 // Counted once known: a result another server computed
                 // (its lease) is coalesced fleet-wide, not a miss.
-                Join::Led(waiter) => match waiter.wait(lookup.timeout).await {
-                    Ok((entry, Origin::Fleet)) => {
-                        metrics.coalesced();
-                        Ok((entry, CacheStatus::Coalesced))
+                Join::Led(waiter) => {
+                    drop(key);
+                    match waiter.wait(lookup.timeout).await {
+                        Ok((entry, Origin::Fleet)) => {
+                            metrics.coalesced();
+                            Ok((entry, CacheStatus::Coalesced))
+                        }
+                        outcome => {
+                            metrics.miss();
+                            outcome.map(|(entry, _)| (entry, CacheStatus::Miss))
+                        }
                     }
-                    outcome => {
-                        metrics.miss();
-                        outcome.map(|(entry, _)| (entry, CacheStatus::Miss))
-                    }
-                },
+                }
             };
         }
     }
