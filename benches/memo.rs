@@ -7,7 +7,10 @@
 //! - `fan_out/10000`: 10,000 waiters on one key; the time from the
 //!   computation's end to the last waiter's wake-up, against
 //!   `fan_out/floor_10000`: 10,000 bare tasks each woken by its own
-//!   oneshot, measured the same way in the same run.
+//!   oneshot, measured the same way in the same run. Each waiter derives
+//!   its own key, as a request does.
+//!
+//! Every benchmark here runs with the server's allocator (mimalloc).
 
 use std::{
     sync::{
@@ -24,6 +27,11 @@ use infercache::{
     Key, Lookup, Memo, Store, StoreOptions,
 };
 use tokio::runtime::Runtime;
+
+/// The allocator the server runs with (ARCHITECTURE.md §1, "The hot
+/// path"): the fan-out frees blocks on another thread than allocated them.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn open_memo(rt: &Runtime, dir: &std::path::Path) -> Memo {
     rt.block_on(async {
@@ -166,14 +174,16 @@ impl Wakes {
 
 /// From the computation's end to the last of `waiters` waking up.
 async fn one_fan_out(memo: &Memo, round: u64, waiters: usize) -> Duration {
-    let key = Key::new(1, format!("fan-out-{round}"));
+    let id = format!("fan-out-{round}");
     let (release, gate) = tokio::sync::watch::channel(false);
     let ended: Arc<parking_lot::Mutex<Option<Instant>>> = Arc::default();
     let before = memo.store().metrics().coalesced_count();
     let wakes = Wakes::new(waiters);
     let tasks: Vec<_> = (0..waiters)
         .map(|_| {
-            let (memo, key, ended) = (memo.clone(), key.clone(), ended.clone());
+            // Each caller derives its own key, as a request does.
+            let key = Key::new(1, &id);
+            let (memo, ended) = (memo.clone(), ended.clone());
             let wakes = wakes.clone();
             let mut gate = gate.clone();
             tokio::spawn(async move {
