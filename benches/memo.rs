@@ -5,7 +5,12 @@
 //!   plus a bare moka get. Both run inside `Runtime::block_on` so the
 //!   runtime's entry cost is on both sides.
 //! - `fan_out/10000`: 10,000 waiters on one key; the time from the
-//!   computation's end to the last waiter's wake-up.
+//!   computation's end to the last waiter's wake-up, against
+//!   `fan_out/floor_10000`: 10,000 bare tasks each woken by its own
+//!   oneshot, measured the same way in the same run. Each waiter derives
+//!   its own key, as a request does.
+//!
+//! Every benchmark here runs with the server's allocator (mimalloc).
 
 use std::{
     sync::{
@@ -22,6 +27,11 @@ use infercache::{
     Key, Lookup, Memo, Store, StoreOptions,
 };
 use tokio::runtime::Runtime;
+
+/// The allocator the server runs with (ARCHITECTURE.md §1, "The hot
+/// path"): the fan-out frees blocks on another thread than allocated them.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn open_memo(rt: &Runtime, dir: &std::path::Path) -> Memo {
     rt.block_on(async {
@@ -119,24 +129,62 @@ fn fan_out(c: &mut Criterion) {
             total
         })
     });
+    group.bench_function("floor_10000", |b| {
+        b.iter_custom(|iters| (0..iters).map(|_| rt.block_on(one_floor(WAITERS))).sum())
+    });
     group.finish();
+}
+
+/// The waiters' wake-ups: the last one to wake says so; the others'
+/// results are collected afterwards, so that joining them does not wake
+/// the measuring thread (and slow the workers) while they are still waking.
+struct Wakes {
+    left: AtomicUsize,
+    all: tokio::sync::Notify,
+}
+
+impl Wakes {
+    fn new(waiters: usize) -> Arc<Wakes> {
+        Arc::new(Wakes {
+            left: AtomicUsize::new(waiters),
+            all: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// Called by each waiter once it has its result.
+    fn woke(&self) -> Instant {
+        let woke = Instant::now();
+        if self.left.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.all.notify_one();
+        }
+        woke
+    }
+
+    /// The last wake-up, once every waiter has woken.
+    async fn last(&self, tasks: Vec<tokio::task::JoinHandle<Instant>>) -> Instant {
+        self.all.notified().await;
+        let mut last = None;
+        for t in tasks {
+            let woke = t.await.unwrap();
+            last = Some(last.map_or(woke, |l: Instant| l.max(woke)));
+        }
+        last.expect("at least one waiter")
+    }
 }
 
 /// From the computation's end to the last of `waiters` waking up.
 async fn one_fan_out(memo: &Memo, round: u64, waiters: usize) -> Duration {
-    let key = Key::new(1, format!("fan-out-{round}"));
+    let id = format!("fan-out-{round}");
     let (release, gate) = tokio::sync::watch::channel(false);
     let ended: Arc<parking_lot::Mutex<Option<Instant>>> = Arc::default();
     let before = memo.store().metrics().coalesced_count();
-    // The last waiter to wake says so; the others' results are collected
-    // afterwards, so that joining them does not wake this thread (and
-    // slow the workers) while they are still waking.
-    let left = Arc::new(AtomicUsize::new(waiters));
-    let all_woke = Arc::new(tokio::sync::Notify::new());
+    let wakes = Wakes::new(waiters);
     let tasks: Vec<_> = (0..waiters)
         .map(|_| {
-            let (memo, key, ended) = (memo.clone(), key.clone(), ended.clone());
-            let (left, all_woke) = (left.clone(), all_woke.clone());
+            // Each caller derives its own key, as a request does.
+            let key = Key::new(1, &id);
+            let (memo, ended) = (memo.clone(), ended.clone());
+            let wakes = wakes.clone();
             let mut gate = gate.clone();
             tokio::spawn(async move {
                 memo.get_or_compute(key, Lookup::default(), move || async move {
@@ -146,11 +194,7 @@ async fn one_fan_out(memo: &Memo, round: u64, waiters: usize) -> Duration {
                 })
                 .await
                 .unwrap();
-                let woke = Instant::now();
-                if left.fetch_sub(1, Ordering::AcqRel) == 1 {
-                    all_woke.notify_one();
-                }
-                woke
+                wakes.woke()
             })
         })
         .collect();
@@ -159,14 +203,44 @@ async fn one_fan_out(memo: &Memo, round: u64, waiters: usize) -> Duration {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     release.send(true).unwrap();
-    all_woke.notified().await;
-    let mut last_wake = None;
-    for t in tasks {
-        let woke = t.await.unwrap();
-        last_wake = Some(last_wake.map_or(woke, |l: Instant| l.max(woke)));
-    }
+    let last = wakes.last(tasks).await;
     let ended = ended.lock().expect("the computation ran");
-    last_wake.unwrap().duration_since(ended)
+    last.duration_since(ended)
+}
+
+/// The floor of [`one_fan_out`]: `waiters` bare tasks each awaiting its
+/// own oneshot, and one task that, once the gate opens, sends to them all.
+async fn one_floor(waiters: usize) -> Duration {
+    let (release, mut gate) = tokio::sync::watch::channel(false);
+    let joined = Arc::new(AtomicUsize::new(0));
+    let wakes = Wakes::new(waiters);
+    let (senders, tasks): (Vec<_>, Vec<_>) = (0..waiters)
+        .map(|_| {
+            let (tx, rx) = tokio::sync::oneshot::channel::<Bytes>();
+            let (joined, wakes) = (joined.clone(), wakes.clone());
+            let task = tokio::spawn(async move {
+                joined.fetch_add(1, Ordering::Relaxed);
+                rx.await.unwrap();
+                wakes.woke()
+            });
+            (tx, task)
+        })
+        .unzip();
+    let sender = tokio::spawn(async move {
+        gate.wait_for(|open| *open).await.unwrap();
+        let ended = Instant::now();
+        for tx in senders {
+            let _ = tx.send(Bytes::from_static(b"result"));
+        }
+        ended
+    });
+    // Open the gate once every waiter waits.
+    while joined.load(Ordering::Relaxed) < waiters {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    release.send(true).unwrap();
+    let last = wakes.last(tasks).await;
+    last.duration_since(sender.await.unwrap())
 }
 
 criterion_group!(benches, hit_path, fan_out);

@@ -108,11 +108,11 @@ struct Takeoff {
 }
 
 /// What a caller got from [`Inflight::join`].
-pub(crate) enum Join {
+pub(crate) enum Join<'a> {
     /// This caller started the computation.
-    Led(Waiter),
+    Led(Waiter<'a>),
     /// This caller waits on another's computation.
-    Followed(Waiter),
+    Followed(Waiter<'a>),
     /// A computation just finished; here is its result.
     Landed(Entry),
     /// The slot was empty but a result was stored since the caller looked
@@ -158,26 +158,28 @@ impl Inflight {
     /// back (only if `policy.write`), in the flight's task, before the
     /// waiters hear of it; the slot keeps the result until the future it
     /// returns has answered.
-    pub(crate) fn join<Fut, Land, Durable>(
-        self: &Arc<Self>,
+    pub(crate) fn join<'a, Fut, Land, Durable>(
+        self: &'a Arc<Self>,
         key: &Key,
         policy: Policy,
         stamp: u64,
         stored_since_look: impl FnOnce() -> bool,
         compute: impl FnOnce() -> Fut,
         land: Land,
-    ) -> Join
+    ) -> Join<'a>
     where
         Fut: Future<Output = Outcome> + Send + 'static,
         Land: FnOnce(&Entry) -> Option<Durable> + Send + 'static,
         Durable: Future<Output = Result<()>> + Send + 'static,
     {
-        let fk = FlightKey {
+        let mut slot = self.map.entry(FlightKey {
             key: key.clone(),
             policy,
-        };
-        let mut slot = self.map.entry(fk.clone());
+        });
         if let Slot::Occupied(occupied) = &mut slot {
+            // The flight's own key, so that the caller may drop its copy
+            // now, not on the fan-out's clock.
+            let fk = occupied.key().clone();
             match occupied.get_mut() {
                 Flight::Running {
                     id, waiters, live, ..
@@ -201,6 +203,7 @@ impl Inflight {
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
+        let fk = slot.key().clone();
         let flight = Takeoff {
             fk: fk.clone(),
             id,
@@ -217,11 +220,11 @@ impl Inflight {
         Join::Led(self.waiter(fk, id, rx))
     }
 
-    fn waiter(self: &Arc<Self>, fk: FlightKey, id: u64, rx: oneshot::Receiver<Outcome>) -> Waiter {
+    fn waiter(&self, fk: FlightKey, id: u64, rx: oneshot::Receiver<Outcome>) -> Waiter<'_> {
         Waiter {
             rx,
             ticket: Ticket {
-                inflight: self.clone(),
+                inflight: self,
                 fk,
                 id,
                 armed: true,
@@ -361,22 +364,24 @@ impl Drop for CrashGuard<'_> {
     }
 }
 
-/// One caller's claim on a flight.
-pub(crate) struct Waiter {
+/// One caller's claim on a flight. It borrows the map and holds the
+/// flight's key (a reference count, no allocation of its own), so that a
+/// waiter woken by the fan-out has little to release.
+pub(crate) struct Waiter<'a> {
     rx: oneshot::Receiver<Outcome>,
     /// Dropping an armed ticket leaves the flight.
-    ticket: Ticket,
+    ticket: Ticket<'a>,
 }
 
-struct Ticket {
-    inflight: Arc<Inflight>,
+struct Ticket<'a> {
+    inflight: &'a Inflight,
     fk: FlightKey,
     id: u64,
     /// False once the result arrived: the flight is over.
     armed: bool,
 }
 
-impl Drop for Ticket {
+impl Drop for Ticket<'_> {
     fn drop(&mut self) {
         if self.armed {
             self.inflight.leave(&self.fk, self.id);
@@ -384,7 +389,7 @@ impl Drop for Ticket {
     }
 }
 
-impl Waiter {
+impl Waiter<'_> {
     /// Wait for the result, at most `timeout`. Dropping the future (or
     /// timing out) leaves the flight; the last to leave cancels it.
     pub(crate) async fn wait(mut self, timeout: Option<Duration>) -> Outcome {

@@ -120,88 +120,102 @@ impl Memo {
         V: Into<Bytes>,
         E: Into<Error>,
     {
-        let store = &self.store;
-        let metrics = store.metrics();
-        let mut compute = Some(compute);
         if lookup.policy.read {
             // The hit path: one memory lookup, nothing else.
-            if let Some(entry) = store.get_memory(&key) {
+            if let Some(entry) = self.store.get_memory(&key) {
                 return Ok((entry, CacheStatus::Hit(Tier::Memory)));
             }
         }
-        loop {
-            // Read before looking (again): see `Store::fence`.
-            let fence = store.fence(&key);
-            if lookup.policy.read {
-                if let Some((entry, tier)) = store.lookup(&key).await? {
-                    return Ok((entry, CacheStatus::Hit(tier)));
-                }
-            }
-            // Read before computing: a drop since makes the result stale.
-            let generation = store.generation(key.namespace);
-            let joined = self.inflight.join(
-                &key,
-                lookup.policy,
-                generation,
-                || lookup.policy.read && store.fence(&key) != fence,
-                || {
-                    let work = compute.take().expect("compute is taken once")();
-                    let clock = store.clock().clone();
-                    // One computation fleet-wide: the leader of this
-                    // server's flight agrees with the others' (a shared
-                    // tier's lease, ARCHITECTURE.md §5).
-                    let claim = lookup.policy.read.then(|| store.claim(&key)).flatten();
-                    async move {
-                        let lease = match claim {
-                            Some(claim) => match claim.await {
-                                Claim::Found(entry) => return Ok((entry, Origin::Fleet)),
-                                Claim::Lead(lease) => Some(lease),
-                                Claim::Alone => None,
-                            },
-                            None => None,
-                        };
-                        let value = work.await.map_err(Into::into)?;
-                        let entry = Entry {
-                            value: value.into(),
-                            content_type: None,
-                            expires_at: lookup.ttl.map(|t| clock.deadline(t)),
-                        };
-                        if let Some(lease) = lease {
-                            lease.complete(&entry).await;
-                        }
-                        Ok((entry, Origin::Computed))
+        // The rest in its own allocation: a caller's task then stays small,
+        // and tokio copies a finished task's whole state once or twice,
+        // 10,000 times over when a result fans out (ARCHITECTURE.md §3).
+        Box::pin(async move {
+            let store = &self.store;
+            let metrics = store.metrics();
+            let mut compute = Some(compute);
+            loop {
+                // Read before looking (again): see `Store::fence`.
+                let fence = store.fence(&key);
+                if lookup.policy.read {
+                    // Boxed: its state would otherwise make every waiter's
+                    // future larger (ARCHITECTURE.md §3).
+                    if let Some((entry, tier)) = store.lookup(&key).await? {
+                        return Ok((entry, CacheStatus::Hit(tier)));
                     }
-                },
-                {
-                    let (store, key) = (store.clone(), key.clone());
-                    move |entry: &Entry| store.land(&key, entry, generation)
-                },
-            );
-            return match joined {
-                Join::LookAgain => continue,
-                Join::Landed(entry) => {
-                    metrics.coalesced();
-                    Ok((entry, CacheStatus::Coalesced))
                 }
-                Join::Followed(waiter) => {
-                    metrics.coalesced();
-                    let (entry, _) = waiter.wait(lookup.timeout).await?;
-                    Ok((entry, CacheStatus::Coalesced))
-                }
-                // Counted once known: a result another server computed
-                // (its lease) is coalesced fleet-wide, not a miss.
-                Join::Led(waiter) => match waiter.wait(lookup.timeout).await {
-                    Ok((entry, Origin::Fleet)) => {
+                // Read before computing: a drop since makes the result stale.
+                let generation = store.generation(key.namespace);
+                let joined = self.inflight.join(
+                    &key,
+                    lookup.policy,
+                    generation,
+                    || lookup.policy.read && store.fence(&key) != fence,
+                    || {
+                        let work = compute.take().expect("compute is taken once")();
+                        let clock = store.clock().clone();
+                        // One computation fleet-wide: the leader of this
+                        // server's flight agrees with the others' (a shared
+                        // tier's lease, ARCHITECTURE.md §5).
+                        let claim = lookup.policy.read.then(|| store.claim(&key)).flatten();
+                        async move {
+                            let lease = match claim {
+                                Some(claim) => match claim.await {
+                                    Claim::Found(entry) => return Ok((entry, Origin::Fleet)),
+                                    Claim::Lead(lease) => Some(lease),
+                                    Claim::Alone => None,
+                                },
+                                None => None,
+                            };
+                            let value = work.await.map_err(Into::into)?;
+                            let entry = Entry {
+                                value: value.into(),
+                                content_type: None,
+                                expires_at: lookup.ttl.map(|t| clock.deadline(t)),
+                            };
+                            if let Some(lease) = lease {
+                                lease.complete(&entry).await;
+                            }
+                            Ok((entry, Origin::Computed))
+                        }
+                    },
+                    {
+                        let (store, key) = (store.clone(), key.clone());
+                        move |entry: &Entry| store.land(&key, entry, generation)
+                    },
+                );
+                return match joined {
+                    Join::LookAgain => continue,
+                    Join::Landed(entry) => {
                         metrics.coalesced();
                         Ok((entry, CacheStatus::Coalesced))
                     }
-                    outcome => {
-                        metrics.miss();
-                        outcome.map(|(entry, _)| (entry, CacheStatus::Miss))
+                    Join::Followed(waiter) => {
+                        metrics.coalesced();
+                        // Never called: release what it and the key hold now,
+                        // not on the fan-out's clock (ARCHITECTURE.md §3).
+                        drop((compute, key));
+                        let (entry, _) = waiter.wait(lookup.timeout).await?;
+                        Ok((entry, CacheStatus::Coalesced))
                     }
-                },
-            };
-        }
+                    // Counted once known: a result another server computed
+                    // (its lease) is coalesced fleet-wide, not a miss.
+                    Join::Led(waiter) => {
+                        drop(key);
+                        match waiter.wait(lookup.timeout).await {
+                            Ok((entry, Origin::Fleet)) => {
+                                metrics.coalesced();
+                                Ok((entry, CacheStatus::Coalesced))
+                            }
+                            outcome => {
+                                metrics.miss();
+                                outcome.map(|(entry, _)| (entry, CacheStatus::Miss))
+                            }
+                        }
+                    }
+                };
+            }
+        })
+        .await
     }
 }
 
