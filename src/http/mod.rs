@@ -190,6 +190,8 @@ impl crate::listen::App for App {
             let request = request.map(|body| Body::new(ReadTimeout::new(timeout, body)));
             if let Some(model) = kserve::hot_model(&routes.state, &request) {
                 Either::Left(kserve::hot_infer(&routes.state, model, request))
+            } else if kv::is_hot_put(&routes.state, &request) {
+                Either::Left(kv::hot_put(&routes.state, request))
             } else {
                 Either::Right(Either::Left(Service::call(
                     &mut routes.http.clone(),
