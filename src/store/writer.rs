@@ -23,12 +23,13 @@
 //! last one is through redb: when a commit left the file above
 //! `disk_capacity` it runs [`DiskTier::fit`] (compaction needs redb to
 //! itself, and only the writer can guarantee no commit is running), when
-//! the log is long enough it runs [`DiskTier::checkpoint`] (and once more
-//! when it stops, so a clean restart replays nothing), and after a failed
-//! commit it retries [`DiskTier::recover`] with backoff ([`RETRY_FIRST`]
-//! doubling up to [`RETRY_MAX`]) until the database is reopened. Writes
-//! arriving meanwhile are refused at once with an error, never
-//! acknowledged.
+//! the log is long enough it begins a checkpoint that the next redb
+//! transaction makes, without stopping the log stage (and it checkpoints
+//! once more when it stops, so a clean restart replays nothing), and
+//! after a failed commit it retries [`DiskTier::recover`] with backoff
+//! ([`RETRY_FIRST`] doubling up to [`RETRY_MAX`]) until the database is
+//! reopened. Writes arriving meanwhile are refused at once with an error,
+//! never acknowledged.
 
 use std::{
     future::Future,
@@ -42,7 +43,7 @@ use tokio::{
 };
 
 use super::{
-    disk::{Applied, DiskTier, Logged, Op},
+    disk::{Applied, Checkpoint, DiskTier, Logged, Op},
     entry::Key,
     memory::MemoryTier,
 };
@@ -186,6 +187,8 @@ struct RedbStage {
     waiting: Group,
     /// The log position of the last of them (none: sweeps only).
     logged: Option<Logged>,
+    /// A checkpoint the next transaction is to make.
+    checkpoint: Option<Checkpoint>,
 }
 
 /// Ops logged but not yet taken by a redb transaction at which the log
@@ -195,9 +198,17 @@ const WAITING_MAX: usize = 16_384;
 impl RedbStage {
     /// Queue a logged group for redb; start a transaction if none runs.
     /// Waits for the running one first if too much is queued.
-    async fn push(&mut self, group: Group, logged: Option<Logged>, targets: &Arc<Targets>) {
+    async fn push(&mut self, logged: LoggedGroup, targets: &Arc<Targets>) {
+        let LoggedGroup {
+            group,
+            logged,
+            checkpoint,
+        } = logged;
         self.waiting.extend(group);
         self.logged = logged.or(self.logged);
+        self.checkpoint = checkpoint
+            .map(|c| c.max(self.checkpoint))
+            .or(self.checkpoint);
         if self.waiting.len() >= WAITING_MAX && self.running.is_some() {
             self.ended().await;
         }
@@ -209,15 +220,16 @@ impl RedbStage {
         if self.running.as_ref().is_some_and(|t| t.is_finished()) {
             self.ended().await;
         }
-        if self.running.is_some() || self.waiting.is_empty() {
+        if self.running.is_some() || (self.waiting.is_empty() && self.checkpoint.is_none()) {
             return;
         }
-        let group = std::mem::take(&mut self.waiting);
-        let logged = self.logged.take();
+        let next = LoggedGroup {
+            group: std::mem::take(&mut self.waiting),
+            logged: self.logged.take(),
+            checkpoint: self.checkpoint.take(),
+        };
         let shared = targets.clone();
-        self.running = Some(tokio::task::spawn_blocking(move || {
-            apply(group, logged, &shared)
-        }));
+        self.running = Some(tokio::task::spawn_blocking(move || apply(next, &shared)));
     }
 
     /// Resolves when the running transaction ends (never, if none runs).
@@ -295,8 +307,9 @@ async fn run(mut rx: mpsc::Receiver<Msg>, targets: Arc<Targets>, batching: Batch
             // Refuse new writes; the loop still drains what is queued.
             rx.close();
         }
-        // Compaction and checkpoints need every logged group in redb.
-        if targets.disk.over_capacity() || targets.disk.checkpoint_due() {
+        // Compaction needs every logged group in redb (checkpoints do
+        // not: [`log`] starts them, and redb makes them).
+        if targets.disk.over_capacity() {
             redb.settle(&targets).await;
             keep_in_shape(&targets).await;
         }
@@ -329,7 +342,7 @@ async fn sleep_until_some(at: Option<Instant>) {
 async fn commit(batch: Vec<(Op, Reply, bool)>, targets: &Arc<Targets>, redb: &mut RedbStage) {
     let shared = targets.clone();
     match tokio::task::spawn_blocking(move || log(batch, &shared)).await {
-        Ok(Some((group, logged))) => redb.push(group, logged, targets).await,
+        Ok(Some(logged)) => redb.push(logged, targets).await,
         // Its writers are answered.
         Ok(None) => {}
         Err(panic) => {
@@ -344,10 +357,19 @@ async fn commit(batch: Vec<(Op, Reply, bool)>, targets: &Arc<Targets>, redb: &mu
 /// owed (a put is answered once logged).
 type Group = Vec<(Op, Option<Reply>)>;
 
+/// What [`log`] hands to redb.
+struct LoggedGroup {
+    group: Group,
+    /// Its log position (none: sweeps only).
+    logged: Option<Logged>,
+    /// A checkpoint begun right after it.
+    checkpoint: Option<Checkpoint>,
+}
+
 /// Log a group (a group of sweeps only is not logged: ARCHITECTURE.md §2),
 /// then, now that it is durable, apply it to memory in order and answer
 /// its puts. `None` if the log refused it (its writers are answered).
-fn log(batch: Vec<(Op, Reply, bool)>, targets: &Targets) -> Option<(Group, Option<Logged>)> {
+fn log(batch: Vec<(Op, Reply, bool)>, targets: &Targets) -> Option<LoggedGroup> {
     let logged = if batch.iter().all(|(op, _, _)| matches!(op, Op::Sweep)) {
         None
     } else {
@@ -378,14 +400,34 @@ fn log(batch: Vec<(Op, Reply, bool)>, targets: &Targets) -> Option<(Group, Optio
             }
         })
         .collect();
-    Some((group, logged))
+    // Begun here, where no other group is being logged, so the next redb
+    // transaction holds every group before it.
+    let checkpoint = match targets.disk.checkpoint_due() {
+        true => targets
+            .disk
+            .begin_checkpoint()
+            .inspect_err(|err| tracing::warn!(error = %err, "checkpointing the disk tier failed"))
+            .ok(),
+        false => None,
+    };
+    Some(LoggedGroup {
+        group,
+        logged,
+        checkpoint,
+    })
 }
 
-/// Commit a logged group to redb and answer the writers that wait for
-/// its counts (deletes, drops, sweeps).
-fn apply(group: Group, logged: Option<Logged>, targets: &Targets) {
+/// Commit logged groups to redb (making a checkpoint if one was begun)
+/// and answer the writers that wait for their counts (deletes, drops,
+/// sweeps).
+fn apply(logged: LoggedGroup, targets: &Targets) {
+    let LoggedGroup {
+        group,
+        logged,
+        checkpoint,
+    } = logged;
     let ops: Vec<&Op> = group.iter().map(|(op, _)| op).collect();
-    let result = targets.disk.apply_logged(&ops, logged);
+    let result = targets.disk.apply_logged(&ops, logged, checkpoint);
     targets.note_health();
     match result {
         Ok(applied) => {

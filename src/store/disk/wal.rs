@@ -149,12 +149,12 @@ impl Wal {
         Ok(())
     }
 
-    /// Remove the segments before the current one (a checkpoint covers
-    /// them). A segment left behind is removed by the next replay.
-    pub fn remove_old(&self) {
-        let Some(tail) = &self.tail else { return };
+    /// Remove the segments before position `upto`, which starts one (a
+    /// checkpoint covers them). A segment left behind is removed by the
+    /// next replay.
+    pub fn remove_before(&self, upto: u64) {
         for start in segments(&self.dir).unwrap_or_default() {
-            if start < tail.start {
+            if start < upto {
                 remove(&self.dir, start);
             }
         }
