@@ -4,7 +4,7 @@
 //! any byte string of 1 to 1024 bytes is a key, `/` included). `PUT`
 //! answers 204 only once its entry is durable on disk.
 
-use std::{borrow::Cow, cell::RefCell, sync::Arc, time::Duration};
+use std::{borrow::Cow, sync::Arc, time::Duration};
 
 use axum::{
     body::Body,
@@ -16,7 +16,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use percent_encoding::percent_decode_str;
 
-use super::{read_body, AppState};
+use super::{head::LastHead, read_body, AppState};
 use crate::{
     error::{Error, Result},
     memo::Tier,
@@ -157,35 +157,17 @@ fn found(entry: Entry, tier: Tier) -> Response<Full<Bytes>> {
 
 /// The headers of a GET's answer: the value's content type
 /// (`application/octet-stream` without one, or with one a header cannot
-/// carry) and `X-Cache-Tier`.
-///
-/// Each thread keeps the last head it built and answers a copy while tier
-/// and content type stay the same, as they mostly do (a store holds few
-/// content types): a copy costs a third of building one, whose content
-/// type is copied and checked byte by byte (ARCHITECTURE.md §1).
+/// carry) and `X-Cache-Tier`, copied from the last head this thread built
+/// while tier and content type stay the same, as they mostly do (a store
+/// holds few content types; [`super::head`]).
 fn head(tier: Tier, content_type: Option<Arc<str>>) -> HeaderMap {
-    /// A head and what it was built from.
-    struct Built {
-        tier: Tier,
-        content_type: Option<Arc<str>>,
-        head: HeaderMap,
-    }
     thread_local! {
-        static LAST: RefCell<Option<Built>> = const { RefCell::new(None) };
+        static LAST: LastHead<(Tier, Option<Arc<str>>)> = const { LastHead::new() };
     }
-    LAST.with_borrow_mut(|last| match last {
-        Some(built) if built.tier == tier && built.content_type == content_type => {
-            built.head.clone()
-        }
-        _ => {
-            let head = build_head(tier, content_type.as_deref());
-            *last = Some(Built {
-                tier,
-                content_type,
-                head: head.clone(),
-            });
-            head
-        }
+    LAST.with(|last| {
+        last.get((tier, content_type), |(tier, content_type)| {
+            build_head(*tier, content_type.as_deref())
+        })
     })
 }
 

@@ -17,6 +17,7 @@
 //! this, by [`App`] (ARCHITECTURE.md §1, "The hot path").
 
 pub mod error;
+mod head;
 mod kserve;
 mod kv;
 mod models;
