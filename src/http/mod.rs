@@ -36,7 +36,7 @@ use axum::{
     extract::{Request, State},
     http::{header, HeaderMap, Method, Uri},
     middleware::{self, Next},
-    response::Response,
+    response::{IntoResponse, Response},
     routing::{get, post},
     Router,
 };
@@ -59,8 +59,12 @@ pub use crate::state::{cache_policy, X_CACHE};
 /// `Content-Length` says so. Read frame by frame rather than through a
 /// limit layer and a frame list: a small body is one frame, handed back as
 /// it is (ARCHITECTURE.md §1, "The hot path").
-pub async fn read_body(headers: &HeaderMap, body: Body, limit: u64) -> Result<Bytes> {
-    use http_body::Body as _;
+/// Any body will do: the hot infer route reads hyper's own, unboxed.
+pub async fn read_body<B>(headers: &HeaderMap, body: B, limit: u64) -> Result<Bytes>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
     use http_body_util::BodyExt;
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -184,22 +188,40 @@ impl crate::listen::App for App {
             return Either::Left(ready(Ok(response)));
         }
         let line = started.map(|at| (request.method().clone(), request.uri().clone(), at));
-        let answer = if crate::grpc::is_grpc(request.headers()) {
-            Either::Right(routes.grpc.clone().call(request.map(Body::new)))
+        // One box for the rest: the hot infer route's future, or gRPC's or
+        // the router's, whose bodies are cut in frames.
+        let routed = if crate::grpc::is_grpc(request.headers()) {
+            Either::Right(Either::Left(
+                routes.grpc.clone().call(request.map(Body::new)),
+            ))
         } else {
             let timeout = routes.body_timeout;
-            let request = request.map(|body| Body::new(ReadTimeout::new(timeout, body)));
-            if let Some(model) = kserve::hot_model(&routes.state, &request) {
-                Either::Left(kserve::hot_infer(&routes.state, model, request))
-            } else {
-                Either::Right(Either::Left(Service::call(
-                    &mut routes.http.clone(),
-                    request,
-                )))
+            match kserve::hot_model(&routes.state, &request) {
+                Some(model) => {
+                    let state = routes.state.clone();
+                    // hyper's body, read unboxed.
+                    let request = request.map(|body| ReadTimeout::new(timeout, body));
+                    Either::Left(async move {
+                        match kserve::infer_request(&state, model, request).await {
+                            Ok(answer) => answer.map(whole),
+                            Err(error) => error.into_response().map(framed),
+                        }
+                    })
+                }
+                None => {
+                    let request = request.map(|body| Body::new(ReadTimeout::new(timeout, body)));
+                    Either::Right(Either::Right(Service::call(
+                        &mut routes.http.clone(),
+                        request,
+                    )))
+                }
             }
         };
         async move {
-            let response = answer.await?.map(framed);
+            let response = match routed {
+                Either::Left(infer) => infer.await,
+                Either::Right(other) => other.await?.map(framed),
+            };
             if let Some((method, uri, started)) = line {
                 log_request(&method, &uri, &response, started);
             }
