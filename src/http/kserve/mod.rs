@@ -110,8 +110,7 @@ pub async fn infer(
 /// then serves; `None` (the router serves it) for anything else.
 pub(in crate::http) fn hot_model<B>(state: &AppState, request: &Request<B>) -> Option<Arc<Model>> {
     let (model, version) = infer_path(request)?;
-    let authorization = request.headers().get(header::AUTHORIZATION);
-    state.authorize(authorization.map(|v| v.as_bytes())).ok()?;
+    state.authorize_headers(request.headers()).ok()?;
     state.model(model, version).ok()
 }
 
