@@ -102,7 +102,7 @@ pub async fn put(
     // copy it, or every cached value would keep a whole buffer alive.
     // Dropped before the commit: hyper can then reuse that buffer for the
     // connection's next read instead of allocating a new one.
-    let body = read_body(&headers, body, state.config().max_value_size).await?;
+    let body = read_body(body, state.config().max_value_size).await?;
     let value = bytes::Bytes::copy_from_slice(&body);
     drop(body);
     let entry = Entry {

@@ -8,7 +8,7 @@
 mod answers;
 mod wire;
 
-use std::sync::Arc;
+use std::{future::Future, sync::Arc};
 
 use axum::{
     body::Body,
@@ -101,7 +101,7 @@ pub async fn infer(
     request: Request<Body>,
 ) -> Result<Response<Full<Bytes>>> {
     let model = model_of(&state, path)?;
-    infer_request(&state, model, request).await
+    infer_request(state, model, request).await
 }
 
 /// The hot route (ARCHITECTURE.md §1): the model of a `POST
@@ -117,18 +117,59 @@ pub(in crate::http) fn hot_model<B>(state: &AppState, request: &Request<B>) -> O
 /// Infer with `model`, for the router ([`infer`]) and, without its
 /// matching, extractors and layers, the hot route: any body (the hot route
 /// reads hyper's own), and an answer whose body hyper writes unboxed.
-pub(in crate::http) async fn infer_request<B>(
-    state: &AppState,
+///
+/// The head is read before the future starts and not kept: the future
+/// holds the body alone (a future is copied whole into its box, and every
+/// byte it holds is copied again on the way).
+pub(in crate::http) fn infer_request<B>(
+    state: Arc<AppState>,
     model: Arc<Model>,
     request: Request<B>,
-) -> Result<Response<Full<Bytes>>>
+) -> impl Future<Output = Result<Response<Full<Bytes>>>> + Send
 where
-    B: http_body::Body<Data = Bytes> + Unpin,
+    B: http_body::Body<Data = Bytes> + Send + Unpin,
     B::Error: std::fmt::Display,
 {
     let (parts, body) = request.into_parts();
-    let (answer, status) = infer_model(state, model, &parts.headers, body).await?;
-    Ok(respond(answer, status))
+    let asked = Asked::of(&state, &parts.headers);
+    async move {
+        let (answer, status) = infer_model(&state, model, asked?, body).await?;
+        Ok(respond(answer, status))
+    }
+}
+
+/// What an infer request's head asks for.
+struct Asked {
+    /// `Inference-Header-Content-Length`: the body's JSON header is this
+    /// long and binary tensors follow.
+    header_len: Option<usize>,
+    /// `max_request_size` as of the request.
+    limit: u64,
+    policy: Policy,
+}
+
+impl Asked {
+    fn of(state: &AppState, headers: &HeaderMap) -> Result<Asked> {
+        let header_len = match headers.get(&HEADER_LENGTH) {
+            None => None,
+            Some(v) => Some(
+                v.to_str()
+                    .ok()
+                    .and_then(|s| s.trim().parse::<usize>().ok())
+                    .ok_or_else(|| {
+                        Error::BadRequest(
+                            "Inference-Header-Content-Length must be a whole number".into(),
+                        )
+                    })?,
+            ),
+        };
+        Ok(Asked {
+            header_len,
+            // Borrowed, not cloned: the hot route passes here.
+            limit: state.live.borrow().max_request_size,
+            policy: cache_policy(headers),
+        })
+    }
 }
 
 /// `{model}` and `{version}` of an infer request's path, when it is one
@@ -152,30 +193,19 @@ fn infer_path<B>(request: &Request<B>) -> Option<(&str, Option<&str>)> {
 async fn infer_model<B>(
     state: &AppState,
     model: Arc<Model>,
-    headers: &HeaderMap,
+    asked: Asked,
     body: B,
 ) -> Result<(answers::Answer, CacheStatus)>
 where
     B: http_body::Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
-    let header_len = match headers.get(&HEADER_LENGTH) {
-        None => None,
-        Some(v) => Some(
-            v.to_str()
-                .ok()
-                .and_then(|s| s.trim().parse::<usize>().ok())
-                .ok_or_else(|| {
-                    Error::BadRequest(
-                        "Inference-Header-Content-Length must be a whole number".into(),
-                    )
-                })?,
-        ),
-    };
-    // Borrowed, not cloned: the hot route passes here.
-    let limit = state.live.borrow().max_request_size;
-    let body = read_body(headers, body, limit).await?;
-    let policy = cache_policy(headers);
+    let Asked {
+        header_len,
+        limit,
+        policy,
+    } = asked;
+    let body = read_body(body, limit).await?;
     // Only a request that may read the cache can find or keep an answer
     // (a `no-cache` request's rows are never hits).
     let answer_key = if policy.read {
