@@ -180,11 +180,13 @@ fn infer_path<B>(request: &Request<B>) -> Option<(&str, Option<&str>)> {
     }
     let rest = request.uri().path().strip_prefix("/v2/models/")?;
     let rest = rest.strip_suffix("/infer")?;
-    let (model, version) = match rest.split_once('/') {
-        Some((model, versioned)) => (model, Some(versioned.strip_prefix("versions/")?)),
+    // Byte by byte: a char pattern searcher costs more than these few
+    // bytes (ARCHITECTURE.md §1, "The hot path").
+    let (model, version) = match rest.bytes().position(|b| b == b'/') {
+        Some(at) => (&rest[..at], Some(rest[at + 1..].strip_prefix("versions/")?)),
         None => (rest, None),
     };
-    let plain = |s: &str| !s.is_empty() && !s.contains(['/', '%']);
+    let plain = |s: &str| !s.is_empty() && !s.bytes().any(|b| b == b'/' || b == b'%');
     (plain(model) && version.is_none_or(plain)).then_some((model, version))
 }
 
