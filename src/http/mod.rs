@@ -141,8 +141,8 @@ impl App {
     }
 }
 
-/// A response's body: whole bytes of at most one frame (the KV hot route's
-/// answer, which hyper writes without a box), or axum's (everything else),
+/// A response's body: whole bytes of at most one frame (the hot routes'
+/// answers, which hyper writes without a box), or axum's (everything else),
 /// cut in frames (see [`crate::listen::App::Body`]; boxed once more, to keep
 /// this type, which every response moves through, small).
 pub(crate) type ResponseBody = http_body_util::Either<Full<Bytes>, Body>;
