@@ -8,6 +8,13 @@ use crate::error::{Error, Result};
 /// thread would cost more than the work.
 const INLINE_BYTES: usize = 64 << 10;
 
+/// Whether work over `bytes` of input is small enough to run in place
+/// (what [`off_runtime`] does with it), for a caller that would otherwise
+/// copy its input to hand it over.
+pub fn in_place(bytes: usize) -> bool {
+    bytes < INLINE_BYTES
+}
+
 /// Run CPU-heavy `work` over `bytes` of input (tokenizing, big JSON) on the
 /// blocking pool, so the async workers keep answering other requests
 /// meanwhile; small work runs right here.
@@ -15,7 +22,7 @@ pub async fn off_runtime<T: Send + 'static>(
     bytes: usize,
     work: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
-    if bytes < INLINE_BYTES {
+    if in_place(bytes) {
         return work();
     }
     tokio::task::spawn_blocking(work)

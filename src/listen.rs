@@ -25,13 +25,17 @@
 //!   body by `http::App` (`http::timeout`);
 //! - HTTP/1 responses copied behind their heads and sent with one `write`,
 //!   in bounded frames so the copies cannot grow a connection's buffer
-//!   without bound ([`framed`]).
+//!   without bound ([`framed`]);
+//! - a connection that wakes itself while polled (hyper's request body
+//!   channel does, once per request with a body) polled again at once,
+//!   not through the scheduler ([`rewake`]).
 //!
 //! Shutdown: stop accepting, ask every connection to finish its in-flight
 //! requests and close (idle ones close at once), then wait up to
 //! `drain_timeout`; connections still open then are closed.
 
 mod framed;
+mod rewake;
 
 use std::{
     convert::Infallible,
@@ -225,7 +229,7 @@ async fn connection<I, S>(
         }
     });
     let io = TokioIo::new(io);
-    let conn = builder.serve_connection_with_upgrades(io, service);
+    let conn = rewake::Rewake::new(builder.serve_connection_with_upgrades(io, service));
     tokio::pin!(conn);
     let mut closing = phases.clone();
     // The signals sit in a `FuturesUnordered`, which polls only the ones
@@ -259,7 +263,7 @@ async fn connection<I, S>(
                 return;
             }
             Some(stop) = signals.next() => match stop {
-                Stop::Drain => conn.as_mut().graceful_shutdown(),
+                Stop::Drain => conn.as_mut().inner().graceful_shutdown(),
                 Stop::Close => return,
             },
         }

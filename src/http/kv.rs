@@ -4,7 +4,7 @@
 //! any byte string of 1 to 1024 bytes is a key, `/` included). `PUT`
 //! answers 204 only once its entry is durable on disk.
 
-use std::{borrow::Cow, cell::RefCell, convert::Infallible, sync::Arc, time::Duration};
+use std::{borrow::Cow, convert::Infallible, future::Future, sync::Arc, time::Duration};
 
 use axum::{
     body::Body,
@@ -13,11 +13,10 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use bytes::Bytes;
-use futures::{future::BoxFuture, FutureExt};
 use http_body_util::Full;
 use percent_encoding::percent_decode_str;
 
-use super::{read_body, AppState};
+use super::{head::LastHead, read_body, AppState};
 use crate::{
     error::{Error, Result},
     memo::Tier,
@@ -107,14 +106,13 @@ pub(super) fn is_hot_put<B>(state: &AppState, request: &Request<B>) -> bool {
 pub(super) fn hot_put(
     state: &Arc<AppState>,
     request: Request<Body>,
-) -> BoxFuture<'static, std::result::Result<Response, Infallible>> {
+) -> impl Future<Output = std::result::Result<Response, Infallible>> + Send + 'static {
     let state = state.clone();
     let (parts, body) = request.into_parts();
     async move {
         let stored = store(&state, &parts.uri, &parts.headers, body).await;
         Ok(stored.into_response())
     }
-    .boxed()
 }
 
 /// Store the body under the key of `uri`; 204 once durable.
@@ -132,7 +130,7 @@ async fn store(state: &AppState, uri: &Uri, headers: &HeaderMap, body: Body) -> 
     // copy it, or every cached value would keep a whole buffer alive.
     // Dropped before the commit: hyper can then reuse that buffer for the
     // connection's next read instead of allocating a new one.
-    let body = read_body(headers, body, state.config().max_value_size).await?;
+    let body = read_body(body, state.config().max_value_size).await?;
     let value = bytes::Bytes::copy_from_slice(&body);
     drop(body);
     let entry = Entry {
@@ -187,35 +185,17 @@ fn found(entry: Entry, tier: Tier) -> Response<Full<Bytes>> {
 
 /// The headers of a GET's answer: the value's content type
 /// (`application/octet-stream` without one, or with one a header cannot
-/// carry) and `X-Cache-Tier`.
-///
-/// Each thread keeps the last head it built and answers a copy while tier
-/// and content type stay the same, as they mostly do (a store holds few
-/// content types): a copy costs a third of building one, whose content
-/// type is copied and checked byte by byte (ARCHITECTURE.md §1).
+/// carry) and `X-Cache-Tier`, copied from the last head this thread built
+/// while tier and content type stay the same, as they mostly do (a store
+/// holds few content types; [`super::head`]).
 fn head(tier: Tier, content_type: Option<Arc<str>>) -> HeaderMap {
-    /// A head and what it was built from.
-    struct Built {
-        tier: Tier,
-        content_type: Option<Arc<str>>,
-        head: HeaderMap,
-    }
     thread_local! {
-        static LAST: RefCell<Option<Built>> = const { RefCell::new(None) };
+        static LAST: LastHead<(Tier, Option<Arc<str>>)> = const { LastHead::new() };
     }
-    LAST.with_borrow_mut(|last| match last {
-        Some(built) if built.tier == tier && built.content_type == content_type => {
-            built.head.clone()
-        }
-        _ => {
-            let head = build_head(tier, content_type.as_deref());
-            *last = Some(Built {
-                tier,
-                content_type,
-                head: head.clone(),
-            });
-            head
-        }
+    LAST.with(|last| {
+        last.get((tier, content_type), |(tier, content_type)| {
+            build_head(*tier, content_type.as_deref())
+        })
     })
 }
 

@@ -17,6 +17,7 @@
 //! this, by [`App`] (ARCHITECTURE.md §1, "The hot path").
 
 pub mod error;
+mod head;
 mod kserve;
 mod kv;
 mod models;
@@ -26,6 +27,7 @@ mod timeout;
 
 use std::{
     convert::Infallible,
+    future::Future,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -33,14 +35,14 @@ use std::{
 use axum::{
     body::Body,
     extract::{Request, State},
-    http::{header, HeaderMap, Method, Uri},
+    http::{Method, Uri},
     middleware::{self, Next},
-    response::Response,
+    response::{IntoResponse, Response},
     routing::{get, post},
     Router,
 };
 use bytes::Bytes;
-use futures::future::{ready, BoxFuture, Either, FutureExt, Ready};
+use futures::future::{ready, BoxFuture, Either, FutureExt, Ready, TryFutureExt};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use tower::Service;
@@ -55,16 +57,18 @@ use crate::{
 pub use crate::state::{cache_policy, X_CACHE};
 
 /// Read a whole body of at most `limit` bytes; larger: 413, early when
-/// `Content-Length` says so. Read frame by frame rather than through a
-/// limit layer and a frame list: a small body is one frame, handed back as
-/// it is (ARCHITECTURE.md §1, "The hot path").
-pub async fn read_body(headers: &HeaderMap, body: Body, limit: u64) -> Result<Bytes> {
-    use http_body::Body as _;
+/// its declared length (`Content-Length`, which hyper's body reports as
+/// its size) says so. Read frame by frame rather than through a limit
+/// layer and a frame list: a small body is one frame, handed back as it is
+/// (ARCHITECTURE.md §1, "The hot path"). Any body will do: the hot infer
+/// route reads hyper's own, unboxed.
+pub async fn read_body<B>(body: B, limit: u64) -> Result<Bytes>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
     use http_body_util::BodyExt;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit) {
+    if body.size_hint().lower() > limit {
         return Err(Error::TooLarge { limit });
     }
     let mut body = body;
@@ -137,8 +141,8 @@ impl App {
     }
 }
 
-/// A response's body: whole bytes of at most one frame (the KV hot route's
-/// answer, which hyper writes without a box), or axum's (everything else),
+/// A response's body: whole bytes of at most one frame (the hot routes'
+/// answers, which hyper writes without a box), or axum's (everything else),
 /// cut in frames (see [`crate::listen::App::Body`]; boxed once more, to keep
 /// this type, which every response moves through, small).
 pub(crate) type ResponseBody = http_body_util::Either<Full<Bytes>, Body>;
@@ -183,32 +187,52 @@ impl crate::listen::App for App {
             return Either::Left(ready(Ok(response)));
         }
         let line = started.map(|at| (request.method().clone(), request.uri().clone(), at));
-        let answer = if crate::grpc::is_grpc(request.headers()) {
-            Either::Right(routes.grpc.clone().call(request.map(Body::new)))
-        } else {
-            let timeout = routes.body_timeout;
-            let request = request.map(|body| Body::new(ReadTimeout::new(timeout, body)));
-            if let Some(model) = kserve::hot_model(&routes.state, &request) {
-                Either::Left(kserve::hot_infer(&routes.state, model, request))
-            } else if kv::is_hot_put(&routes.state, &request) {
-                Either::Left(kv::hot_put(&routes.state, request))
-            } else {
-                Either::Right(Either::Left(Service::call(
-                    &mut routes.http.clone(),
-                    request,
-                )))
-            }
-        };
-        async move {
-            let response = answer.await?.map(framed);
-            if let Some((method, uri, started)) = line {
-                log_request(&method, &uri, &response, started);
-            }
-            Ok(response)
+        if crate::grpc::is_grpc(request.headers()) {
+            let answer = routes.grpc.clone().call(request.map(Body::new));
+            return logged(answer.map_ok(|response| response.map(framed)), line);
         }
-        .boxed()
-        .right_future()
+        let timeout = routes.body_timeout;
+        if let Some(model) = kserve::hot_model(&routes.state, &request) {
+            // hyper's body, read unboxed; the answer's body unboxed.
+            let request = request.map(|body| ReadTimeout::new(timeout, body));
+            let answer = kserve::infer_request(routes.state.clone(), model, request);
+            return logged(
+                answer.map(|answer| {
+                    Ok(match answer {
+                        Ok(answer) => answer.map(whole),
+                        Err(error) => error.into_response().map(framed),
+                    })
+                }),
+                line,
+            );
+        }
+        let request = request.map(|body| Body::new(ReadTimeout::new(timeout, body)));
+        if kv::is_hot_put(&routes.state, &request) {
+            let answer = kv::hot_put(&routes.state, request);
+            return logged(answer.map_ok(|response| response.map(framed)), line);
+        }
+        let answer = Service::call(&mut routes.http.clone(), request);
+        logged(answer.map_ok(|response| response.map(framed)), line)
     }
+}
+
+/// `answer`, boxed, and its request's `line` logged when its response
+/// starts. Boxed as it is when nothing is logged: awaited inside another
+/// future, its state would be held, and copied, twice.
+fn logged<F>(answer: F, line: Option<(Method, Uri, Instant)>) -> <App as crate::listen::App>::Future
+where
+    F: Future<Output = Answer> + Send + 'static,
+{
+    let Some((method, uri, started)) = line else {
+        return answer.boxed().right_future();
+    };
+    async move {
+        let response = answer.await?;
+        log_request(&method, &uri, &response, started);
+        Ok(response)
+    }
+    .boxed()
+    .right_future()
 }
 
 /// The HTTP API.
@@ -319,9 +343,27 @@ mod tests {
         Body::from_stream(futures::stream::iter(parts))
     }
 
+    /// A body that declares its length and never sends a byte.
+    struct Declared(u64);
+
+    impl http_body::Body for Declared {
+        type Data = Bytes;
+        type Error = Infallible;
+
+        fn poll_frame(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+            std::task::Poll::Pending
+        }
+
+        fn size_hint(&self) -> http_body::SizeHint {
+            http_body::SizeHint::with_exact(self.0)
+        }
+    }
+
     #[tokio::test]
     async fn a_body_is_read_whole_within_its_limit() {
-        let none = HeaderMap::new();
         for parts in [
             &[][..],
             &["abc"],
@@ -329,19 +371,18 @@ mod tests {
             &["ab", "c"],
             &["a", "b", "c"],
         ] {
-            let read = read_body(&none, frames(parts), 3).await.unwrap();
+            let read = read_body(frames(parts), 3).await.unwrap();
             assert_eq!(read, parts.concat(), "{parts:?}");
         }
         for parts in [&["abcd"][..], &["ab", "cd"], &["a", "b", "c", "d"]] {
-            let err = read_body(&none, frames(parts), 3).await.unwrap_err();
+            let err = read_body(frames(parts), 3).await.unwrap_err();
             assert!(
                 matches!(err, Error::TooLarge { limit: 3 }),
                 "{parts:?}: {err}"
             );
         }
-        let mut declared = HeaderMap::new();
-        declared.insert(header::CONTENT_LENGTH, 4.into());
-        let err = read_body(&declared, frames(&["a"]), 3).await.unwrap_err();
-        assert!(matches!(err, Error::TooLarge { limit: 3 }), "{err}");
+        // A declared length over the limit is refused before any byte.
+        let err = read_body(Declared(4), 3).now_or_never().expect("at once");
+        assert!(matches!(err, Err(Error::TooLarge { limit: 3 })), "{err:?}");
     }
 }

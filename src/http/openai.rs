@@ -101,7 +101,7 @@ pub async fn embeddings(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, OpenAiError> {
-    let body = read_body(&headers, body, state.config().max_request_size).await?;
+    let body = read_body(body, state.config().max_request_size).await?;
     let request: EmbeddingsRequest = off_runtime(body.len(), move || {
         serde_json::from_slice(&body)
             .map_err(|e| Error::BadRequest(format!("malformed embeddings request: {e}")))

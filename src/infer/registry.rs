@@ -62,7 +62,10 @@ impl Model {
 
 /// All models, by name.
 pub struct Registry {
-    models: RwLock<HashMap<String, Arc<Model>>>,
+    /// Hashed with aHash: the hot infer route looks its model up by name on
+    /// every request, and SipHash cost a twentieth of an answer hit
+    /// (ARCHITECTURE.md §1, "The hot path").
+    models: RwLock<HashMap<String, Arc<Model>, ahash::RandomState>>,
     /// Why models cannot run here (no ONNX Runtime), if so.
     unavailable: Option<String>,
 }

@@ -303,11 +303,14 @@ impl Store {
     /// (says how many memory hits its sources would have counted); an
     /// entry `hits` refuses is neither returned nor counted.
     #[inline]
-    pub(crate) fn recall(
+    pub(crate) fn recall<Q>(
         &self,
-        key: &Key,
+        key: &Q,
         hits: impl FnOnce(&Entry) -> Option<u64>,
-    ) -> Option<Entry> {
+    ) -> Option<Entry>
+    where
+        Q: moka::Equivalent<Key> + std::hash::Hash + ?Sized,
+    {
         let entry = self.inner.memory.get(key)?;
         self.inner.memory_hits.inc_by(hits(&entry)?);
         Some(entry)

@@ -35,7 +35,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use crate::{
     infer::{key::ModelDigest, registry::Model, RowKeys},
     memo::Store,
-    store::Key,
+    store::KeyRef,
 };
 
 /// The hash that finds answers, keyed at random once per process.
@@ -52,6 +52,27 @@ const FIELDS: usize = 32 + 8 + 8 + 8;
 /// header length (or [`JSON_ONLY`]), the request's body length, the
 /// request's [`FIELDS`]; then the request body, then the response body.
 const PREFIX: usize = 4 + 8 + 4 + FIELDS;
+
+/// Where an answer is looked for: its model's namespace and the hash of
+/// its request. Looked up borrowed ([`KeyRef`]): the hit path copies no key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Key {
+    namespace: u32,
+    hash: [u8; 8],
+}
+
+impl Key {
+    fn borrowed(&self) -> KeyRef<'_> {
+        KeyRef {
+            namespace: self.namespace,
+            id: &self.hash,
+        }
+    }
+
+    fn owned(&self) -> crate::store::Key {
+        crate::store::Key::new(self.namespace, self.hash)
+    }
+}
 
 /// A response body and its JSON header's length when binary data follows
 /// (`Inference-Header-Content-Length`).
@@ -115,8 +136,10 @@ impl<'a> Request<'a> {
         let mut hash = FINDER.build_hasher();
         std::hash::Hasher::write(&mut hash, &self.fields);
         std::hash::Hasher::write(&mut hash, self.body);
-        let hash = std::hash::Hasher::finish(&hash);
-        Key::new(self.namespace, hash.to_le_bytes())
+        Key {
+            namespace: self.namespace,
+            hash: std::hash::Hasher::finish(&hash).to_le_bytes(),
+        }
     }
 
     /// The rows and response header length of `value` if it is the
@@ -132,7 +155,7 @@ impl<'a> Request<'a> {
 /// memory hits.
 pub(super) fn recall(store: &Store, key: &Key, request: &Request<'_>) -> Option<Answer> {
     let mut header_len = JSON_ONLY;
-    let entry = store.recall(key, |entry| {
+    let entry = store.recall(&key.borrowed(), |entry| {
         let (rows, found) = request.check(&entry.value)?;
         header_len = found;
         Some(rows)
@@ -148,7 +171,7 @@ pub(super) fn recall(store: &Store, key: &Key, request: &Request<'_>) -> Option<
 /// was not dropped since `generation` (read before the rows were).
 pub(super) fn remember(
     store: &Store,
-    key: Key,
+    key: &Key,
     request: &Request<'_>,
     answer: &Answer,
     rows: &RowKeys,
@@ -165,7 +188,7 @@ pub(super) fn remember(
     value.put_slice(&request.fields);
     value.put_slice(request.body);
     value.put_slice(&answer.body);
-    store.remember(key, value.freeze(), &rows, generation);
+    store.remember(key.owned(), value.freeze(), &rows, generation);
 }
 
 /// The distinct row count, response header length, request body length

@@ -8,30 +8,29 @@
 mod answers;
 mod wire;
 
-use std::{convert::Infallible, sync::Arc};
+use std::{future::Future, sync::Arc};
 
 use axum::{
     body::Body,
     extract::{rejection::PathRejection, Path, State},
-    http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode},
+    http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode},
     response::{IntoResponse, Response},
     Json,
 };
 use bytes::Bytes;
-use futures::future::{BoxFuture, FutureExt};
+use http_body_util::Full;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{cache_policy, read_body, AppState, X_CACHE};
+use super::{cache_policy, head::LastHead, read_body, AppState, X_CACHE};
 use crate::{
-    blocking::off_runtime,
+    blocking::{in_place, off_runtime},
     error::{Error, Result},
     infer::{self, registry::Model},
     memo::{CacheStatus, Policy, Tier},
-    store::Key,
 };
 
-const HEADER_LENGTH: &str = "inference-header-content-length";
+const HEADER_LENGTH: HeaderName = HeaderName::from_static("inference-header-content-length");
 
 /// `{model}` and the optional `{version}` of a model route.
 #[derive(Deserialize)]
@@ -99,38 +98,78 @@ pub async fn model_ready(
 pub async fn infer(
     State(state): State<Arc<AppState>>,
     path: Result<Path<ModelPath>, PathRejection>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response> {
+    request: Request<Body>,
+) -> Result<Response<Full<Bytes>>> {
     let model = model_of(&state, path)?;
-    infer_model(&state, model, &headers, body).await
+    infer_request(state, model, request).await
 }
 
 /// The hot route (ARCHITECTURE.md §1): the model of a `POST
 /// /v2/models/{model}[/versions/{version}]/infer` with plain (unescaped)
-/// names, an accepted token and a known model, which [`hot_infer`] then
-/// serves; `None` (the router serves it) for anything else.
+/// names, an accepted token and a known model, which [`infer_request`]
+/// then serves; `None` (the router serves it) for anything else.
 pub(in crate::http) fn hot_model<B>(state: &AppState, request: &Request<B>) -> Option<Arc<Model>> {
     let (model, version) = infer_path(request)?;
-    let authorization = request.headers().get(header::AUTHORIZATION);
-    state.authorize(authorization.map(|v| v.as_bytes())).ok()?;
+    state.authorize_headers(request.headers()).ok()?;
     state.model(model, version).ok()
 }
 
-/// Infer as the router would ([`infer`]), without its matching,
-/// extractors and layers.
-pub(in crate::http) fn hot_infer(
-    state: &Arc<AppState>,
+/// Infer with `model`, for the router ([`infer`]) and, without its
+/// matching, extractors and layers, the hot route: any body (the hot route
+/// reads hyper's own), and an answer whose body hyper writes unboxed.
+///
+/// The head is read before the future starts and not kept: the future
+/// holds the body alone (a future is copied whole into its box, and every
+/// byte it holds is copied again on the way).
+pub(in crate::http) fn infer_request<B>(
+    state: Arc<AppState>,
     model: Arc<Model>,
-    request: Request<Body>,
-) -> BoxFuture<'static, Result<Response, Infallible>> {
-    let state = state.clone();
+    request: Request<B>,
+) -> impl Future<Output = Result<Response<Full<Bytes>>>> + Send
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin,
+    B::Error: std::fmt::Display,
+{
     let (parts, body) = request.into_parts();
+    let asked = Asked::of(&state, &parts.headers);
     async move {
-        let answer = infer_model(&state, model, &parts.headers, body).await;
-        Ok(answer.into_response())
+        let (answer, status) = infer_model(&state, model, asked?, body).await?;
+        Ok(respond(answer, status))
     }
-    .boxed()
+}
+
+/// What an infer request's head asks for.
+struct Asked {
+    /// `Inference-Header-Content-Length`: the body's JSON header is this
+    /// long and binary tensors follow.
+    header_len: Option<usize>,
+    /// `max_request_size` as of the request.
+    limit: u64,
+    policy: Policy,
+}
+
+impl Asked {
+    fn of(state: &AppState, headers: &HeaderMap) -> Result<Asked> {
+        let header_len = match headers.get(&HEADER_LENGTH) {
+            None => None,
+            Some(v) => Some(
+                v.to_str()
+                    .ok()
+                    .and_then(|s| s.trim().parse::<usize>().ok())
+                    .ok_or_else(|| {
+                        Error::BadRequest(
+                            "Inference-Header-Content-Length must be a whole number".into(),
+                        )
+                    })?,
+            ),
+        };
+        Ok(Asked {
+            header_len,
+            // Borrowed, not cloned: the hot route passes here.
+            limit: state.live.borrow().max_request_size,
+            policy: cache_policy(headers),
+        })
+    }
 }
 
 /// `{model}` and `{version}` of an infer request's path, when it is one
@@ -141,49 +180,49 @@ fn infer_path<B>(request: &Request<B>) -> Option<(&str, Option<&str>)> {
     }
     let rest = request.uri().path().strip_prefix("/v2/models/")?;
     let rest = rest.strip_suffix("/infer")?;
-    let (model, version) = match rest.split_once('/') {
-        Some((model, versioned)) => (model, Some(versioned.strip_prefix("versions/")?)),
+    // Byte by byte: a char pattern searcher costs more than these few
+    // bytes (ARCHITECTURE.md §1, "The hot path").
+    let (model, version) = match rest.bytes().position(|b| b == b'/') {
+        Some(at) => (&rest[..at], Some(rest[at + 1..].strip_prefix("versions/")?)),
         None => (rest, None),
     };
-    let plain = |s: &str| !s.is_empty() && !s.contains(['/', '%']);
+    let plain = |s: &str| !s.is_empty() && !s.bytes().any(|b| b == b'/' || b == b'%');
     (plain(model) && version.is_none_or(plain)).then_some((model, version))
 }
 
 /// Infer with `model`: the body read, then answered from the answer cache
 /// ([`answers`]) or by [`infer_rows`].
-async fn infer_model(
+async fn infer_model<B>(
     state: &AppState,
     model: Arc<Model>,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<Response> {
-    let header_len = match headers.get(HEADER_LENGTH) {
-        None => None,
-        Some(v) => Some(
-            v.to_str()
-                .ok()
-                .and_then(|s| s.trim().parse::<usize>().ok())
-                .ok_or_else(|| {
-                    Error::BadRequest(
-                        "Inference-Header-Content-Length must be a whole number".into(),
-                    )
-                })?,
-        ),
-    };
-    let limit = state.config().max_request_size;
-    let body = read_body(headers, body, limit).await?;
-    let policy = cache_policy(headers);
+    asked: Asked,
+    body: B,
+) -> Result<(answers::Answer, CacheStatus)>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let Asked {
+        header_len,
+        limit,
+        policy,
+    } = asked;
+    let body = read_body(body, limit).await?;
     // Only a request that may read the cache can find or keep an answer
     // (a `no-cache` request's rows are never hits).
     let answer_key = if policy.read {
-        let (hashed, raw) = (model.clone(), body.clone());
-        let key = off_runtime(raw.len(), move || {
-            Ok(answers::Request::to(&hashed, header_len, limit, &raw).key())
-        })
-        .await?;
         let request = answers::Request::to(&model, header_len, limit, &body);
+        let key = if in_place(body.len()) {
+            request.key()
+        } else {
+            let (hashed, raw) = (model.clone(), body.clone());
+            off_runtime(raw.len(), move || {
+                Ok(answers::Request::to(&hashed, header_len, limit, &raw).key())
+            })
+            .await?
+        };
         if let Some(answer) = answers::recall(&state.store, &key, &request) {
-            return Ok(respond(answer, CacheStatus::Hit(Tier::Memory)));
+            return Ok((answer, CacheStatus::Hit(Tier::Memory)));
         }
         Some(key)
     } else {
@@ -205,7 +244,7 @@ struct Rows {
     limit: u64,
     policy: Policy,
     /// The answer's key, when the request may read the cache.
-    answer_key: Option<Key>,
+    answer_key: Option<answers::Key>,
 }
 
 /// Infer with `model`: the body decoded, memoized per row, encoded; the
@@ -215,7 +254,7 @@ async fn infer_rows(
     model: Arc<Model>,
     body: Bytes,
     rows: Rows,
-) -> Result<Response> {
+) -> Result<(answers::Answer, CacheStatus)> {
     let Rows {
         header_len,
         limit,
@@ -254,22 +293,36 @@ async fn infer_rows(
             let store = state.store.clone();
             let answer = off_runtime(rows.input_bytes() + body.len(), move || {
                 let request = answers::Request::to(&model, header_len, limit, &body);
-                answers::remember(&store, key, &request, &answer, &rows, generation);
+                answers::remember(&store, &key, &request, &answer, &rows, generation);
                 Ok(answer)
             })
             .await?;
-            Ok(respond(answer, status))
+            Ok((answer, status))
         }
-        _ => Ok(respond(answer, status)),
+        _ => Ok((answer, status)),
     }
 }
 
-/// The HTTP response of an answer found as `status` says.
-fn respond(answer: answers::Answer, status: CacheStatus) -> Response {
-    let mut http = Response::new(Body::from(answer.body));
-    let h = http.headers_mut();
+/// The HTTP response of an answer found as `status` says; its head copied
+/// from the last one this thread built for the same status and header
+/// length ([`super::head`]).
+fn respond(answer: answers::Answer, status: CacheStatus) -> Response<Full<Bytes>> {
+    thread_local! {
+        static LAST: LastHead<(CacheStatus, Option<usize>)> = const { LastHead::new() };
+    }
+    let mut http = Response::new(Full::new(answer.body));
+    *http.headers_mut() = LAST.with(|last| {
+        last.get((status, answer.header_len), |(status, header_len)| {
+            head(*status, *header_len)
+        })
+    });
+    http
+}
+
+fn head(status: CacheStatus, header_len: Option<usize>) -> HeaderMap {
+    let mut h = HeaderMap::with_capacity(3);
     h.insert(X_CACHE, HeaderValue::from_static(status.as_str()));
-    match answer.header_len {
+    match header_len {
         Some(n) => {
             h.insert(
                 header::CONTENT_TYPE,
@@ -284,5 +337,5 @@ fn respond(answer: answers::Answer, status: CacheStatus) -> Response {
             );
         }
     }
-    http
+    h
 }
