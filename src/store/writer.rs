@@ -5,9 +5,9 @@
 //! commits the whole group in two steps on blocking threads: one
 //! write-ahead log record and one `fdatasync` ([`DiskTier::log`]), so
 //! concurrent writers share one fsync, then a redb transaction that need
-//! not sync ([`DiskTier::apply_logged`]). The two overlap: while redb
-//! commits, the next groups are logged, and redb's next transaction takes
-//! all of them, in log order ([`RedbStage`]).
+//! not sync ([`DiskTier::apply_logged`]). The two overlap across groups:
+//! while one group is in redb the next is being logged, and redb takes the
+//! groups in log order.
 //!
 //! A group is visible once it is logged (ARCHITECTURE.md §2, "Write
 //! path"): right after the sync the writer applies its changes to the
@@ -23,13 +23,12 @@
 //! last one is through redb: when a commit left the file above
 //! `disk_capacity` it runs [`DiskTier::fit`] (compaction needs redb to
 //! itself, and only the writer can guarantee no commit is running), when
-//! the log is long enough it begins a checkpoint that the next redb
-//! transaction makes, without stopping the log stage (and it checkpoints
-//! once more when it stops, so a clean restart replays nothing), and
-//! after a failed commit it retries [`DiskTier::recover`] with backoff
-//! ([`RETRY_FIRST`] doubling up to [`RETRY_MAX`]) until the database is
-//! reopened. Writes arriving meanwhile are refused at once with an error,
-//! never acknowledged.
+//! the log is long enough it runs [`DiskTier::checkpoint`] (and once more
+//! when it stops, so a clean restart replays nothing), and after a failed
+//! commit it retries [`DiskTier::recover`] with backoff ([`RETRY_FIRST`]
+//! doubling up to [`RETRY_MAX`]) until the database is reopened. Writes
+//! arriving meanwhile are refused at once with an error, never
+//! acknowledged.
 
 use std::{
     future::Future,
@@ -43,7 +42,7 @@ use tokio::{
 };
 
 use super::{
-    disk::{Applied, Checkpoint, DiskTier, Logged, Op},
+    disk::{Applied, DiskTier, Logged, Op},
     entry::Key,
     memory::MemoryTier,
 };
@@ -174,105 +173,27 @@ impl Retry {
     }
 }
 
-/// Groups between the log and redb. Each redb transaction takes every
-/// group logged since the last one began, so redb's per-commit work is
-/// shared by as many groups as the log managed meanwhile, and the log
-/// never waits for redb unless [`WAITING_MAX`] ops are queued for it.
-#[derive(Default)]
-struct RedbStage {
-    /// The transaction running on a blocking thread; it answers its
-    /// writers when done.
-    running: Option<tokio::task::JoinHandle<()>>,
-    /// Logged groups, merged in log order, for the next transaction.
-    waiting: Group,
-    /// The log position of the last of them (none: sweeps only).
-    logged: Option<Logged>,
-    /// A checkpoint the next transaction is to make.
-    checkpoint: Option<Checkpoint>,
-}
-
-/// Ops logged but not yet taken by a redb transaction at which the log
-/// stage waits for redb (the overlay holds these: it stays bounded).
-const WAITING_MAX: usize = 16_384;
-
-impl RedbStage {
-    /// Queue a logged group for redb; start a transaction if none runs.
-    /// Waits for the running one first if too much is queued.
-    async fn push(&mut self, logged: LoggedGroup, targets: &Arc<Targets>) {
-        let LoggedGroup {
-            group,
-            logged,
-            checkpoint,
-        } = logged;
-        self.waiting.extend(group);
-        self.logged = logged.or(self.logged);
-        self.checkpoint = checkpoint
-            .map(|c| c.max(self.checkpoint))
-            .or(self.checkpoint);
-        if self.waiting.len() >= WAITING_MAX && self.running.is_some() {
-            self.ended().await;
-        }
-        self.start(targets).await;
-    }
-
-    /// Start a transaction with what is waiting, unless one is running.
-    async fn start(&mut self, targets: &Arc<Targets>) {
-        if self.running.as_ref().is_some_and(|t| t.is_finished()) {
-            self.ended().await;
-        }
-        if self.running.is_some() || (self.waiting.is_empty() && self.checkpoint.is_none()) {
-            return;
-        }
-        let next = LoggedGroup {
-            group: std::mem::take(&mut self.waiting),
-            logged: self.logged.take(),
-            checkpoint: self.checkpoint.take(),
-        };
-        let shared = targets.clone();
-        self.running = Some(tokio::task::spawn_blocking(move || apply(next, &shared)));
-    }
-
-    /// Resolves when the running transaction ends (never, if none runs).
-    async fn ended(&mut self) {
-        let Some(task) = self.running.take() else {
-            return std::future::pending().await;
-        };
-        if let Err(panic) = task.await {
-            // Its writers see their oneshots dropped.
-            tracing::error!(error = %panic, "disk commit panicked");
-        }
-    }
-
-    /// Wait until redb holds every logged group.
-    async fn settle(&mut self, targets: &Arc<Targets>) {
-        loop {
-            self.start(targets).await;
-            if self.running.is_none() {
-                return;
-            }
-            self.ended().await;
-        }
-    }
-}
+/// A logged group going through redb on a blocking thread; it answers its
+/// writers when done.
+type Applying = tokio::task::JoinHandle<()>;
 
 async fn run(mut rx: mpsc::Receiver<Msg>, targets: Arc<Targets>, batching: Batching) {
     let mut retry = Retry::default();
-    let mut redb = RedbStage::default();
+    // The last group's redb commit, running while the next one is logged.
+    let mut applying: Option<Applying> = None;
     loop {
-        let retry_at = retry.due(&targets.disk);
-        let first = tokio::select! {
-            msg = rx.recv() => msg,
-            () = redb.ended() => {
-                redb.start(&targets).await;
-                continue;
-            }
-            () = sleep_until_some(retry_at) => {
-                redb.settle(&targets).await;
-                if !recover(&targets).await {
-                    retry.back_off();
+        let first = match retry.due(&targets.disk) {
+            None => rx.recv().await,
+            Some(at) => tokio::select! {
+                msg = rx.recv() => msg,
+                () = tokio::time::sleep_until(at) => {
+                    settle(&mut applying).await;
+                    if !recover(&targets).await {
+                        retry.back_off();
+                    }
+                    continue;
                 }
-                continue;
-            }
+            },
         };
         let Some(first) = first else { break };
         let mut batch: Vec<(Op, Reply, bool)> = Vec::new();
@@ -307,17 +228,16 @@ async fn run(mut rx: mpsc::Receiver<Msg>, targets: Arc<Targets>, batching: Batch
             // Refuse new writes; the loop still drains what is queued.
             rx.close();
         }
-        // Compaction needs every logged group in redb (checkpoints do
-        // not: [`log`] starts them, and redb makes them).
-        if targets.disk.over_capacity() {
-            redb.settle(&targets).await;
+        // Compaction and checkpoints need every logged group in redb.
+        if targets.disk.over_capacity() || targets.disk.checkpoint_due() {
+            settle(&mut applying).await;
             keep_in_shape(&targets).await;
         }
         if !batch.is_empty() {
-            commit(batch, &targets, &mut redb).await;
+            applying = commit(batch, &targets, applying.take()).await;
         }
     }
-    redb.settle(&targets).await;
+    settle(&mut applying).await;
     if targets.disk.writable() {
         keep_in_shape(&targets).await;
         maintain(targets, "checkpointing the disk tier", |disk| {
@@ -327,49 +247,45 @@ async fn run(mut rx: mpsc::Receiver<Msg>, targets: Arc<Targets>, batching: Batch
     }
 }
 
-/// Sleep until `at`; never, if `None`.
-async fn sleep_until_some(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
 /// Log one group on a blocking thread (one append, one `fdatasync`) and
-/// answer its puts ([`log`]), then queue it for redb. Logging overlaps
-/// with the running redb transaction, so the disk's sync and redb's CPU
-/// work run side by side.
-async fn commit(batch: Vec<(Op, Reply, bool)>, targets: &Arc<Targets>, redb: &mut RedbStage) {
+/// answer its puts ([`log`]), then hand it to redb once `before`, the
+/// group logged before it, is through; returns that redb commit. Logging
+/// this group overlaps with `before`'s commit, so the disk's sync and
+/// redb's CPU work run side by side, and waiting for `before` bounds the
+/// groups that are logged but not yet in redb to two.
+async fn commit(
+    batch: Vec<(Op, Reply, bool)>,
+    targets: &Arc<Targets>,
+    mut before: Option<Applying>,
+) -> Option<Applying> {
     let shared = targets.clone();
-    match tokio::task::spawn_blocking(move || log(batch, &shared)).await {
-        Ok(Some(logged)) => redb.push(logged, targets).await,
+    let (group, logged) = match tokio::task::spawn_blocking(move || log(batch, &shared)).await {
+        Ok(Some(logged)) => logged,
         // Its writers are answered.
-        Ok(None) => {}
+        Ok(None) => return before,
         Err(panic) => {
             // The batch is lost with the panicked thread; its writers see
             // their oneshots dropped and get ShuttingDown-style errors.
             tracing::error!(error = %panic, "disk commit panicked");
+            return before;
         }
-    }
+    };
+    // redb takes the groups in log order.
+    settle(&mut before).await;
+    let shared = targets.clone();
+    Some(tokio::task::spawn_blocking(move || {
+        apply(group, logged, &shared)
+    }))
 }
 
 /// A logged group on its way to redb: each op with the answer it is still
 /// owed (a put is answered once logged).
 type Group = Vec<(Op, Option<Reply>)>;
 
-/// What [`log`] hands to redb.
-struct LoggedGroup {
-    group: Group,
-    /// Its log position (none: sweeps only).
-    logged: Option<Logged>,
-    /// A checkpoint begun right after it.
-    checkpoint: Option<Checkpoint>,
-}
-
 /// Log a group (a group of sweeps only is not logged: ARCHITECTURE.md §2),
 /// then, now that it is durable, apply it to memory in order and answer
 /// its puts. `None` if the log refused it (its writers are answered).
-fn log(batch: Vec<(Op, Reply, bool)>, targets: &Targets) -> Option<LoggedGroup> {
+fn log(batch: Vec<(Op, Reply, bool)>, targets: &Targets) -> Option<(Group, Option<Logged>)> {
     let logged = if batch.iter().all(|(op, _, _)| matches!(op, Op::Sweep)) {
         None
     } else {
@@ -400,34 +316,14 @@ fn log(batch: Vec<(Op, Reply, bool)>, targets: &Targets) -> Option<LoggedGroup> 
             }
         })
         .collect();
-    // Begun here, where no other group is being logged, so the next redb
-    // transaction holds every group before it.
-    let checkpoint = match targets.disk.checkpoint_due() {
-        true => targets
-            .disk
-            .begin_checkpoint()
-            .inspect_err(|err| tracing::warn!(error = %err, "checkpointing the disk tier failed"))
-            .ok(),
-        false => None,
-    };
-    Some(LoggedGroup {
-        group,
-        logged,
-        checkpoint,
-    })
+    Some((group, logged))
 }
 
-/// Commit logged groups to redb (making a checkpoint if one was begun)
-/// and answer the writers that wait for their counts (deletes, drops,
-/// sweeps).
-fn apply(logged: LoggedGroup, targets: &Targets) {
-    let LoggedGroup {
-        group,
-        logged,
-        checkpoint,
-    } = logged;
+/// Commit a logged group to redb and answer the writers that wait for
+/// its counts (deletes, drops, sweeps).
+fn apply(group: Group, logged: Option<Logged>, targets: &Targets) {
     let ops: Vec<&Op> = group.iter().map(|(op, _)| op).collect();
-    let result = targets.disk.apply_logged(&ops, logged, checkpoint);
+    let result = targets.disk.apply_logged(&ops, logged);
     targets.note_health();
     match result {
         Ok(applied) => {
@@ -448,6 +344,16 @@ fn apply(logged: LoggedGroup, targets: &Targets) {
             for reply in group.into_iter().filter_map(|(_, reply)| reply) {
                 let _ = reply.send(Err(err.clone()));
             }
+        }
+    }
+}
+
+/// Wait for the group in redb (if any) to be through.
+async fn settle(applying: &mut Option<Applying>) {
+    if let Some(task) = applying.take() {
+        if let Err(panic) = task.await {
+            // Its writers see their oneshots dropped.
+            tracing::error!(error = %panic, "disk commit panicked");
         }
     }
 }

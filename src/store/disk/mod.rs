@@ -33,14 +33,11 @@
 //! appended there as one record and synced, then committed to redb with
 //! `Durability::None` (no sync). Between the two, reads answer from the
 //! [`overlay`] of logged ops, so a write is readable (and acknowledged)
-//! as soon as it is durable. Once the log passes [`WAL_LIMIT`] or
-//! [`CHECKPOINT_EVERY`] the writer checkpoints while writes go on
-//! ([`DiskTier::begin_checkpoint`]): a new segment takes the appends, and
-//! the next redb commit is durable and records the log position it covers;
-//! the segments before it are then removed. [`DiskTier::checkpoint`] does
-//! the same at once, for compaction and shutdown. Opening replays the log
-//! from that position ([`op`] says why a replay may repeat what redb
-//! already has).
+//! as soon as it is durable. [`DiskTier::checkpoint`], run by the
+//! writer once the log passes [`WAL_LIMIT`] or [`CHECKPOINT_EVERY`], makes
+//! redb durable in one commit that records the log position it covers,
+//! and removes the segments before it. Opening replays the log from that
+//! position ([`op`] says why a replay may repeat what redb already has).
 //!
 //! A commit or append that fails (a full disk) suspends writes; the
 //! writer calls [`DiskTier::recover`] with backoff, which reopens the file
@@ -113,22 +110,6 @@ const WAL_LIMIT: u64 = 4 << 20;
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(30);
 /// Replayed ops per redb transaction.
 const REPLAY_BATCH: usize = 4096;
-
-/// A log position a durable redb transaction is to record
-/// ([`DiskTier::begin_checkpoint`]).
-#[derive(Debug, Clone, Copy)]
-pub struct Checkpoint {
-    upto: u64,
-}
-
-impl Checkpoint {
-    /// The later of two checkpoints: one transaction can make both.
-    pub fn max(self, other: Option<Checkpoint>) -> Checkpoint {
-        Checkpoint {
-            upto: other.map_or(self.upto, |o| o.upto.max(self.upto)),
-        }
-    }
-}
 
 /// What one transaction did.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -400,7 +381,7 @@ impl DiskTier {
     #[cfg(test)]
     pub fn apply(&self, ops: &[&Op]) -> Result<Applied> {
         let logged = self.log(ops)?;
-        self.apply_logged(ops, Some(logged), None)
+        self.apply_logged(ops, Some(logged))
     }
 
     /// Append `ops` to the log as one record and sync it: durable, and
@@ -421,46 +402,17 @@ impl DiskTier {
     /// append has suspended writes: these are durable. If it fails, writes
     /// are suspended; the ops stay readable from the overlay, and
     /// [`DiskTier::recover`] replays them from the log.
-    ///
-    /// With a `checkpoint` ([`DiskTier::begin_checkpoint`]) the
-    /// transaction is durable and records that log position; the segments
-    /// before it are then removed.
-    pub fn apply_logged(
-        &self,
-        ops: &[&Op],
-        logged: Option<Logged>,
-        checkpoint: Option<Checkpoint>,
-    ) -> Result<Applied> {
-        let upto = checkpoint.map(|c| c.upto);
+    pub fn apply_logged(&self, ops: &[&Op], logged: Option<Logged>) -> Result<Applied> {
         let result = self
             .file
             .db()
-            .and_then(|db| self.commit(&db, ops, None, upto));
+            .and_then(|db| self.commit(&db, ops, None, None));
         match (&result, logged) {
             (Ok(_), Some(logged)) => self.overlay.forget(ops, logged),
             (Ok(_), None) => {}
             (Err(err), _) => *self.broken.lock() = Some(err.clone()),
         }
-        if let (Ok(_), Some(upto)) = (&result, upto) {
-            self.wal.lock().remove_before(upto);
-        }
         result
-    }
-
-    /// Start a checkpoint while writes go on: new appends go to a fresh
-    /// segment, and the next redb transaction that holds every group
-    /// logged so far (any later [`DiskTier::apply_logged`], groups being
-    /// applied in log order) makes it durable. Groups logged after this
-    /// may join that transaction: a replay from the checkpoint applies
-    /// them again, to the same result.
-    pub fn begin_checkpoint(&self) -> Result<Checkpoint> {
-        self.guarded(|| {
-            let mut wal = self.wal.lock();
-            wal.rotate()?;
-            let upto = wal.end();
-            *self.checkpointed.lock() = (upto, Instant::now());
-            Ok(Checkpoint { upto })
-        })
     }
 
     /// Whether the log has grown past [`WAL_LIMIT`] since the last
@@ -484,7 +436,7 @@ impl DiskTier {
         let upto = wal.end();
         self.commit(db, &[], None, Some(upto))?;
         *self.checkpointed.lock() = (upto, Instant::now());
-        wal.remove_before(upto);
+        wal.remove_old();
         Ok(())
     }
 

@@ -7,9 +7,9 @@
 //! delete, a namespace drop) is readable from the moment it is durable,
 //! whether or not redb has it yet. Entries are added only after the sync
 //! and removed once redb has committed their group; the writer applies
-//! groups in log order and stops logging while too many wait for redb, so
-//! this stays bounded. After a failed redb commit the entries stay until a
-//! recovery has replayed the log into the reopened database.
+//! groups in log order and keeps at most a few in flight, so this stays
+//! small. After a failed redb commit the entries stay until a recovery has
+//! replayed the log into the reopened database.
 
 use std::collections::HashMap;
 

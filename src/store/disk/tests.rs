@@ -288,10 +288,10 @@ fn logged_writes_are_readable_before_redb_has_them() {
     assert_eq!(read("gone"), None);
     assert_eq!(read("after"), Some(Bytes::from_static(b"4")));
     // redb catches up in log order; every read stays the same.
-    disk.apply_logged(&first, Some(logged), None).unwrap();
+    disk.apply_logged(&first, Some(logged)).unwrap();
     assert_eq!(read("old"), None);
     assert_eq!(read("after"), Some(Bytes::from_static(b"4")));
-    disk.apply_logged(&second, Some(later), None).unwrap();
+    disk.apply_logged(&second, Some(later)).unwrap();
     assert!(disk.logged(&key("after")).is_none(), "redb has it all");
     assert_eq!(disk.usage().0, 1);
     assert_eq!(read("after"), Some(Bytes::from_static(b"4")));

@@ -16,13 +16,6 @@
 //! was never acknowledged. The log is cut back to the last good record
 //! and any later segment is removed, so appends continue after good data.
 //!
-//! A segment grows in zero-filled [`CHUNK`]s written ahead of its records,
-//! and a record overwrites zeros: an `fdatasync` that neither allocates
-//! blocks nor changes the file's size writes no filesystem metadata (on
-//! ext4 a third less latency per sync on the project's machine than an
-//! append). A zero length where a record would start, with only zeros
-//! after it, is the clean end of a segment.
-//!
 //! Every write and sync goes through the full-disk switch of
 //! [`crate::store::fault`], the seam redb's file goes through too.
 //!
@@ -45,9 +38,6 @@ use crate::{
 
 /// Bytes of a record's frame before its payload.
 const FRAME: usize = 8;
-
-/// Zeros a segment is extended by when a record would not fit.
-const CHUNK: u64 = 1 << 20;
 
 /// What a replay found.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -117,8 +107,7 @@ impl Wal {
         self.frame[..FRAME].copy_from_slice(header.as_flattened());
         let offset = tail.end - tail.start;
         let fault = self.fault.as_ref();
-        tail.reserve(offset + self.frame.len() as u64, fault)
-            .and_then(|()| fault::check(fault))
+        fault::check(fault)
             .and_then(|()| tail.file.write_all_at(&self.frame, offset))
             .and_then(|()| fault::check(fault))
             .and_then(|()| tail.file.sync_data())
@@ -126,7 +115,7 @@ impl Wal {
                 // Its writers are told it failed: take back what reached the
                 // file, so a replay cannot bring it back (best effort; the
                 // replay on recovery cuts a torn tail anyway).
-                let _ = fault::check(fault).and_then(|()| tail.cut(offset));
+                let _ = fault::check(fault).and_then(|()| tail.file.set_len(offset));
                 Error::Storage(format!("write-ahead log append failed: {e}"))
             })?;
         tail.end += self.frame.len() as u64;
@@ -144,17 +133,16 @@ impl Wal {
         if let Some(tail) = self.tail.as_mut().filter(|t| t.end > t.start) {
             tail.file = open_segment(&self.dir, tail.end, self.fault.as_ref())?;
             tail.start = tail.end;
-            tail.zeroed = 0;
         }
         Ok(())
     }
 
-    /// Remove the segments before position `upto`, which starts one (a
-    /// checkpoint covers them). A segment left behind is removed by the
-    /// next replay.
-    pub fn remove_before(&self, upto: u64) {
+    /// Remove the segments before the current one (a checkpoint covers
+    /// them). A segment left behind is removed by the next replay.
+    pub fn remove_old(&self) {
+        let Some(tail) = &self.tail else { return };
         for start in segments(&self.dir).unwrap_or_default() {
-            if start < upto {
+            if start < tail.start {
                 remove(&self.dir, start);
             }
         }
@@ -167,32 +155,6 @@ struct Tail {
     file: File,
     start: u64,
     end: u64,
-    /// The segment's length: zeros from `end - start` on.
-    zeroed: u64,
-}
-
-impl Tail {
-    /// Make the segment at least `len` bytes long, in zero-filled
-    /// [`CHUNK`]s (the next sync makes them durable with the record).
-    fn reserve(&mut self, len: u64, fault: Option<&DiskFull>) -> std::io::Result<()> {
-        static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
-        let target = len.next_multiple_of(CHUNK);
-        while self.zeroed < target {
-            let n = (target - self.zeroed).min(ZEROS.len() as u64);
-            fault::check(fault)?;
-            self.file.write_all_at(&ZEROS[..n as usize], self.zeroed)?;
-            self.zeroed += n;
-        }
-        Ok(())
-    }
-
-    /// Drop everything from `offset` on (zeros are written again when
-    /// needed).
-    fn cut(&mut self, offset: u64) -> std::io::Result<()> {
-        self.file.set_len(offset)?;
-        self.zeroed = offset;
-        Ok(())
-    }
 }
 
 /// Read the log from `from` (see [`Wal::replay`]).
@@ -209,8 +171,7 @@ fn scan(
         remove(dir, stale);
     }
     let mut replayed = Replayed::default();
-    // (index, start, good bytes, length without a damaged tail) of the
-    // last segment read.
+    // (index, start, good bytes, file length) of the last segment read.
     let mut last = None;
     let mut end = from;
     for (i, &start) in list.iter().enumerate() {
@@ -225,8 +186,7 @@ fn scan(
         let mut at = 0;
         while at < bytes.len() {
             let Some(payload) = record_at(&bytes, at) else {
-                // Zeros to the end: where the next record goes.
-                replayed.cut = bytes[at..].iter().any(|b| *b != 0);
+                replayed.cut = true;
                 break;
             };
             if start + at as u64 >= from {
@@ -236,8 +196,7 @@ fn scan(
             at += FRAME + payload.len();
         }
         end = start + at as u64;
-        let clean = if replayed.cut { at } else { bytes.len() };
-        last = Some((i, start, at as u64, clean as u64));
+        last = Some((i, start, at as u64, bytes.len() as u64));
         if replayed.cut {
             break;
         }
@@ -250,19 +209,13 @@ fn scan(
         Some((_, start, good, len)) if start + good >= from => {
             let path = segment_path(dir, start);
             let file = open_file(&path, false, fault)?;
-            let mut tail = Tail {
-                file,
-                start,
-                end,
-                zeroed: len,
-            };
-            if replayed.cut {
+            if good < len {
                 fault::check(fault)
-                    .and_then(|()| tail.cut(good))
-                    .and_then(|()| tail.file.sync_data())
+                    .and_then(|()| file.set_len(good))
+                    .and_then(|()| file.sync_data())
                     .map_err(|e| io_error(&path, &e))?;
             }
-            Ok((tail, replayed))
+            Ok((Tail { file, start, end }, replayed))
         }
         // No segment holds `from` (a new log, or one whose segments were
         // lost): start one there.
@@ -272,7 +225,6 @@ fn scan(
                 file,
                 start: from,
                 end: from,
-                zeroed: 0,
             };
             Ok((tail, replayed))
         }
@@ -344,72 +296,4 @@ fn open_file(path: &Path, create: bool, fault: Option<&DiskFull>) -> Result<File
 
 fn io_error(path: &Path, e: &std::io::Error) -> Error {
     Error::Storage(format!("write-ahead log {}: {e}", path.display()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Payloads replayed from `dir`'s log, and whether the replay cut it.
-    fn replay_all(dir: &Path) -> (Wal, Vec<Vec<u8>>, bool) {
-        let mut wal = Wal::open(dir, None).unwrap();
-        let mut seen = Vec::new();
-        let replayed = wal
-            .replay(0, |payload| {
-                seen.push(payload.to_vec());
-                Ok(())
-            })
-            .unwrap();
-        assert_eq!(replayed.records, seen.len() as u64);
-        (wal, seen, replayed.cut)
-    }
-
-    fn append(wal: &mut Wal, payload: &[u8]) {
-        assert!(wal
-            .append(|out| {
-                out.extend_from_slice(payload);
-                true
-            })
-            .unwrap());
-    }
-
-    #[test]
-    fn records_fill_zeroed_chunks_and_a_zero_tail_is_a_clean_end() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut wal, seen, _) = replay_all(dir.path());
-        assert!(seen.is_empty());
-        append(&mut wal, b"one");
-        append(&mut wal, b"two");
-        let path = segment_path(&dir.path().join("wal"), 0);
-        assert_eq!(fs::metadata(&path).unwrap().len(), CHUNK);
-        drop(wal);
-
-        let (mut wal, seen, cut) = replay_all(dir.path());
-        assert_eq!((seen, cut), (vec![b"one".to_vec(), b"two".to_vec()], false));
-        assert_eq!(fs::metadata(&path).unwrap().len(), CHUNK, "not cut");
-        append(&mut wal, b"three");
-        drop(wal);
-        assert_eq!(replay_all(dir.path()).1.len(), 3);
-    }
-
-    #[test]
-    fn anything_but_zeros_after_the_last_record_is_cut_off() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut wal, _, _) = replay_all(dir.path());
-        append(&mut wal, b"kept");
-        let end = wal.end();
-        drop(wal);
-        // A stray byte well after the last record, as a torn append leaves.
-        let path = segment_path(&dir.path().join("wal"), 0);
-        let file = OpenOptions::new().write(true).open(&path).unwrap();
-        file.write_all_at(b"x", end + 100).unwrap();
-
-        let (mut wal, seen, cut) = replay_all(dir.path());
-        assert_eq!((seen, cut), (vec![b"kept".to_vec()], true));
-        assert_eq!(fs::metadata(&path).unwrap().len(), end);
-        append(&mut wal, b"next");
-        drop(wal);
-        let (_, seen, cut) = replay_all(dir.path());
-        assert_eq!((seen.len(), cut), (2, false));
-    }
 }
