@@ -4,13 +4,13 @@
 //! any byte string of 1 to 1024 bytes is a key, `/` included). `PUT`
 //! answers 204 only once its entry is durable on disk.
 
-use std::{borrow::Cow, convert::Infallible, future::Future, sync::Arc, time::Duration};
+use std::{borrow::Cow, future::Future, sync::Arc, time::Duration};
 
 use axum::{
     body::Body,
     extract::State,
     http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri},
-    response::{IntoResponse, Response},
+    response::Response,
 };
 use bytes::Bytes;
 use http_body_util::Full;
@@ -102,21 +102,31 @@ pub(super) fn is_hot_put<B>(state: &AppState, request: &Request<B>) -> bool {
 }
 
 /// Store as the router would ([`put`]), without its matching, extractors
-/// and layers (ARCHITECTURE.md §1).
-pub(super) fn hot_put(
-    state: &Arc<AppState>,
-    request: Request<Body>,
-) -> impl Future<Output = std::result::Result<Response, Infallible>> + Send + 'static {
-    let state = state.clone();
+/// and layers (ARCHITECTURE.md §1): hyper's body read unboxed, the 204
+/// answered with an unboxed empty body.
+pub(super) fn hot_put<B>(
+    state: Arc<AppState>,
+    request: Request<B>,
+) -> impl Future<Output = Result<Response<Full<Bytes>>>> + Send
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin,
+    B::Error: std::fmt::Display,
+{
     let (parts, body) = request.into_parts();
     async move {
-        let stored = store(&state, &parts.uri, &parts.headers, body).await;
-        Ok(stored.into_response())
+        let status = store(&state, &parts.uri, &parts.headers, body).await?;
+        let mut response = Response::new(Full::default());
+        *response.status_mut() = status;
+        Ok(response)
     }
 }
 
 /// Store the body under the key of `uri`; 204 once durable.
-async fn store(state: &AppState, uri: &Uri, headers: &HeaderMap, body: Body) -> Result<StatusCode> {
+async fn store<B>(state: &AppState, uri: &Uri, headers: &HeaderMap, body: B) -> Result<StatusCode>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
     let key = key_from(uri)?;
     let ttl = ttl_from(uri.query())?;
     let content_type = headers

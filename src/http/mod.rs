@@ -192,28 +192,33 @@ impl crate::listen::App for App {
             return logged(answer.map_ok(|response| response.map(framed)), line);
         }
         let timeout = routes.body_timeout;
+        // The hot routes read hyper's body unboxed and answer unboxed.
         if let Some(model) = kserve::hot_model(&routes.state, &request) {
-            // hyper's body, read unboxed; the answer's body unboxed.
             let request = request.map(|body| ReadTimeout::new(timeout, body));
             let answer = kserve::infer_request(routes.state.clone(), model, request);
-            return logged(
-                answer.map(|answer| {
-                    Ok(match answer {
-                        Ok(answer) => answer.map(whole),
-                        Err(error) => error.into_response().map(framed),
-                    })
-                }),
-                line,
-            );
+            return logged(unboxed(answer), line);
+        }
+        if kv::is_hot_put(&routes.state, &request) {
+            let request = request.map(|body| ReadTimeout::new(timeout, body));
+            let answer = kv::hot_put(routes.state.clone(), request);
+            return logged(unboxed(answer), line);
         }
         let request = request.map(|body| Body::new(ReadTimeout::new(timeout, body)));
-        if kv::is_hot_put(&routes.state, &request) {
-            let answer = kv::hot_put(&routes.state, request);
-            return logged(answer.map_ok(|response| response.map(framed)), line);
-        }
         let answer = Service::call(&mut routes.http.clone(), request);
         logged(answer.map_ok(|response| response.map(framed)), line)
     }
+}
+
+/// A hot route's answer as a [`ResponseBody`]: whole, or its error.
+fn unboxed(
+    answer: impl Future<Output = Result<Response<Full<Bytes>>>> + Send + 'static,
+) -> impl Future<Output = Answer> + Send + 'static {
+    answer.map(|answer| {
+        Ok(match answer {
+            Ok(answer) => answer.map(whole),
+            Err(error) => error.into_response().map(framed),
+        })
+    })
 }
 
 /// `answer`, boxed, and its request's `line` logged when its response
