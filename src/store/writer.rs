@@ -239,11 +239,13 @@ async fn run(mut rx: mpsc::Receiver<Msg>, targets: Arc<Targets>, batching: Batch
     }
     settle(&mut applying).await;
     if targets.disk.writable() {
-        keep_in_shape(&targets).await;
-        maintain(targets, "checkpointing the disk tier", |disk| {
+        // Checkpoint, then fit: a durable commit after the fit's last
+        // eviction could double the file it just compacted.
+        maintain(targets.clone(), "checkpointing the disk tier", |disk| {
             disk.checkpoint().map(|()| Applied::default())
         })
         .await;
+        keep_in_shape(&targets).await;
     }
 }
 
