@@ -34,6 +34,7 @@
 //! requests and close (idle ones close at once), then wait up to
 //! `drain_timeout`; connections still open then are closed.
 
+mod express;
 mod framed;
 mod rewake;
 
@@ -43,7 +44,7 @@ use std::{
     io,
     path::Path,
     sync::{
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         Arc,
     },
     time::Duration,
@@ -57,6 +58,7 @@ use futures::{
     StreamExt, TryFutureExt,
 };
 use http_body::Body;
+use http_body_util::Full;
 use hyper::{body::Incoming, Request, Response};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
@@ -81,17 +83,21 @@ pub trait App: Clone + Send + Sync + 'static {
     type Body: Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static;
     type Future: Future<Output = Result<Response<Self::Body>, Infallible>> + Send + 'static;
 
-    fn call(&self, request: Request<Incoming>) -> Self::Future;
+    fn call(&self, request: Request<RequestBody>) -> Self::Future;
 }
+
+/// A request's body: hyper's, or one read whole with its head by
+/// [`express`].
+pub type RequestBody = http_body_util::Either<Incoming, Full<Bytes>>;
 
 impl App for axum::Router {
     type Body = Framed<axum::body::Body>;
     type Future = MapOk<
-        Oneshot<axum::Router, Request<Incoming>>,
+        Oneshot<axum::Router, Request<RequestBody>>,
         fn(axum::response::Response) -> Response<Self::Body>,
     >;
 
-    fn call(&self, request: Request<Incoming>) -> Self::Future {
+    fn call(&self, request: Request<RequestBody>) -> Self::Future {
         self.clone()
             .oneshot(request)
             .map_ok(|response| response.map(Framed::new))
@@ -216,21 +222,6 @@ async fn connection<I, S>(
     S: App,
 {
     let activity = Arc::new(Activity::new());
-    let service = hyper::service::service_fn({
-        let activity = activity.clone();
-        move |req: Request<Incoming>| {
-            let busy = Busy::start(activity.clone());
-            let response = app.call(req);
-            async move {
-                let response = response.await;
-                drop(busy);
-                response
-            }
-        }
-    });
-    let io = TokioIo::new(io);
-    let conn = rewake::Rewake::new(builder.serve_connection_with_upgrades(io, service));
-    tokio::pin!(conn);
     let mut closing = phases.clone();
     // The signals sit in a `FuturesUnordered`, which polls only the ones
     // whose waker fired: a `select!` over them all would poll every one on
@@ -251,6 +242,43 @@ async fn connection<I, S>(
         let _ = closing.wait_for(|p| *p == Phase::Closing).await;
         Stop::Close
     }));
+    // Simple HTTP/1 requests first, without hyper, until one is not.
+    let io = {
+        let express = express::serve(io, &app, &activity);
+        tokio::pin!(express);
+        loop {
+            tokio::select! {
+                biased;
+                outcome = express.as_mut() => match outcome {
+                    express::Outcome::Closed => return,
+                    express::Outcome::Handover(io) => break io,
+                },
+                Some(stop) = signals.next() => match stop {
+                    // A request in progress is answered, then the
+                    // connection closes; an idle one closes now.
+                    Stop::Drain if activity.active.load(Ordering::Acquire) > 0 => {
+                        activity.draining.store(true, Ordering::Release);
+                    }
+                    Stop::Drain | Stop::Close => return,
+                },
+            }
+        }
+    };
+    let service = hyper::service::service_fn({
+        let activity = activity.clone();
+        move |req: Request<Incoming>| {
+            let busy = Busy::start(activity.clone());
+            let response = app.call(req.map(RequestBody::Left));
+            async move {
+                let response = response.await;
+                drop(busy);
+                response
+            }
+        }
+    });
+    let io = TokioIo::new(io);
+    let conn = rewake::Rewake::new(builder.serve_connection_with_upgrades(io, service));
+    tokio::pin!(conn);
     loop {
         tokio::select! {
             // The connection first: it is what woke this task, but for once
@@ -292,6 +320,9 @@ struct Activity {
     last_end: AtomicU64,
     /// When the connection started, in [`ticks`].
     started: u64,
+    /// Set when the connection was told to drain while [`express`] served
+    /// a request: it closes after that request.
+    draining: AtomicBool,
     /// Told when the count drops to zero.
     ended: Notify,
 }
@@ -312,6 +343,7 @@ impl Activity {
             active: AtomicUsize::new(0),
             last_end: AtomicU64::new(0),
             started: ticks(),
+            draining: AtomicBool::new(false),
             ended: Notify::new(),
         }
     }

@@ -44,14 +44,13 @@ use axum::{
 use bytes::Bytes;
 use futures::future::{ready, BoxFuture, Either, FutureExt, Ready, TryFutureExt};
 use http_body_util::Full;
-use hyper::body::Incoming;
 use tower::Service;
 
 use self::{error::OpenAiError, timeout::ReadTimeout};
 pub use crate::state::AppState;
 use crate::{
     error::{Error, Result},
-    listen::{Framed, MAX_FRAME},
+    listen::{Framed, RequestBody, MAX_FRAME},
 };
 
 pub use crate::state::{cache_policy, X_CACHE};
@@ -175,7 +174,7 @@ impl crate::listen::App for App {
     type Body = ResponseBody;
     type Future = Either<Ready<Answer>, BoxFuture<'static, Answer>>;
 
-    fn call(&self, request: Request<Incoming>) -> Self::Future {
+    fn call(&self, request: Request<RequestBody>) -> Self::Future {
         let routes = &*self.0;
         // Only a logged request is timed, or copied for its line.
         let started = request_logged().then(Instant::now);
