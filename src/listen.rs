@@ -30,6 +30,12 @@
 //!   channel does, once per request with a body) polled again at once,
 //!   not through the scheduler ([`rewake`]).
 //!
+//! Every connection starts in [`express`], which serves simple HTTP/1
+//! requests without hyper's per-request machinery; the first request that
+//! is not simple (or an HTTP/2 preface) hands the connection to hyper for
+//! good, with the bytes not yet answered. The idle deadline, drain and
+//! close apply to both alike.
+//!
 //! Shutdown: stop accepting, ask every connection to finish its in-flight
 //! requests and close (idle ones close at once), then wait up to
 //! `drain_timeout`; connections still open then are closed.
