@@ -18,9 +18,10 @@ pub enum Error {
     #[error("{0}")]
     BadRequest(String),
 
-    /// A value is larger than the configured limit.
-    #[error("value exceeds max_value_size ({limit} bytes)")]
-    TooLarge { limit: u64 },
+    /// A value or request body is larger than a limit; `over` says which
+    /// (e.g. "value exceeds max_value_size").
+    #[error("{over} ({limit} bytes)")]
+    TooLarge { limit: u64, over: &'static str },
 
     /// The thing asked for does not exist.
     #[error("{0}")]

@@ -527,3 +527,25 @@ async fn a_failing_row_fails_alone_and_is_not_cached() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_body_over_max_request_size_is_413_naming_it() {
+    let dir = temp_dir();
+    let server = TestServer::start(dir.path(), |a| {
+        a.models = vec![model("mlp", "mlp")];
+        a.max_request_size = Some(bytesize::ByteSize::kib(1));
+    })
+    .await;
+    let rows = vec![vec![0.5f32; 16]; 64];
+    let resp = post(&server, "mlp", &mlp_request(&rows)).await;
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let message = resp.json::<Value>().await.unwrap()["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        message.contains("max_request_size") && !message.contains("max_value_size"),
+        "{message}"
+    );
+    server.stop().await;
+}

@@ -37,7 +37,13 @@ mod tests {
         let cases = [
             (Error::NotFound("no model".into()), Code::NotFound),
             (Error::BadRequest("shape".into()), Code::InvalidArgument),
-            (Error::TooLarge { limit: 1 }, Code::InvalidArgument),
+            (
+                Error::TooLarge {
+                    limit: 1,
+                    over: "value exceeds max_value_size",
+                },
+                Code::InvalidArgument,
+            ),
             (
                 Error::Overloaded("the model's queue"),
                 Code::ResourceExhausted,

@@ -230,7 +230,10 @@ impl Local {
     pub(crate) fn check_size(&self, key: &Key, entry: &Entry) -> Result<()> {
         let limit = self.max_value_size();
         if entry.value.len() as u64 > limit {
-            return Err(Error::TooLarge { limit });
+            return Err(Error::TooLarge {
+                limit,
+                over: VALUE_OVER,
+            });
         }
         self.inner.disk.check_fits(key, entry)
     }
@@ -305,3 +308,6 @@ async fn sweep_forever(writer: Writer, every: Duration) {
         tick.tick().await;
     }
 }
+
+/// What a value over `max_value_size` exceeds, as its error says.
+pub(crate) const VALUE_OVER: &str = "value exceeds max_value_size";

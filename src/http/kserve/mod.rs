@@ -207,7 +207,7 @@ where
         limit,
         policy,
     } = asked;
-    let body = read_body(body, limit).await?;
+    let body = read_body(body, limit, super::REQUEST_OVER).await?;
     // Only a request that may read the cache can find or keep an answer
     // (a `no-cache` request's rows are never hits).
     let answer_key = if policy.read {

@@ -345,6 +345,7 @@ impl DiskTier {
         if overhead + entry.value.len() as u64 > self.capacity {
             return Err(Error::TooLarge {
                 limit: self.capacity.saturating_sub(overhead),
+                over: "value exceeds what disk_capacity can hold",
             });
         }
         Ok(())
