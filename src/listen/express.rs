@@ -486,6 +486,10 @@ impl<I: AsyncRead + Unpin> AsyncRead for Replay<I> {
         }
         let n = self.sent.len().min(buf.remaining());
         buf.put_slice(&self.sent.split_to(n));
+        if self.sent.is_empty() {
+            // Let go of the read buffer it was cut from.
+            self.sent = Bytes::new();
+        }
         Poll::Ready(Ok(()))
     }
 }
