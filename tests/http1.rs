@@ -125,6 +125,11 @@ async fn responses_are_framed_as_hyper_frames_them() {
     assert_eq!(reply.header_str("connection"), Some("close"));
     assert!(reply.header("date").is_some());
     assert_eq!(reply.body, b"v");
+    // Empty header values are values too.
+    let empty =
+        "GET /path/e HTTP/1.1\r\nhost: x\r\nx-empty:\r\nx-blank:   \r\nconnection: close\r\n\r\n";
+    let reply = one(&exchange(&addr, &[empty.as_bytes()]).await, "GET");
+    assert_eq!((reply.status, &reply.body[..]), (200, &b"e"[..]));
     // Unknown length: chunked.
     let reply = one(&exchange(&addr, &[get("/stream").as_bytes()]).await, "GET");
     assert_eq!(reply.header_str("transfer-encoding"), Some("chunked"));

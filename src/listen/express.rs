@@ -192,11 +192,17 @@ fn scan(read: &[u8]) -> Option<Option<Head>> {
     if !target.starts_with('/') {
         return None;
     }
-    let at = |s: &[u8]| s.as_ptr() as usize - read.as_ptr() as usize;
+    // Where a slice `httparse` returned starts in `read` (it slices its
+    // input; anything else is not served here).
+    let at = |s: &[u8]| {
+        (s.as_ptr() as usize)
+            .checked_sub(read.as_ptr() as usize)
+            .filter(|at| at + s.len() <= read.len())
+    };
     let mut head = Head {
         len,
         method,
-        target: (at(target.as_bytes()), target.len()),
+        target: (at(target.as_bytes())?, target.len()),
         headers: [(0, 0, 0, 0); MAX_HEADERS],
         count: request.headers.len(),
         body: 0,
@@ -205,7 +211,7 @@ fn scan(read: &[u8]) -> Option<Option<Head>> {
     let mut length = None;
     for (line, slot) in request.headers.iter().zip(&mut head.headers) {
         let (name, value) = (line.name, line.value);
-        *slot = (at(name.as_bytes()), name.len(), at(value), value.len());
+        *slot = (at(name.as_bytes())?, name.len(), at(value)?, value.len());
         let is = |known: &str| name.eq_ignore_ascii_case(known);
         if is("content-length") {
             if length.is_some() {
@@ -521,5 +527,38 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Replay<I> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn simple(head: &str) -> bool {
+        matches!(scan(head.as_bytes()), Some(Some(_)))
+    }
+
+    #[test]
+    fn what_is_simple() {
+        assert!(simple("GET /a HTTP/1.1\r\nhost: x\r\n\r\n"));
+        assert!(simple("GET /a HTTP/1.1\r\nx-empty:\r\nx-blank:  \r\n\r\n"));
+        assert!(simple(
+            "PUT /a HTTP/1.1\r\ncontent-length: 3\r\nconnection: close\r\n\r\n"
+        ));
+        assert!(matches!(scan(b"GET /a HTTP/1.1\r\nhost:"), Some(None)));
+        for not in [
+            "GET /a HTTP/1.0\r\n\r\n",
+            "HEAD /a HTTP/1.1\r\n\r\n",
+            "GET http://x/a HTTP/1.1\r\n\r\n",
+            "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            "POST /a HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n",
+            "POST /a HTTP/1.1\r\ncontent-length: 1\r\ncontent-length: 1\r\n\r\n",
+            "POST /a HTTP/1.1\r\ncontent-length: +1\r\n\r\n",
+            "POST /a HTTP/1.1\r\ncontent-length: 65537\r\n\r\n",
+            "POST /a HTTP/1.1\r\nexpect: 100-continue\r\n\r\n",
+            "GET /a HTTP/1.1\r\nconnection: upgrade\r\nupgrade: h2c\r\n\r\n",
+        ] {
+            assert!(scan(not.as_bytes()).is_none(), "{not:?}");
+        }
     }
 }
