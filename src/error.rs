@@ -18,10 +18,9 @@ pub enum Error {
     #[error("{0}")]
     BadRequest(String),
 
-    /// A value or request body is larger than a limit; `over` says which
-    /// (e.g. "value exceeds max_value_size").
+    /// A value or request body is larger than the limit `over` sets.
     #[error("{over} ({limit} bytes)")]
-    TooLarge { limit: u64, over: &'static str },
+    TooLarge { limit: u64, over: Limit },
 
     /// The thing asked for does not exist.
     #[error("{0}")]
@@ -75,4 +74,15 @@ impl From<&str> for Error {
     fn from(message: &str) -> Self {
         Error::Compute(message.to_string())
     }
+}
+
+/// The limit a [`Error::TooLarge`] hit, as its message names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Limit {
+    #[error("value exceeds max_value_size")]
+    ValueSize,
+    #[error("request body exceeds max_request_size")]
+    RequestSize,
+    #[error("value exceeds what disk_capacity can hold")]
+    DiskCapacity,
 }

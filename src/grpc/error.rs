@@ -40,7 +40,7 @@ mod tests {
             (
                 Error::TooLarge {
                     limit: 1,
-                    over: "value exceeds max_value_size",
+                    over: crate::error::Limit::ValueSize,
                 },
                 Code::InvalidArgument,
             ),

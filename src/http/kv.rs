@@ -18,9 +18,9 @@ use percent_encoding::percent_decode_str;
 
 use super::{head::LastHead, read_body, AppState};
 use crate::{
-    error::{Error, Result},
+    error::{Error, Limit, Result},
     memo::Tier,
-    store::{Entry, Key, KeyRef, KV_NAMESPACE, TTL_RANGE, VALUE_OVER},
+    store::{Entry, Key, KeyRef, KV_NAMESPACE, TTL_RANGE},
 };
 
 /// Longest key accepted, in bytes after URL decoding.
@@ -140,7 +140,7 @@ where
     // copy it, or every cached value would keep a whole buffer alive.
     // Dropped before the commit: hyper can then reuse that buffer for the
     // connection's next read instead of allocating a new one.
-    let body = read_body(body, state.config().max_value_size, VALUE_OVER).await?;
+    let body = read_body(body, state.config().max_value_size, Limit::ValueSize).await?;
     let value = bytes::Bytes::copy_from_slice(&body);
     drop(body);
     let entry = Entry {

@@ -49,20 +49,20 @@ use tower::Service;
 use self::{error::OpenAiError, timeout::ReadTimeout};
 pub use crate::state::AppState;
 use crate::{
-    error::{Error, Result},
+    error::{Error, Limit, Result},
     listen::{Framed, RequestBody, MAX_FRAME},
 };
 
 pub use crate::state::{cache_policy, X_CACHE};
 
-/// Read a whole body of at most `limit` bytes; larger: 413 (its message
-/// says what the body is `over`, e.g. "value exceeds max_value_size"), early when
+/// Read a whole body of at most `limit` bytes, the limit `over` names;
+/// larger: 413, early when
 /// its declared length (`Content-Length`, which hyper's body reports as
 /// its size) says so. Read frame by frame rather than through a limit
 /// layer and a frame list: a small body is one frame, handed back as it is
 /// (ARCHITECTURE.md §1, "The hot path"). Any body will do: the hot infer
 /// route reads hyper's own, unboxed.
-pub async fn read_body<B>(body: B, limit: u64, over: &'static str) -> Result<Bytes>
+pub async fn read_body<B>(body: B, limit: u64, over: Limit) -> Result<Bytes>
 where
     B: http_body::Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
@@ -109,9 +109,6 @@ where
         joined.freeze()
     })
 }
-
-/// What a request body over `max_request_size` exceeds, as its error says.
-const REQUEST_OVER: &str = "request body exceeds max_request_size";
 
 /// Every API on one service, the one every connection is served by
 /// (ARCHITECTURE.md §1, "The hot path"):
@@ -379,18 +376,20 @@ mod tests {
             &["ab", "c"],
             &["a", "b", "c"],
         ] {
-            let read = read_body(frames(parts), 3, "body").await.unwrap();
+            let read = read_body(frames(parts), 3, Limit::ValueSize).await.unwrap();
             assert_eq!(read, parts.concat(), "{parts:?}");
         }
         for parts in [&["abcd"][..], &["ab", "cd"], &["a", "b", "c", "d"]] {
-            let err = read_body(frames(parts), 3, "body").await.unwrap_err();
+            let err = read_body(frames(parts), 3, Limit::ValueSize)
+                .await
+                .unwrap_err();
             assert!(
                 matches!(err, Error::TooLarge { limit: 3, .. }),
                 "{parts:?}: {err}"
             );
         }
         // A declared length over the limit is refused before any byte.
-        let err = read_body(Declared(4), 3, "body")
+        let err = read_body(Declared(4), 3, Limit::ValueSize)
             .now_or_never()
             .expect("at once");
         assert!(

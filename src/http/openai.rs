@@ -22,8 +22,11 @@ use serde::{
 };
 use serde_json::{json, Value};
 
-use super::{cache_policy, error::OpenAiError, read_body, AppState, REQUEST_OVER, X_CACHE};
-use crate::{blocking::off_runtime, error::Error};
+use super::{cache_policy, error::OpenAiError, read_body, AppState, X_CACHE};
+use crate::{
+    blocking::off_runtime,
+    error::{Error, Limit},
+};
 
 /// Most texts one request may carry while parsing; the model's own
 /// `max_inputs` then bounds it further.
@@ -101,7 +104,7 @@ pub async fn embeddings(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, OpenAiError> {
-    let body = read_body(body, state.config().max_request_size, REQUEST_OVER).await?;
+    let body = read_body(body, state.config().max_request_size, Limit::RequestSize).await?;
     let request: EmbeddingsRequest = off_runtime(body.len(), move || {
         serde_json::from_slice(&body)
             .map_err(|e| Error::BadRequest(format!("malformed embeddings request: {e}")))

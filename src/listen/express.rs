@@ -272,7 +272,8 @@ enum Framing {
     Chunked,
 }
 
-/// Write `response` to `io`, through `out` (empty before and after).
+/// Write `response` to `io`, through `out` (empty before, and after
+/// unless it fails: the connection then closes).
 async fn respond<I, B>(
     io: &mut I,
     out: &mut BytesMut,
@@ -287,16 +288,10 @@ where
     let (parts, body) = response.into_parts();
     let status = parts.status;
     let framing = head(out, status, &parts.headers, body.size_hint().exact(), close);
-    let written = match framing {
-        Framing::None => Ok(()),
-        framing => write_body(io, out, body, framing).await,
-    };
-    let flushed = match written {
-        Ok(()) => flush(io, out).await,
-        Err(e) => Err(e),
-    };
-    out.clear();
-    flushed
+    if framing != Framing::None {
+        write_body(io, out, body, framing).await?;
+    }
+    flush(io, out).await
 }
 
 /// The response head, into `out`; how its body is framed.

@@ -121,10 +121,15 @@ mod tests {
         }
     }
 
+    /// A task that counts its wakes, and its waker.
+    fn counted() -> (Arc<Count>, Waker) {
+        let task = Arc::new(Count(AtomicUsize::new(0)));
+        (task.clone(), Waker::from(task))
+    }
+
     #[test]
     fn a_self_wake_polls_again_and_other_wakes_reach_the_task() {
-        let task = Arc::new(Count(AtomicUsize::new(0)));
-        let task_waker = Waker::from(task.clone());
+        let (task, task_waker) = counted();
         let mut cx = Context::from_waker(&task_waker);
         let polls = AtomicUsize::new(0);
         let saved = std::sync::Mutex::new(None);
@@ -154,8 +159,7 @@ mod tests {
 
     #[test]
     fn a_future_that_keeps_waking_itself_goes_back_to_the_scheduler() {
-        let task = Arc::new(Count(AtomicUsize::new(0)));
-        let task_waker = Waker::from(task.clone());
+        let (task, task_waker) = counted();
         let mut cx = Context::from_waker(&task_waker);
         let polls = AtomicUsize::new(0);
         let mut future = std::pin::pin!(Rewake::new(std::future::poll_fn(|cx| {

@@ -33,7 +33,7 @@ use self::{
     writer::{Batching, Targets, Writer},
 };
 use crate::{
-    error::{Error, Result},
+    error::{Error, Limit, Result},
     events::Events,
 };
 
@@ -232,7 +232,7 @@ impl Local {
         if entry.value.len() as u64 > limit {
             return Err(Error::TooLarge {
                 limit,
-                over: VALUE_OVER,
+                over: Limit::ValueSize,
             });
         }
         self.inner.disk.check_fits(key, entry)
@@ -308,6 +308,3 @@ async fn sweep_forever(writer: Writer, every: Duration) {
         tick.tick().await;
     }
 }
-
-/// What a value over `max_value_size` exceeds, as its error says.
-pub(crate) const VALUE_OVER: &str = "value exceeds max_value_size";

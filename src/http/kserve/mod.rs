@@ -25,7 +25,7 @@ use serde_json::{json, Value};
 use super::{cache_policy, head::LastHead, read_body, AppState, X_CACHE};
 use crate::{
     blocking::{in_place, off_runtime},
-    error::{Error, Result},
+    error::{Error, Limit, Result},
     infer::{self, registry::Model},
     memo::{CacheStatus, Policy, Tier},
 };
@@ -207,7 +207,7 @@ where
         limit,
         policy,
     } = asked;
-    let body = read_body(body, limit, super::REQUEST_OVER).await?;
+    let body = read_body(body, limit, Limit::RequestSize).await?;
     // Only a request that may read the cache can find or keep an answer
     // (a `no-cache` request's rows are never hits).
     let answer_key = if policy.read {

@@ -82,7 +82,7 @@ use super::{
     entry::{Clock, Entry, Key},
     fault::DiskFull,
 };
-use crate::error::{Error, Result};
+use crate::error::{Error, Limit, Result};
 
 /// Keys counted per read transaction by [`DiskTier::index_keys`].
 const INDEX_CHUNK: usize = 65_536;
@@ -345,7 +345,7 @@ impl DiskTier {
         if overhead + entry.value.len() as u64 > self.capacity {
             return Err(Error::TooLarge {
                 limit: self.capacity.saturating_sub(overhead),
-                over: "value exceeds what disk_capacity can hold",
+                over: Limit::DiskCapacity,
             });
         }
         Ok(())
