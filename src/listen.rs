@@ -25,10 +25,7 @@
 //!   body by `http::App` (`http::timeout`);
 //! - HTTP/1 responses copied behind their heads and sent with one `write`,
 //!   in bounded frames so the copies cannot grow a connection's buffer
-//!   without bound ([`framed`]);
-//! - a connection that wakes itself while polled (hyper's request body
-//!   channel does, once per request with a body) polled again at once,
-//!   not through the scheduler ([`rewake`]).
+//!   without bound ([`framed`]).
 //!
 //! Every connection starts in [`express`], which serves simple HTTP/1
 //! requests without hyper's per-request machinery; the first request that
@@ -42,7 +39,6 @@
 
 mod express;
 mod framed;
-mod rewake;
 
 use std::{
     convert::Infallible,
@@ -283,7 +279,7 @@ async fn connection<I, S>(
         }
     });
     let io = TokioIo::new(io);
-    let conn = rewake::Rewake::new(builder.serve_connection_with_upgrades(io, service));
+    let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
     loop {
         tokio::select! {
@@ -297,7 +293,7 @@ async fn connection<I, S>(
                 return;
             }
             Some(stop) = signals.next() => match stop {
-                Stop::Drain => conn.as_mut().inner().graceful_shutdown(),
+                Stop::Drain => conn.as_mut().graceful_shutdown(),
                 Stop::Close => return,
             },
         }
